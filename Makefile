@@ -1,0 +1,50 @@
+# Switchyard: `make run` to serve the shop, `make test` to run every test.
+#
+# Everything a fresh machine lacks (the wasm32-wasip2 target) is installed here.
+
+CARGO      ?= cargo
+SERVICES   ?= services
+DATA       ?= data
+LISTEN     ?= 127.0.0.1:8080
+# The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
+GUESTS     := goods users orders
+# Components only the tests use, built from tests/fixtures/.
+FIXTURES   := kv-probe
+WASM_DIR   := target/wasm32-wasip2/release
+
+.PHONY: build run test bench setup build-guests build-host install-services lint
+
+build: build-host install-services
+
+run: build
+	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
+
+test: setup build-guests
+	$(CARGO) test --release -p switchyard -p guest-common
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release -p switchyard --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES)) -- -D warnings
+
+setup:
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+build-guests: setup
+	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES))
+
+build-host: setup
+	$(CARGO) build --release -p switchyard
+
+# Install each shop service under the version its crate declares; an existing
+# file of that version is left alone, so that `make run` never rewrites history.
+install-services: build-guests
+	@for g in $(GUESTS); do \
+	  v=$$(sed -n 's/^version = "\(.*\)"/\1/p' guests/$$g/Cargo.toml | head -1); \
+	  mkdir -p $(SERVICES)/$$g; \
+	  if [ ! -e $(SERVICES)/$$g/$$v.wasm ]; then \
+	    cp $(WASM_DIR)/$$g.wasm $(SERVICES)/$$g/$$v.wasm.tmp && mv $(SERVICES)/$$g/$$v.wasm.tmp $(SERVICES)/$$g/$$v.wasm; \
+	    echo "installed $(SERVICES)/$$g/$$v.wasm"; \
+	  fi; \
+	done

@@ -1,0 +1,207 @@
+//! What every shop service does the same way at its HTTP edge: parse the request
+//! (path segments, query parameters, JSON bodies) and build JSON replies, including
+//! the `{"error": "..."}` body every 4xx carries.
+//!
+//! It also owns the bindings of the platform imports (key-value, compare-and-swap,
+//! config, logging), which the services reuse through wit-bindgen's `with`, and
+//! [`store`], the typed JSON-record layer the services keep their data in. Each
+//! service converts a [`Reply`] into its own generated `handler::Response`.
+
+pub mod store;
+
+/// Bindings of the host imports every service may use.
+pub mod bindings {
+    wit_bindgen::generate!({
+        inline: "
+            package switchyard:guest-common;
+            world platform-imports {
+                import wasi:keyvalue/store@0.2.0-draft;
+                import wasi:keyvalue/atomics@0.2.0-draft;
+                import switchyard:platform/keyvalue-cas@0.1.0;
+                import wasi:config/store@0.2.0-rc.1;
+                import wasi:logging/logging@0.1.0-draft;
+            }
+        ",
+        path: [
+            "../../wit/deps/keyvalue",
+            "../../wit/deps/config",
+            "../../wit/deps/logging",
+            "../../wit/platform",
+        ],
+        generate_all,
+    });
+}
+
+/// Log `message` at info level through the host's logging import.
+pub fn log_info(context: &str, message: &str) {
+    use bindings::wasi::logging::logging::{Level, log};
+    log(Level::Info, context, message);
+}
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A JSON reply: status and serialized body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// `status` with `value` serialized as the JSON body.
+    pub fn json(status: u16, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply { status, body },
+            Err(e) => Reply::error(500, format!("cannot encode the response: {e}")),
+        }
+    }
+
+    /// `status` with `{"error": message}`.
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
+        let body = serde_json::json!({ "error": message.into() });
+        Reply {
+            status,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// 204, nothing in the body.
+    pub fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Reply {
+        Reply::error(404, format!("no {what} with id {id:?}"))
+    }
+
+    pub fn route_not_found(method: &str, path: &str) -> Reply {
+        Reply::error(404, format!("no route for {method} {path}"))
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Reply {
+        Reply::error(
+            405,
+            format!("{method} is not allowed on {path}; allowed: {allowed}"),
+        )
+    }
+
+    /// The headers to send with this reply.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        if self.body.is_empty() {
+            Vec::new()
+        } else {
+            vec![("content-type".into(), "application/json".into())]
+        }
+    }
+}
+
+/// Handlers return `Result<Reply, Reply>` so that `?` can carry an error reply.
+pub type Outcome = Result<Reply, Reply>;
+
+/// The non-empty segments of a path: `/42/pay` → `["42", "pay"]`.
+pub fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// Parse a JSON request body into `T`; anything wrong is a 400 naming the problem
+/// (malformed JSON, a missing field, a field of the wrong type, an unknown field).
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Reply::error(400, "the request body must be a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| Reply::error(400, format!("invalid JSON body: {e}")))
+}
+
+/// The value of query parameter `name`, percent-decoded; `None` when absent.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value))
+}
+
+/// A non-negative integer query parameter, `default` when absent; a 400 otherwise.
+pub fn query_u32(query: &str, name: &str, default: u32) -> Result<u32, Reply> {
+    match query_param(query, name) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|_| {
+            Reply::error(
+                400,
+                format!("query parameter {name} must be a non-negative integer, got {raw:?}"),
+            )
+        }),
+    }
+}
+
+fn percent_decode(raw: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes[i] {
+            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])),
+            _ => None,
+        };
+        match (bytes[i], escaped) {
+            (_, Some((high, low))) => {
+                out.push(high << 4 | low);
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Non-empty after trimming, or a 400 naming the field.
+pub fn require_text(field: &str, value: &str) -> Result<String, Reply> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        Err(Reply::error(400, format!("{field} must not be empty")))
+    } else {
+        Ok(trimmed.to_string())
+    }
+}
+
+/// Turn a store counter into the next id: a short prefix names the kind of record.
+pub fn make_id(prefix: &str, counter: u64) -> String {
+    format!("{prefix}{counter}")
+}
+
+/// Order ids by the counter they were made from, so that listings follow creation order.
+pub fn id_order(id: &str) -> (usize, &str) {
+    (id.len(), id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        assert_eq!(
+            query_param("a=1&user_id=u%201", "user_id").as_deref(),
+            Some("u 1")
+        );
+        assert_eq!(query_param("a=1", "b"), None);
+        assert_eq!(query_param("flag", "flag").as_deref(), Some(""));
+        assert_eq!(query_param("x=%zz%4", "x").as_deref(), Some("%zz%4"));
+    }
+
+    #[test]
+    fn ids_sort_in_creation_order() {
+        let mut ids = vec![make_id("g", 10), make_id("g", 9), make_id("g", 100)];
+        ids.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
+        assert_eq!(ids, ["g9", "g10", "g100"]);
+    }
+}

@@ -1,0 +1,238 @@
+//! The goods service: the shop's catalog of things for sale and their stock.
+//!
+//! HTTP (mounted at `/goods`): `POST /` creates, `GET /?limit=&offset=` lists,
+//! `GET /{id}` reads, `PATCH /{id}` changes name, price or stock.
+//! Other services use the typed `switchyard:shop/catalog` interface, whose stock
+//! reservations are atomic (compare-and-swap), so concurrent orders never oversell.
+
+use guest_common::store::{StoreError, Table, next_id};
+use guest_common::{Outcome, Reply, parse_body, query_u32, require_text, segments};
+use serde::{Deserialize, Serialize};
+
+wit_bindgen::generate!({
+    world: "switchyard:shop/goods",
+    path: [
+        "../../wit/deps/keyvalue",
+        "../../wit/deps/config",
+        "../../wit/deps/logging",
+        "../../wit/platform",
+        "../../wit/shop",
+    ],
+    with: {
+        "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
+        "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
+        "switchyard:platform/keyvalue-cas@0.1.0": guest_common::bindings::switchyard::platform::keyvalue_cas,
+        "wasi:config/store@0.2.0-rc.1": guest_common::bindings::wasi::config::store,
+        "wasi:logging/logging@0.1.0-draft": guest_common::bindings::wasi::logging::logging,
+    },
+});
+
+use exports::switchyard::platform::handler::{Guest as Handler, Request, Response};
+use exports::switchyard::shop::catalog::{Goods as CatalogGoods, Guest as Catalog, StockError};
+
+/// Listing page size when the client gives no `limit`, and the most it may ask for.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 1000;
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Goods {
+    id: String,
+    name: String,
+    price_cents: u64,
+    stock: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGoods {
+    name: String,
+    price_cents: u64,
+    stock: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoodsChange {
+    name: Option<String>,
+    price_cents: Option<u64>,
+    stock: Option<u32>,
+}
+
+fn goods_table() -> Result<Table, StoreError> {
+    Table::open("goods")
+}
+
+struct Service;
+
+impl Handler for Service {
+    fn handle(request: Request) -> Response {
+        let reply = route(&request).unwrap_or_else(|error| error);
+        Response {
+            status: reply.status,
+            headers: reply.headers(),
+            body: reply.body,
+        }
+    }
+}
+
+fn route(request: &Request) -> Outcome {
+    let method = request.method.as_str();
+    match segments(&request.path).as_slice() {
+        [] => match method {
+            "GET" => list(&request.query),
+            "POST" => create(&request.body),
+            _ => Err(Reply::method_not_allowed(
+                method,
+                &request.path,
+                "GET, POST",
+            )),
+        },
+        [id] => match method {
+            "GET" => read(id),
+            "PATCH" => change(id, &request.body),
+            _ => Err(Reply::method_not_allowed(
+                method,
+                &request.path,
+                "GET, PATCH",
+            )),
+        },
+        _ => Err(Reply::route_not_found(method, &request.path)),
+    }
+}
+
+fn create(body: &[u8]) -> Outcome {
+    let new: NewGoods = parse_body(body)?;
+    let goods = Goods {
+        id: next_id("g")?,
+        name: require_text("name", &new.name)?,
+        price_cents: new.price_cents,
+        stock: new.stock,
+    };
+    goods_table()?.insert(&goods.id, &goods)?;
+    Ok(Reply::json(201, &goods))
+}
+
+fn read(id: &str) -> Outcome {
+    match goods_table()?.get::<Goods>(id)? {
+        Some(goods) => Ok(Reply::json(200, &goods)),
+        None => Err(Reply::not_found("goods", id)),
+    }
+}
+
+fn list(query: &str) -> Outcome {
+    let limit = query_u32(query, "limit", DEFAULT_LIMIT)?;
+    let offset = query_u32(query, "offset", 0)?;
+    if limit > MAX_LIMIT {
+        return Err(Reply::error(
+            400,
+            format!("limit must be at most {MAX_LIMIT}"),
+        ));
+    }
+    Ok(Reply::json(200, &page(offset, limit)?))
+}
+
+fn page(offset: u32, limit: u32) -> Result<Vec<Goods>, StoreError> {
+    let all: Vec<Goods> = goods_table()?.all()?;
+    Ok(all
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect())
+}
+
+fn change(id: &str, body: &[u8]) -> Outcome {
+    let change: GoodsChange = parse_body(body)?;
+    if change.name.is_none() && change.price_cents.is_none() && change.stock.is_none() {
+        return Err(Reply::error(
+            400,
+            "nothing to change: give name, price_cents and/or stock",
+        ));
+    }
+    let name = change
+        .name
+        .as_deref()
+        .map(|n| require_text("name", n))
+        .transpose()?;
+    let updated = goods_table()?.update(id, |mut goods: Goods| {
+        if let Some(name) = &name {
+            goods.name = name.clone();
+        }
+        goods.price_cents = change.price_cents.unwrap_or(goods.price_cents);
+        goods.stock = change.stock.unwrap_or(goods.stock);
+        Ok::<_, Reply>(goods)
+    })?;
+    match updated {
+        Some(goods) => Ok(Reply::json(200, &goods)),
+        None => Err(Reply::not_found("goods", id)),
+    }
+}
+
+// === impl Catalog ===
+
+impl From<Goods> for CatalogGoods {
+    fn from(g: Goods) -> CatalogGoods {
+        CatalogGoods {
+            id: g.id,
+            name: g.name,
+            price_cents: g.price_cents,
+            stock: g.stock,
+        }
+    }
+}
+
+impl From<StoreError> for StockError {
+    fn from(e: StoreError) -> StockError {
+        StockError::Unavailable(e.0)
+    }
+}
+
+/// Move `qty` units in (`release`) or out (`reserve`) of stock atomically.
+fn adjust_stock(id: &str, qty: u32, release: bool) -> Result<CatalogGoods, StockError> {
+    if qty == 0 {
+        return Err(StockError::InvalidQuantity(qty));
+    }
+    let updated = goods_table()?.update(id, |mut goods: Goods| {
+        goods.stock = if release {
+            goods
+                .stock
+                .checked_add(qty)
+                .ok_or(StockError::InvalidQuantity(qty))?
+        } else {
+            goods
+                .stock
+                .checked_sub(qty)
+                .ok_or(StockError::Insufficient(goods.stock))?
+        };
+        Ok::<_, StockError>(goods)
+    })?;
+    updated
+        .map(Into::into)
+        .ok_or_else(|| StockError::NotFound(id.to_string()))
+}
+
+impl Catalog for Service {
+    fn get(id: String) -> Option<CatalogGoods> {
+        goods_table()
+            .ok()?
+            .get::<Goods>(&id)
+            .ok()
+            .flatten()
+            .map(Into::into)
+    }
+
+    fn list(offset: u32, limit: u32) -> Vec<CatalogGoods> {
+        page(offset, limit.min(MAX_LIMIT))
+            .map(|goods| goods.into_iter().map(Into::into).collect())
+            .unwrap_or_default()
+    }
+
+    fn reserve(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
+        adjust_stock(&id, qty, false)
+    }
+
+    fn release(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
+        adjust_stock(&id, qty, true)
+    }
+}
+
+export!(Service);

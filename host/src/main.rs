@@ -1,0 +1,70 @@
+//! The `switchyard` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Run microservices as WebAssembly components behind one HTTP gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load every services/<name>/<version>.wasm and serve them over HTTP.
+    ///
+    /// `/<name>/...` reaches service <name>; `GET /admin/services` lists what
+    /// is loaded. The highest valid version of each service is active.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Folder holding <name>/<semver>.wasm (and optional <name>/service.toml).
+    #[arg(long, env = "SWITCHYARD_SERVICES", default_value = "services")]
+    services: PathBuf,
+    /// Folder for durable data (the key-value store); created if missing.
+    #[arg(long, env = "SWITCHYARD_DATA", default_value = "data")]
+    data: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger gets 413.
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Idle instances kept per service version for reuse.
+    #[arg(long, env = "SWITCHYARD_POOL_SIZE", default_value_t = 8)]
+    pool_size: usize,
+    /// Milliseconds a request may run before it gets 504.
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            switchyard::serve(switchyard::Settings {
+                services_dir: args.services,
+                data_dir: args.data,
+                listen: args.listen,
+                max_body_bytes: args.max_body_bytes,
+                pool_size: args.pool_size,
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The host side of what every service may import: key-value storage
+//! (`wasi:keyvalue` plus our `keyvalue-cas` extension), configuration
+//! (`wasi:config`) and logging (`wasi:logging`).
+//!
+//! This module owns [`Platform`], the per-instance context those imports act on.
+//! It always acts in the name of the service the instance belongs to: the
+//! namespace passed to the store comes from here, never from the guest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::store::{KeyValueStore, Namespace, StoreError};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: [
+            "../wit/deps/keyvalue",
+            "../wit/deps/config",
+            "../wit/deps/logging",
+            "../wit/platform",
+        ],
+        world: "switchyard:platform/service",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi:keyvalue/store.bucket": super::Bucket,
+        },
+    });
+}
+
+pub use bindings::exports::switchyard::platform::handler;
+pub use bindings::{Service as ServiceBindings, ServicePre as ServiceBindingsPre};
+
+use bindings::switchyard::platform::keyvalue_cas;
+use bindings::wasi::config::store as config;
+use bindings::wasi::keyvalue::{atomics, store};
+use bindings::wasi::logging::logging;
+
+/// The longest bucket identifier a service may open.
+const MAX_BUCKET_NAME: usize = 256;
+
+/// An open bucket, as the guest holds it.
+pub struct Bucket {
+    name: String,
+}
+
+/// What the platform imports of one instance act on.
+pub struct Platform {
+    pub service: String,
+    pub version: String,
+    pub store: Arc<dyn KeyValueStore>,
+    /// The `[config]` table of the service's `service.toml`.
+    pub config: Arc<BTreeMap<String, String>>,
+}
+
+/// The view the generated import traits are implemented on: the platform
+/// context and the instance's resource table (where buckets live).
+pub struct PlatformView<'a> {
+    platform: &'a Platform,
+    table: &'a mut ResourceTable,
+}
+
+impl<'a> PlatformView<'a> {
+    pub fn new(platform: &'a Platform, table: &'a mut ResourceTable) -> Self {
+        PlatformView { platform, table }
+    }
+
+    fn namespace(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Namespace> {
+        Ok(Namespace {
+            service: self.platform.service.clone(),
+            bucket: self.table.get(bucket)?.name.clone(),
+        })
+    }
+}
+
+struct HasPlatform;
+
+impl HasData for HasPlatform {
+    type Data<'a> = PlatformView<'a>;
+}
+
+/// Define every platform import in `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> PlatformView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<_, HasPlatform>(linker, view)?;
+    atomics::add_to_linker::<_, HasPlatform>(linker, view)?;
+    keyvalue_cas::add_to_linker::<_, HasPlatform>(linker, view)?;
+    config::add_to_linker::<_, HasPlatform>(linker, view)?;
+    logging::add_to_linker::<_, HasPlatform>(linker, view)?;
+    Ok(())
+}
+
+/// The names of the interfaces this module provides, as components import them.
+pub const INTERFACES: [&str; 5] = [
+    "wasi:keyvalue/store@0.2.0-draft",
+    "wasi:keyvalue/atomics@0.2.0-draft",
+    "switchyard:platform/keyvalue-cas@0.1.0",
+    "wasi:config/store@0.2.0-rc.1",
+    "wasi:logging/logging@0.1.0-draft",
+];
+
+/// The handler interface every service must export.
+pub const HANDLER_INTERFACE: &str = "switchyard:platform/handler@0.1.0";
+
+fn guest_error(e: StoreError) -> store::Error {
+    store::Error::Other(e.to_string())
+}
+
+// === impl wasi:keyvalue/store ===
+
+impl store::Host for PlatformView<'_> {
+    fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
+        if identifier.len() > MAX_BUCKET_NAME {
+            return Ok(Err(store::Error::Other(format!(
+                "bucket identifier is longer than {MAX_BUCKET_NAME} bytes"
+            ))));
+        }
+        Ok(Ok(self.table.push(Bucket { name: identifier })?))
+    }
+}
+
+impl store::HostBucket for PlatformView<'_> {
+    fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self.platform.store.get(&ns, &key).map_err(guest_error))
+    }
+
+    fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self
+            .platform
+            .store
+            .set(&ns, &key, &value)
+            .map_err(guest_error))
+    }
+
+    fn delete(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self.platform.store.delete(&ns, &key).map_err(guest_error))
+    }
+
+    fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self.platform.store.exists(&ns, &key).map_err(guest_error))
+    }
+
+    fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self
+            .platform
+            .store
+            .list_keys(&ns, cursor.unwrap_or(0))
+            .map(|page| store::KeyResponse {
+                keys: page.keys,
+                cursor: page.cursor,
+            })
+            .map_err(guest_error))
+    }
+
+    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+// === impl wasi:keyvalue/atomics ===
+
+impl atomics::Host for PlatformView<'_> {
+    fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: u64,
+    ) -> wasmtime::Result<Result<u64, store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self
+            .platform
+            .store
+            .increment(&ns, &key, delta)
+            .map_err(guest_error))
+    }
+}
+
+// === impl switchyard:platform/keyvalue-cas ===
+
+impl keyvalue_cas::Host for PlatformView<'_> {
+    fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool, store::Error>> {
+        let ns = self.namespace(&bucket)?;
+        Ok(self
+            .platform
+            .store
+            .compare_and_swap(&ns, &key, expected.as_deref(), &new)
+            .map_err(guest_error))
+    }
+}
+
+// === impl wasi:config/store ===
+
+impl config::Host for PlatformView<'_> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::Error>> {
+        Ok(Ok(self.platform.config.get(&key).cloned()))
+    }
+
+    fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config::Error>> {
+        Ok(Ok(self
+            .platform
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()))
+    }
+}
+
+// === impl wasi:logging/logging ===
+
+impl logging::Host for PlatformView<'_> {
+    fn log(
+        &mut self,
+        level: logging::Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        let (service, version) = (&self.platform.service, &self.platform.version);
+        match level {
+            logging::Level::Trace => tracing::trace!(service, version, context, "{message}"),
+            logging::Level::Debug => tracing::debug!(service, version, context, "{message}"),
+            logging::Level::Info => tracing::info!(service, version, context, "{message}"),
+            logging::Level::Warn => tracing::warn!(service, version, context, "{message}"),
+            logging::Level::Error | logging::Level::Critical => {
+                tracing::error!(service, version, context, "{message}")
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! The one place that knows wasmtime in depth: the [`Engine`], compiling
+//! components, building each component's [`Linker`], and running instances.
+//!
+//! It owns the rules of what a guest may touch: the platform imports, a WASI
+//! environment with no files, network, environment variables or arguments, a
+//! memory cap, and cooperative yielding so that a busy guest cannot starve the
+//! gateway. It knows nothing of the registry: calls to other services leave
+//! through [`ServiceCalls`], supplied by whoever links the component.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable, Val};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::platform::{self, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler};
+
+/// How often the epoch advances. Every tick, a running guest yields to the async
+/// executor, so a long computation delays other requests by at most this much.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Linear memory one instance may grow to. Generous for JSON services, yet 2
+/// cores and a few dozen instances fit comfortably in this machine's memory.
+const MAX_INSTANCE_MEMORY: usize = 64 << 20;
+
+/// Interfaces the guest's standard library imports and wasmtime-wasi provides,
+/// configured below so that they reach nothing outside the instance.
+const WASI_SYSTEM_PREFIXES: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// A boxed future, as the dynamic-call seam needs.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a component's calls to another service's interface go.
+pub trait ServiceCalls: Send + Sync + 'static {
+    /// Call `function` of `interface` on whichever service provides it now.
+    fn call<'a>(
+        &'a self,
+        interface: &'a str,
+        function: &'a str,
+        params: &'a [Val],
+        results: &'a mut [Val],
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// What a guest's store holds: its WASI context, its resources, its platform view.
+pub struct ServiceState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    platform: Platform,
+    limits: StoreLimits,
+}
+
+impl WasiView for ServiceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn platform_view(state: &mut ServiceState) -> PlatformView<'_> {
+    PlatformView::new(&state.platform, &mut state.table)
+}
+
+/// Who provides an imported or exported interface of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// wasmtime-wasi: clocks, random, and closed stdio, files and sockets.
+    WasiSystem,
+    /// This host's platform interfaces.
+    Platform,
+    /// Another service.
+    Service,
+}
+
+/// One interface a component imports or exports.
+#[derive(Debug, Clone)]
+pub struct InterfaceUse {
+    pub name: String,
+    pub functions: Vec<String>,
+    pub uses_resources: bool,
+}
+
+impl InterfaceUse {
+    pub fn provider(&self) -> Provider {
+        if platform::INTERFACES.contains(&self.name.as_str()) {
+            Provider::Platform
+        } else if WASI_SYSTEM_PREFIXES
+            .iter()
+            .any(|p| self.name.starts_with(p))
+        {
+            Provider::WasiSystem
+        } else {
+            Provider::Service
+        }
+    }
+}
+
+/// The engine and the linker every component starts from.
+pub struct Runtime {
+    engine: Engine,
+    base_linker: Linker<ServiceState>,
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+
+        let mut base_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut base_linker)?;
+        platform::add_to_linker(&mut base_linker, platform_view)?;
+        Ok(Runtime {
+            engine,
+            base_linker,
+        })
+    }
+
+    /// Compile `bytes`, refusing anything that is not a component.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
+        if bytes.is_empty() {
+            bail!("the file is empty");
+        }
+        if !bytes.starts_with(b"\0asm") {
+            bail!("not a WebAssembly file (no \\0asm header)");
+        }
+        if is_core_module(bytes) {
+            bail!("a core WebAssembly module, not a component (build for wasm32-wasip2)");
+        }
+        Component::new(&self.engine, bytes).map_err(|e| anyhow!("not a valid component: {e:#}"))
+    }
+
+    /// The interfaces `component` imports.
+    pub fn imports(&self, component: &Component) -> Vec<InterfaceUse> {
+        let ty = component.component_type();
+        ty.imports(&self.engine)
+            .map(|(name, item)| self.interface_use(name, &item.ty))
+            .collect()
+    }
+
+    /// The interfaces `component` exports.
+    pub fn exports(&self, component: &Component) -> Vec<InterfaceUse> {
+        let ty = component.component_type();
+        ty.exports(&self.engine)
+            .map(|(name, item)| self.interface_use(name, &item.ty))
+            .collect()
+    }
+
+    fn interface_use(&self, name: &str, item: &ComponentItem) -> InterfaceUse {
+        let mut use_ = InterfaceUse {
+            name: name.to_string(),
+            functions: Vec::new(),
+            uses_resources: false,
+        };
+        if let ComponentItem::ComponentInstance(instance) = item {
+            for (export, item) in instance.exports(&self.engine) {
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => use_.functions.push(export.to_string()),
+                    ComponentItem::Resource(_) => use_.uses_resources = true,
+                    _ => {}
+                }
+            }
+        }
+        use_
+    }
+
+    /// Link `component`: platform and WASI imports to the host, every other
+    /// imported interface to `calls`. Fails when an import cannot be satisfied
+    /// or the component does not export a well-typed handler.
+    pub fn link(
+        &self,
+        component: &Component,
+        calls: Arc<dyn ServiceCalls>,
+    ) -> Result<ServiceBindingsPre<ServiceState>> {
+        let mut linker = self.base_linker.clone();
+        for import in self.imports(component) {
+            if import.provider() != Provider::Service {
+                continue;
+            }
+            let mut instance = linker.instance(&import.name)?;
+            for function in &import.functions {
+                let calls = calls.clone();
+                let (interface, function_name) = (import.name.clone(), function.clone());
+                instance.func_new_async(function, move |_store, _ty, params, results| {
+                    let calls = calls.clone();
+                    let interface = interface.clone();
+                    let function = function_name.clone();
+                    Box::new(async move {
+                        calls
+                            .call(&interface, &function, params, results)
+                            .await
+                            .with_context(|| format!("calling {interface}#{function}"))
+                            .map_err(wasmtime::Error::from_anyhow)
+                    })
+                })?;
+            }
+        }
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow!("{e:#}"))?;
+        ServiceBindingsPre::new(pre).map_err(|e| {
+            anyhow!(
+                "does not export a usable {}: {e:#}",
+                platform::HANDLER_INTERFACE
+            )
+        })
+    }
+
+    /// Where each exported function of `interfaces` lives in `component`.
+    pub fn export_indices(
+        &self,
+        component: &Component,
+        interfaces: &[InterfaceUse],
+    ) -> HashMap<(String, String), ComponentExportIndex> {
+        let mut indices = HashMap::new();
+        for interface in interfaces {
+            let Some((_, iface)) = component.get_export(None, &interface.name) else {
+                continue;
+            };
+            for function in &interface.functions {
+                if let Some((_, func)) = component.get_export(Some(&iface), function) {
+                    indices.insert((interface.name.clone(), function.clone()), func);
+                }
+            }
+        }
+        indices
+    }
+
+    /// A fresh instance, with its own store, acting for `platform.service`.
+    pub async fn instantiate(
+        &self,
+        pre: &ServiceBindingsPre<ServiceState>,
+        platform: Platform,
+    ) -> Result<LiveInstance> {
+        // Deliberately empty: no preopened directories, no environment, no
+        // arguments, no sockets. Only clocks and random reach the host.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = ServiceState {
+            wasi,
+            table: ResourceTable::new(),
+            platform,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_INSTANCE_MEMORY)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+        let bindings = ServiceBindings::new(&mut store, &instance)?;
+        Ok(LiveInstance {
+            store,
+            instance,
+            bindings,
+        })
+    }
+}
+
+/// A core module's header is `\0asm` + version 1 + layer 0; a component's layer is 1.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(&[1, 0, 0, 0])
+}
+
+/// One instantiated service with its own store. Serves one call at a time.
+pub struct LiveInstance {
+    store: Store<ServiceState>,
+    instance: Instance,
+    bindings: ServiceBindings,
+}
+
+impl LiveInstance {
+    /// Hand one HTTP request to the guest's handler.
+    pub async fn handle(&mut self, request: &handler::Request) -> Result<handler::Response> {
+        self.bindings
+            .switchyard_platform_handler()
+            .call_handle(&mut self.store, request)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Call an exported interface function with dynamically typed values.
+    pub async fn call_export(
+        &mut self,
+        index: &ComponentExportIndex,
+        params: &[Val],
+        results: &mut [Val],
+    ) -> Result<()> {
+        let func = self
+            .instance
+            .get_func(&mut self.store, index)
+            .context("the exported function is missing from the instance")?;
+        func.call_async(&mut self.store, params, results)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+}
