@@ -1,0 +1,154 @@
+//! Loading services from the services folder: what is served, what is refused
+//! and why, and what the admin API reports.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Site, component};
+
+fn service<'a>(listing: &'a Value, name: &str) -> &'a Value {
+    listing["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not listed in {listing}"))
+}
+
+fn reason(service: &Value, version: &str) -> String {
+    let entry = service["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("version {version} not listed in {service}"));
+    assert_eq!(entry["state"], "rejected", "{entry}");
+    entry["reason"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_files_are_refused_and_healthy_services_still_serve() {
+    let site = Site::shop();
+    let goods = std::fs::read(component("goods")).unwrap();
+    site.write("garbage", "1.0.0", b"this is not wasm at all");
+    site.write("empty", "1.0.0", b"");
+    // A valid core module (magic, version 1) rather than a component.
+    site.write("core", "1.0.0", b"\0asm\x01\0\0\0");
+    // A newer goods cut off half-way: refused, and 1.0.0 serves instead.
+    site.write("goods", "2.0.0", &goods[..goods.len() / 2]);
+    // A component that does not export the platform handler.
+    site.install("lonely", "1.0.0", &component("kv-probe"));
+    std::fs::remove_file(site.services().join("lonely/1.0.0.wasm")).unwrap();
+    site.write("lonely", "1.0.0", &wasm_component_without_handler());
+    let host = site.start();
+
+    let listing = host.get("/admin/services").await.body;
+    assert!(reason(service(&listing, "garbage"), "1.0.0").contains("not a WebAssembly file"));
+    assert!(reason(service(&listing, "empty"), "1.0.0").contains("empty"));
+    assert!(reason(service(&listing, "core"), "1.0.0").contains("core WebAssembly module"));
+    assert!(reason(service(&listing, "goods"), "2.0.0").contains("not a valid component"));
+    assert!(reason(service(&listing, "lonely"), "1.0.0").contains("switchyard:platform/handler"));
+    assert_eq!(service(&listing, "goods")["active_version"], "1.0.0");
+
+    let refused = host.get("/garbage/anything").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refused.error().contains("not a WebAssembly file"),
+        "{refused:?}"
+    );
+
+    let user = host
+        .post(
+            "/users",
+            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
+        )
+        .await;
+    let pen = host
+        .post(
+            "/goods",
+            json!({"name": "pen", "price_cents": 150, "stock": 10}),
+        )
+        .await;
+    assert_eq!(pen.header("x-switchyard-version"), "1.0.0");
+    let order = host
+        .post(
+            "/orders",
+            json!({"user_id": user.str("id"), "items": [{"goods_id": pen.str("id"), "qty": 1}]}),
+        )
+        .await;
+    assert_eq!(order.status, StatusCode::CREATED, "{order:?}");
+    assert!(site.log().contains("garbage"), "the log names the bad file");
+}
+
+/// The smallest component there is: valid, but exporting nothing.
+fn wasm_component_without_handler() -> Vec<u8> {
+    b"\0asm\x0d\0\x01\0".to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_without_its_provider_is_refused_with_the_reason() {
+    let site = Site::new();
+    site.install("users", "1.0.0", &component("users"));
+    site.install("orders", "1.0.0", &component("orders"));
+    let host = site.start();
+
+    let listing = host.get("/admin/services").await.body;
+    let why = reason(service(&listing, "orders"), "1.0.0");
+    assert!(why.contains("switchyard:shop/catalog@1.0.0"), "{why}");
+    assert!(why.contains("no loaded service exports"), "{why}");
+    assert_eq!(service(&listing, "orders")["active_version"], Value::Null);
+    let refused = host
+        .post("/orders", json!({"user_id": "u1", "items": []}))
+        .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.error().contains("catalog"));
+    let user = host
+        .post(
+            "/users",
+            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
+        )
+        .await;
+    assert_eq!(user.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_lists_services_versions_interfaces_and_instances() {
+    let site = Site::shop();
+    site.install("goods", "0.9.0", &component("goods"));
+    let host = site.start();
+    let listing = host.get("/admin/services").await;
+    assert_eq!(listing.status, StatusCode::OK);
+    let names: Vec<&str> = listing.body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["goods", "orders", "users"]);
+
+    let goods = service(&listing.body, "goods");
+    assert_eq!(goods["active_version"], "1.0.0");
+    assert_eq!(
+        goods["versions"],
+        json!([
+            {"version": "1.0.0", "state": "active", "reason": null},
+            {"version": "0.9.0", "state": "standby", "reason": null},
+        ])
+    );
+    let exports = goods["exports"].as_array().unwrap();
+    assert!(exports.contains(&json!("switchyard:shop/catalog@1.0.0")));
+    assert!(exports.contains(&json!("switchyard:platform/handler@0.1.0")));
+    assert!(goods["instances"].as_u64().unwrap() >= 1);
+
+    let orders = service(&listing.body, "orders");
+    let imports = orders["imports"].as_array().unwrap();
+    assert!(imports.contains(&json!("switchyard:shop/catalog@1.0.0")));
+    assert!(imports.contains(&json!("switchyard:shop/directory@1.0.0")));
+
+    let one = host.get("/admin/services/orders").await;
+    assert_eq!(&one.body, orders);
+    let missing = host.get("/admin/services/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.error().contains("nope"));
+}

@@ -1,0 +1,219 @@
+//! Starting a real `switchyard` process over a scratch services/data folder,
+//! and talking HTTP to it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+
+/// The shop's services and the test fixtures, as `make build-guests` leaves them.
+pub fn component(crate_name: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+    let file = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        file.exists(),
+        "{} is missing: run `make test` (it builds the guest components first)",
+        file.display()
+    );
+    file
+}
+
+/// A services folder and a data folder that outlive host restarts.
+pub struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(site.services()).unwrap();
+        site
+    }
+
+    /// The shop: goods, users and orders at 1.0.0.
+    pub fn shop() -> Site {
+        let site = Site::new();
+        for name in ["goods", "users", "orders"] {
+            site.install(name, "1.0.0", &component(name));
+        }
+        site
+    }
+
+    pub fn services(&self) -> PathBuf {
+        self.dir.path().join("services")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Copy a component to `services/<service>/<version>.wasm`.
+    pub fn install(&self, service: &str, version: &str, component: &Path) {
+        self.write(service, version, &std::fs::read(component).unwrap());
+    }
+
+    /// Write raw bytes as `services/<service>/<version>.wasm`.
+    pub fn write(&self, service: &str, version: &str, bytes: &[u8]) {
+        let dir = self.services().join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{version}.wasm")), bytes).unwrap();
+    }
+
+    pub fn start(&self) -> Host {
+        self.start_with(&[])
+    }
+
+    /// Start the host on a free port with extra command-line arguments.
+    pub fn start_with(&self, args: &[&str]) -> Host {
+        let log = std::fs::File::create(self.dir.path().join("host.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("serve")
+            .arg("--services")
+            .arg(self.services())
+            .arg("--data")
+            .arg(self.data())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("switchyard listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the host did not start; its log:\n{}", self.log());
+            }
+        };
+        Host {
+            child,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// What the host wrote to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+}
+
+/// A running host. Killed (SIGKILL, no graceful shutdown) when dropped.
+pub struct Host {
+    child: Child,
+    pub base: String,
+    client: reqwest::Client,
+}
+
+/// One HTTP exchange's outcome.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `error` message of a JSON error body; fails the test if there is none.
+    pub fn error(&self) -> &str {
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected a JSON error body, got {self:?}"))
+    }
+
+    pub fn str(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {self:?}"))
+            .to_string()
+    }
+}
+
+impl Host {
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("the host answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{path}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &[u8]) -> Reply {
+        self.send(Method::POST, path, Some(body.to_vec())).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Stop the host abruptly, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
