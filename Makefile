@@ -20,7 +20,7 @@ run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
 test: setup build-guests
-	$(CARGO) test --release -p switchyard -p guest-common
+	$(CARGO) test --release -p switchyard -p guest-common -p users
 
 lint: setup
 	$(CARGO) fmt --all -- --check
