@@ -7,7 +7,7 @@
 //! [`ServiceLinks`] routes service-to-service calls through the same pools.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::{Context, Result, anyhow};
@@ -29,6 +29,11 @@ pub struct InstancePool {
     idle: Mutex<Vec<LiveInstance>>,
     /// Instances alive, idle or leased.
     live: AtomicUsize,
+    /// Instances leased out now.
+    leased: AtomicUsize,
+    /// Set while the version takes no traffic: instances coming back are
+    /// dropped instead of kept, so a retired version drains to nothing.
+    retired: AtomicBool,
     /// Idle instances kept for reuse; more than this are dropped when returned.
     max_idle: usize,
 }
@@ -48,6 +53,8 @@ impl InstancePool {
             exports,
             idle: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
+            leased: AtomicUsize::new(0),
+            retired: AtomicBool::new(true),
             max_idle,
         }
     }
@@ -55,6 +62,26 @@ impl InstancePool {
     /// Instances alive now, idle or serving.
     pub fn instances(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Instances serving a call now.
+    pub fn leased(&self) -> usize {
+        self.leased.load(Ordering::Relaxed)
+    }
+
+    /// The version takes traffic (again): keep instances for reuse.
+    pub fn revive(&self) {
+        self.retired.store(false, Ordering::Relaxed);
+    }
+
+    /// The version takes no more new traffic: drop the idle instances now and
+    /// the leased ones as their calls finish.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for instance in idle {
+            self.discard(instance);
+        }
     }
 
     /// Create one idle instance ahead of traffic, so the first request does not
@@ -80,6 +107,7 @@ impl InstancePool {
                 instance
             }
         };
+        self.leased.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
             pool: self.clone(),
             instance: Some(instance),
@@ -89,7 +117,7 @@ impl InstancePool {
 
     fn give_back(&self, instance: LiveInstance) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle {
+        if idle.len() < self.max_idle && !self.retired.load(Ordering::Relaxed) {
             idle.push(instance);
         } else {
             drop(idle);
@@ -146,6 +174,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.pool.leased.fetch_sub(1, Ordering::Relaxed);
         if let Some(instance) = self.instance.take() {
             if self.reusable {
                 self.pool.give_back(instance);
@@ -180,8 +209,8 @@ impl ServiceCalls for ServiceLinks {
                 .upgrade()
                 .context("the host is shutting down")?;
             let provider = registry
-                .provider_of(interface, function)
-                .ok_or_else(|| anyhow!("no active service provides {interface}#{function}"))?;
+                .provider_of(interface)
+                .ok_or_else(|| anyhow!("no active service provides {interface}"))?;
             let mut lease = provider.pool.acquire().await.with_context(|| {
                 format!(
                     "service {} {} is unavailable",

@@ -1,24 +1,31 @@
-//! The HTTP front door: routes `/<service>/...` to that service's active version,
+//! The HTTP front door: routes `/<service>/...` to a version of that service,
 //! and serves the admin API under `/admin`.
 //!
 //! Thin by design: it turns HTTP into a handler call and back, and maps host-side
 //! failures to JSON errors. It holds no business logic and no state of its own
-//! beyond its limits; which version serves is the registry's answer.
+//! beyond its limits; which version serves is the registry's answer, what a file
+//! becomes is the loader's.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Value, json};
+use axum::routing::{get, post, put};
+use semver::Version;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use subtle::ConstantTimeEq;
 
+use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
 use crate::platform::handler;
-use crate::registry::{LoadedVersion, Registry, ServiceEntry};
-use crate::runtime::Provider;
+use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
 
 /// Headers naming the service and version that answered.
 pub const SERVICE_HEADER: &str = "x-switchyard-service";
@@ -35,19 +42,44 @@ const HOST_FRAMED_HEADERS: [&str; 4] = [
 /// The gateway's shared state.
 pub struct Gateway {
     pub registry: Arc<Registry>,
+    pub loader: Arc<Loader>,
+    /// When set, admin changes need `Authorization: Bearer <token>`; when not,
+    /// they are accepted from loopback clients only.
+    pub admin_token: Option<String>,
     /// Request bodies larger than this get a 413.
     pub max_body_bytes: usize,
     /// A request still running after this gets a 504; its instance is discarded.
     pub request_timeout: Duration,
 }
 
-/// The gateway's routes.
+/// The gateway's routes. Serve them with connect info (`SocketAddr`): admin
+/// changes without a configured token are accepted from loopback only.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let admin_changes = Router::new()
+        .route("/admin/services/{name}/versions", post(upload_version))
+        .route("/admin/services/{name}/activate", post(activate))
+        .route("/admin/services/{name}/rollback", post(rollback))
+        .route("/admin/services/{name}/traffic", put(set_traffic))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .route_layer(middleware::from_fn_with_state(gateway.clone(), authorize));
     Router::new()
         .route("/admin/services", get(list_services))
         .route("/admin/services/{name}", get(show_service))
+        .merge(admin_changes)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(forward)
         .with_state(gateway)
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
 }
 
 /// A JSON error body: `{"error": message}`.
@@ -63,7 +95,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
     let Some(service) = gateway.registry.get(name) else {
         return error(StatusCode::NOT_FOUND, format!("no service named {name:?}"));
     };
-    let Some(version) = service.active() else {
+    let Some(version) = service.pick() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
             service.unavailable_reason(),
@@ -72,6 +104,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         return response;
     };
     let mut response = call_service(&gateway, &version, rest, request).await;
+    version.record(response.status().is_server_error());
     set_header(response.headers_mut(), SERVICE_HEADER, &version.service);
     set_header(
         response.headers_mut(),
@@ -230,48 +263,223 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 // === the admin API ===
 
 async fn list_services(State(gateway): State<Arc<Gateway>>) -> Response {
-    let services: Vec<Value> = gateway
+    let services: Vec<_> = gateway
         .registry
         .list()
         .iter()
-        .map(|s| describe(s))
+        .filter_map(|s| gateway.registry.describe(&s.name))
         .collect();
     axum::Json(json!({ "services": services })).into_response()
 }
 
 async fn show_service(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match gateway.registry.get(&name) {
-        Some(service) => axum::Json(describe(&service)).into_response(),
+    match gateway.registry.describe(&name) {
+        Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
     }
 }
 
-fn describe(service: &ServiceEntry) -> Value {
-    let active = service.active();
-    let versions = service.versions();
-    let instances: usize = versions
-        .iter()
-        .filter_map(|v| v.loaded.as_ref())
-        .map(|v| v.pool.instances())
-        .sum();
-    let names = |uses: Option<Vec<String>>| uses.unwrap_or_default();
-    json!({
-        "name": service.name,
-        "active_version": active.as_ref().map(|v| v.version.to_string()),
-        "versions": versions.iter().map(|v| json!({
-            "version": v.version.to_string(),
-            "state": v.state,
-            "reason": v.reason,
-        })).collect::<Vec<_>>(),
-        "exports": names(active.as_ref().map(|v| v.exports.iter().map(|e| e.name.clone()).collect())),
-        "imports": names(active.as_ref().map(|v| v
-            .imports
-            .iter()
-            .filter(|i| i.provider() != Provider::WasiSystem)
-            .map(|i| i.name.clone())
-            .collect())),
-        "instances": instances,
+/// Admin changes: a bearer token when one is configured, else loopback only.
+async fn authorize(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &gateway.admin_token else {
+        if peer.ip().is_loopback() {
+            return next.run(request).await;
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            "no admin token is configured, so admin changes are accepted from loopback only",
+        );
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+            next.run(request).await
+        }
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "admin changes need a valid Authorization: Bearer <token> header",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    let status = match e {
+        RegistryError::UnknownService(_) | RegistryError::UnknownVersion(..) => {
+            StatusCode::NOT_FOUND
+        }
+        RegistryError::Rejected(..) | RegistryError::NoPrevious(_) => StatusCode::CONFLICT,
+        RegistryError::Incompatible(..) | RegistryError::InvalidSplit(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    error(status, e.to_string())
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body ({e}); expected {expected}"),
+        )
     })
+}
+
+fn parse_version(text: &str) -> Result<Version, Response> {
+    Version::parse(text).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{text:?} is not a semver version (like 1.2.0): {e}"),
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activate {
+    version: String,
+}
+
+async fn activate(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: Activate = match parse_json(&body, r#"{"version": "X.Y.Z"}"#) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let version = match parse_version(&request.version) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    match gateway
+        .registry
+        .activate(&name, &version, "activated through the admin API")
+    {
+        Ok(()) => describe_after_change(&gateway, &name).await,
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn rollback(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    match gateway.registry.rollback(&name) {
+        Ok(_) => describe_after_change(&gateway, &name).await,
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn set_traffic(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let weights: BTreeMap<String, u32> =
+        match parse_json(&body, r#"{"X.Y.Z": weight, ...} with whole-number weights"#) {
+            Ok(weights) => weights,
+            Err(response) => return response,
+        };
+    let mut split = BTreeMap::new();
+    for (version, weight) in weights {
+        match parse_version(&version) {
+            Ok(version) => split.insert(version, weight),
+            Err(response) => return response,
+        };
+    }
+    match gateway.registry.set_traffic(&name, split) {
+        Ok(()) => describe_after_change(&gateway, &name).await,
+        Err(e) => registry_error(e),
+    }
+}
+
+/// Upload a component as a new version: validated like a dropped file, then
+/// stored as `services/<name>/<version>.wasm`.
+async fn upload_version(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = valid_service_name(&name) {
+        return error(StatusCode::BAD_REQUEST, format!("{e:#}"));
+    }
+    let Some(version) = query.get("version") else {
+        return error(StatusCode::BAD_REQUEST, "give the version: ?version=X.Y.Z");
+    };
+    let version = match parse_version(version) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    if gateway.registry.has_version(&name, &version) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("{name} {version} exists already; upload under a new version"),
+        );
+    }
+    let loaded = match gateway
+        .loader
+        .load_bytes(&name, &version, body.to_vec())
+        .await
+    {
+        Ok(loaded) => loaded,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
+    };
+    // Written hidden first, moved into place only once accepted: the watcher
+    // never sees a partial file, and sees the final one as already loaded.
+    let dir = gateway.loader.service_dir(&name);
+    let staged = dir.join(format!(".{version}.wasm.upload"));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&staged, &body)) {
+        tracing::error!(file = %staged.display(), "cannot store an upload: {e}");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot store the component",
+        );
+    }
+    let mode = gateway.loader.activation(&name);
+    match gateway
+        .registry
+        .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded))
+    {
+        Ok(state) => {
+            if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {
+                tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
+            }
+            gateway.loader.warm_serving().await;
+            (
+                StatusCode::CREATED,
+                axum::Json(
+                    json!({ "service": name, "version": version.to_string(), "state": state }),
+                ),
+            )
+                .into_response()
+        }
+        Err(reason) => {
+            let _ = std::fs::remove_file(&staged);
+            error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+        }
+    }
+}
+
+async fn describe_after_change(gateway: &Gateway, name: &str) -> Response {
+    gateway.loader.warm_serving().await;
+    match gateway.registry.describe(name) {
+        Some(view) => axum::Json(view).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -4,20 +4,27 @@
 //! A request travels straight through the modules, each owning one concept:
 //!
 //! - [`gateway`]: HTTP in and out; `/<service>/...` and the admin API.
-//! - [`registry`]: which version of a service serves a call.
+//! - [`registry`]: which version of a service serves a call; activation,
+//!   rollback, traffic splits, history.
+//! - [`compat`]: whether a version fits the versions of other services.
 //! - [`balance`]: which instance serves it; service-to-service forwarding.
-//! - [`runtime`]: wasmtime: compiling, linking, instantiating, calling.
+//! - [`runtime`]: wasmtime: compiling (and the compiled cache), linking,
+//!   instantiating, calling.
 //! - [`platform`]: the host side of the imports every service gets.
-//! - [`store`]: the durable key-value data behind the platform.
-//! - [`loader`]: turning `services/<name>/<version>.wasm` files into versions.
+//! - [`store`]: durable data: the services' key-value data and the
+//!   registry's deployment records.
+//! - [`loader`]: turning component files and uploads into versions.
+//! - [`watcher`]: noticing files added, replaced or removed while serving.
 
 pub mod balance;
+pub mod compat;
 pub mod gateway;
 pub mod loader;
 pub mod platform;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod watcher;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +42,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub pool_size: usize,
     pub request_timeout: Duration,
+    pub admin_token: Option<String>,
 }
 
 /// Load the services, then serve until interrupted (Ctrl-C or SIGTERM).
@@ -48,22 +56,34 @@ pub async fn serve(settings: Settings) -> Result<()> {
             settings.data_dir.display()
         )
     })?;
-    let store = store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
-        .context("cannot open the key-value store")?;
+    std::fs::create_dir_all(&settings.services_dir).with_context(|| {
+        format!(
+            "cannot create the services directory {}",
+            settings.services_dir.display()
+        )
+    })?;
+    let store = Arc::new(
+        store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
+            .context("cannot open the store")?,
+    );
     let runtime = Arc::new(runtime::Runtime::new()?);
-    let registry = Arc::new(registry::Registry::default());
-    loader::Loader {
+    let registry = Arc::new(registry::Registry::new(store.clone()));
+    let loader = Arc::new(loader::Loader {
         runtime,
         registry: registry.clone(),
-        store: Arc::new(store),
-        services_dir: settings.services_dir.clone(),
+        store,
+        // Canonical, so that the watcher's event paths can be matched against it.
+        services_dir: settings.services_dir.canonicalize()?,
+        cache_dir: settings.data_dir.join("compiled"),
         pool_size: settings.pool_size,
-    }
-    .load_all()
-    .await?;
+    });
+    loader.load_all().await?;
+    let _watcher = watcher::watch(loader.clone())?;
 
     let app = gateway::router(Arc::new(gateway::Gateway {
         registry,
+        loader,
+        admin_token: settings.admin_token.clone(),
         max_body_bytes: settings.max_body_bytes,
         request_timeout: settings.request_timeout,
     }));
@@ -71,9 +91,12 @@ pub async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

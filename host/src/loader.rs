@@ -1,13 +1,14 @@
-//! Turns the files under the services directory into registered services.
+//! Turns component files (and uploads) into validated, compiled versions, and
+//! hands them to the registry.
 //!
 //! Layout: `services/<name>/<semver>.wasm`, plus an optional
-//! `services/<name>/service.toml` whose `[config]` table the service reads through
-//! `wasi:config`. Every version is compiled, validated and linked; the highest
-//! version whose imports are all satisfied becomes active, the other valid ones
-//! stay on standby, and a version that fails gets a reason naming the problem.
-//! One bad file never stops the other services from loading.
+//! `services/<name>/service.toml`. A version is compiled off the request path
+//! (or loaded from the compiled-component cache), checked to be a component
+//! that exports the platform handler and uses no resources across services,
+//! and linked. What cannot load gets a reason naming the problem; one bad file
+//! never stops the other services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,12 +18,12 @@ use serde::Deserialize;
 
 use crate::balance::{InstancePool, ServiceLinks};
 use crate::platform::{HANDLER_INTERFACE, Platform};
-use crate::registry::{LoadedVersion, Registry, ServiceEntry, VersionEntry, VersionState};
-use crate::runtime::Runtime;
+use crate::registry::{Activation, Found, LoadedVersion, Registry, VersionEntry, now_ms};
+use crate::runtime::{Provider, Runtime};
 use crate::store::KeyValueStore;
 
-/// The largest component file accepted.
-const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+/// The largest component accepted, from a file or an upload.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
 /// Route prefixes the gateway keeps for itself.
 const RESERVED_NAMES: [&str; 1] = ["admin"];
@@ -33,6 +34,8 @@ pub struct Loader {
     pub registry: Arc<Registry>,
     pub store: Arc<dyn KeyValueStore>,
     pub services_dir: PathBuf,
+    /// Where compiled components are cached (under the data directory).
+    pub cache_dir: PathBuf,
     /// Idle instances each version keeps for reuse.
     pub pool_size: usize,
 }
@@ -40,10 +43,14 @@ pub struct Loader {
 /// `services/<name>/service.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceConfig {
+pub struct ServiceSettings {
+    /// `auto` (default): the highest version takes traffic when it arrives;
+    /// `manual`: new versions wait on standby until activated.
+    #[serde(default)]
+    pub activation: Activation,
     /// Values the service reads through `wasi:config/store`.
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub config: BTreeMap<String, String>,
 }
 
 /// Is `name` usable as a service name (and so as the first path segment)?
@@ -63,24 +70,49 @@ pub fn valid_service_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// One version's file, compiled and linked, or why it could not be.
-struct Candidate {
-    version: Version,
-    file: PathBuf,
-    outcome: Result<Arc<LoadedVersion>, String>,
+/// The version a component file stands for: `1.2.3.wasm` → 1.2.3.
+pub fn version_of_file(file_name: &str) -> Result<Version> {
+    let Some(stem) = file_name.strip_suffix(".wasm") else {
+        bail!("{file_name:?} is not a .wasm file");
+    };
+    Version::parse(stem).with_context(|| format!("{stem:?} is not a semver version (like 1.2.0)"))
+}
+
+/// Is this a file the loader looks at? Hidden files (uploads in progress,
+/// editors' temporaries) and other extensions are not.
+pub fn is_component_file(file_name: &str) -> bool {
+    file_name.ends_with(".wasm") && !file_name.starts_with('.')
 }
 
 impl Loader {
-    /// Load every service found under the services directory into the registry.
+    pub fn service_dir(&self, service: &str) -> PathBuf {
+        self.services_dir.join(service)
+    }
+
+    /// Read `services/<name>/service.toml` (absent: the defaults).
+    pub fn settings(&self, service: &str) -> Result<ServiceSettings, String> {
+        let path = self.service_dir(service).join("service.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ServiceSettings::default());
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| format!("{} is invalid: {e}", path.display()))
+    }
+
+    /// Load every service under the services directory, then let the registry
+    /// decide what serves, and warm one instance of each serving version.
     pub async fn load_all(&self) -> Result<()> {
-        let entries = std::fs::read_dir(&self.services_dir).with_context(|| {
+        std::fs::create_dir_all(&self.services_dir).with_context(|| {
             format!(
-                "cannot read the services directory {}",
+                "cannot create the services directory {}",
                 self.services_dir.display()
             )
         })?;
-        let mut services: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-        for entry in entries {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.services_dir)? {
             let dir = entry?.path();
             if !dir.is_dir() {
                 continue;
@@ -91,100 +123,175 @@ impl Loader {
                 .to_string_lossy()
                 .into_owned();
             if let Err(e) = valid_service_name(&name) {
-                tracing::error!(dir = %dir.display(), "skipping: {e:#}");
+                if !name.starts_with('.') {
+                    tracing::error!(dir = %dir.display(), "skipping: {e:#}");
+                }
                 continue;
             }
-            services.insert(name.clone(), self.load_service(&name, &dir).await);
+            found.push(self.load_service(&name, &dir).await);
         }
-        choose_active(&mut services);
-        for (name, candidates) in services {
-            self.register(name, candidates).await;
-        }
+        self.registry.bootstrap(found);
+        self.warm_serving().await;
         Ok(())
     }
 
-    /// Compile and link every version file of one service.
-    async fn load_service(&self, name: &str, dir: &Path) -> Vec<Candidate> {
-        let config = read_config(dir);
-        let mut candidates = Vec::new();
+    /// Create an instance ahead of traffic for every version that serves.
+    pub async fn warm_serving(&self) {
+        for service in self.registry.list() {
+            for version in service.routing().versions() {
+                if version.pool.instances() == 0
+                    && let Err(e) = version.pool.warm().await
+                {
+                    tracing::warn!(service = %service.name, version = %version.version, "cannot pre-instantiate: {e:#}");
+                }
+            }
+        }
+    }
+
+    async fn load_service(&self, name: &str, dir: &Path) -> Found {
+        let settings = self.settings(name);
+        let mut found = Found {
+            name: name.to_string(),
+            mode: settings.as_ref().map(|s| s.activation).unwrap_or_default(),
+            versions: BTreeMap::new(),
+            refused_files: BTreeMap::new(),
+        };
         let files = match std::fs::read_dir(dir) {
             Ok(files) => files,
             Err(e) => {
                 tracing::error!(dir = %dir.display(), "cannot read: {e}");
-                return candidates;
+                return found;
             }
         };
-        for file in files.flatten().map(|f| f.path()) {
-            if file.extension().is_none_or(|ext| ext != "wasm") {
+        for path in files.flatten().map(|f| f.path()) {
+            let file_name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !is_component_file(&file_name) {
                 continue;
             }
-            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
-            let version = match Version::parse(&stem) {
+            let version = match version_of_file(&file_name) {
                 Ok(version) => version,
                 Err(e) => {
-                    tracing::error!(file = %file.display(), "skipping: {stem:?} is not a semver version: {e}");
+                    tracing::error!(file = %path.display(), "refused: {e:#}");
+                    found.refused_files.insert(file_name, format!("{e:#}"));
                     continue;
                 }
             };
-            let outcome = match &config {
-                Ok(config) => self
-                    .load_version(name, &version, &file, config.clone())
-                    .await
-                    .map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e.clone()),
+            let entry = match &settings {
+                Ok(_) => self.load_file(name, &version, &path).await,
+                Err(e) => VersionEntry::Rejected(e.clone()),
             };
-            candidates.push(Candidate {
-                version,
-                file,
-                outcome,
-            });
+            found.versions.insert(version, entry);
         }
-        candidates.sort_by(|a, b| b.version.cmp(&a.version));
-        candidates
+        found
     }
 
-    /// Read, compile, validate and link one component file.
-    async fn load_version(
+    async fn load_file(&self, service: &str, version: &Version, path: &Path) -> VersionEntry {
+        let bytes = match read_component(path) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.rejected(path, format!("{e:#}")),
+        };
+        match self.load_bytes(service, version, bytes).await {
+            Ok(loaded) => VersionEntry::Loaded(loaded),
+            Err(e) => self.rejected(path, format!("{e:#}")),
+        }
+    }
+
+    /// A component file appeared or changed: load it and offer it to the
+    /// registry, unless it is the very build that version already runs.
+    pub async fn file_changed(&self, service: &str, version: &Version, path: &Path) {
+        let bytes = match read_component(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let entry = self.rejected(path, format!("{e:#}"));
+                let _ =
+                    self.registry
+                        .offer(service, self.activation(service), version.clone(), entry);
+                return;
+            }
+        };
+        if self
+            .registry
+            .has_build(service, version, &crate::runtime::digest(&bytes))
+        {
+            return;
+        }
+        let entry = match self.load_bytes(service, version, bytes).await {
+            Ok(loaded) => VersionEntry::Loaded(loaded),
+            Err(e) => self.rejected(path, format!("{e:#}")),
+        };
+        match self
+            .registry
+            .offer(service, self.activation(service), version.clone(), entry)
+        {
+            Ok(state) => {
+                tracing::info!(service, %version, ?state, file = %path.display(), "loaded");
+                self.warm_serving().await;
+            }
+            Err(reason) => {
+                tracing::error!(service, %version, file = %path.display(), "refused: {reason}")
+            }
+        }
+    }
+
+    /// The service's activation mode, as its service.toml says now.
+    pub fn activation(&self, service: &str) -> Activation {
+        self.settings(service)
+            .map(|s| s.activation)
+            .unwrap_or_default()
+    }
+
+    fn rejected(&self, path: &Path, reason: String) -> VersionEntry {
+        tracing::error!(file = %path.display(), "rejected: {reason}");
+        VersionEntry::Rejected(reason)
+    }
+
+    /// Compile (or fetch from the cache), validate and link one component.
+    pub async fn load_bytes(
         &self,
         service: &str,
         version: &Version,
-        file: &Path,
-        config: Arc<BTreeMap<String, String>>,
+        bytes: Vec<u8>,
     ) -> Result<Arc<LoadedVersion>> {
-        let size = std::fs::metadata(file)?.len();
-        if size > MAX_COMPONENT_BYTES {
-            bail!("the file is {size} bytes; the limit is {MAX_COMPONENT_BYTES}");
-        }
-        let bytes = std::fs::read(file)?;
+        let settings = self.settings(service).map_err(anyhow::Error::msg)?;
         let runtime = self.runtime.clone();
-        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes)).await??;
+        let cache_dir = self.cache_dir.clone();
+        let compiled =
+            tokio::task::spawn_blocking(move || runtime.compile_cached(&bytes, &cache_dir))
+                .await??;
+        let component = &compiled.component;
 
-        let imports = self.runtime.imports(&component);
-        let exports = self.runtime.exports(&component);
+        let imports = self.runtime.imports(component);
+        let exports = self.runtime.exports(component);
         if !exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
             bail!(
                 "does not export {HANDLER_INTERFACE}: a service must target the \
                  switchyard:platform/service world"
             );
         }
-        for import in imports
+        let crossing = imports
             .iter()
-            .filter(|i| i.provider() == crate::runtime::Provider::Service)
-        {
-            if import.uses_resources {
+            .chain(&exports)
+            .filter(|i| i.provider() == Provider::Service);
+        for interface in crossing {
+            if interface.uses_resources {
                 bail!(
-                    "imports {} which uses resources; interfaces between services cannot",
-                    import.name
+                    "{} uses resources, which cannot cross between services",
+                    interface.name
                 );
             }
         }
         let links = Arc::new(ServiceLinks {
             registry: Arc::downgrade(&self.registry),
         });
-        let pre = self.runtime.link(&component, links)?;
-        let export_indices = self.runtime.export_indices(&component, &exports);
+        let pre = self.runtime.link(component, links)?;
+        let export_indices = self.runtime.export_indices(component, &exports);
 
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
+        let config = Arc::new(settings.config);
         let platform = Box::new(move || Platform {
             service: name.clone(),
             version: ver.clone(),
@@ -204,95 +311,20 @@ impl Loader {
             imports,
             exports,
             pool: Arc::new(pool),
+            digest: compiled.digest,
+            compile_time: compiled.compile_time,
+            from_cache: compiled.from_cache,
+            loaded_at_ms: now_ms(),
+            requests: Default::default(),
+            errors: Default::default(),
         }))
     }
-
-    async fn register(&self, name: String, candidates: Vec<Candidate>) {
-        let mut versions = Vec::new();
-        for candidate in candidates {
-            let (state, reason, loaded) = match candidate.outcome {
-                Ok(loaded) => {
-                    let state = if versions
-                        .iter()
-                        .any(|v: &VersionEntry| v.state == VersionState::Active)
-                    {
-                        VersionState::Standby
-                    } else {
-                        VersionState::Active
-                    };
-                    (state, None, Some(loaded))
-                }
-                Err(reason) => {
-                    tracing::error!(file = %candidate.file.display(), "rejected: {reason}");
-                    (VersionState::Rejected, Some(reason), None)
-                }
-            };
-            if let (VersionState::Active, Some(loaded)) = (state, &loaded) {
-                tracing::info!(service = %name, version = %loaded.version, "active");
-                if let Err(e) = loaded.pool.warm().await {
-                    tracing::warn!(service = %name, "cannot pre-instantiate: {e:#}");
-                }
-            }
-            versions.push(VersionEntry {
-                version: candidate.version,
-                state,
-                reason,
-                loaded,
-            });
-        }
-        self.registry.insert(ServiceEntry::new(name, versions));
-    }
 }
 
-/// Reject, per service, the highest loaded version's imports that no other
-/// service's would-be active version provides, until every would-be active
-/// version is satisfied. Each round rejects at least one version, so it ends.
-fn choose_active(services: &mut BTreeMap<String, Vec<Candidate>>) {
-    loop {
-        let active: HashMap<&str, Arc<LoadedVersion>> = services
-            .iter()
-            .filter_map(|(name, c)| {
-                let first = c.iter().find_map(|c| c.outcome.as_ref().ok())?;
-                Some((name.as_str(), first.clone()))
-            })
-            .collect();
-        let mut unsatisfied = None;
-        'find: for (name, version) in &active {
-            for import in version.service_imports() {
-                let provided = active
-                    .iter()
-                    .any(|(other, v)| other != name && v.provides(&import.name, &import.functions));
-                if !provided {
-                    let reason = format!(
-                        "imports {} ({}), which no loaded service exports",
-                        import.name,
-                        import.functions.join(", ")
-                    );
-                    unsatisfied = Some((name.to_string(), version.version.clone(), reason));
-                    break 'find;
-                }
-            }
-        }
-        let Some((name, version, reason)) = unsatisfied else {
-            return;
-        };
-        let candidates = services.get_mut(&name).expect("chosen from this map");
-        let candidate = candidates
-            .iter_mut()
-            .find(|c| c.version == version)
-            .expect("chosen from this list");
-        candidate.outcome = Err(reason);
+fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let size = std::fs::metadata(path)?.len();
+    if size > MAX_COMPONENT_BYTES as u64 {
+        bail!("the file is {size} bytes; the limit is {MAX_COMPONENT_BYTES}");
     }
-}
-
-fn read_config(dir: &Path) -> Result<Arc<BTreeMap<String, String>>, String> {
-    let path = dir.join("service.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    toml::from_str::<ServiceConfig>(&text)
-        .map(|c| Arc::new(c.config))
-        .map_err(|e| format!("{} is invalid: {e}", path.display()))
+    Ok(std::fs::read(path)?)
 }

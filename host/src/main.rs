@@ -43,6 +43,11 @@ struct ServeArgs {
     /// Milliseconds a request may run before it gets 504.
     #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
+    /// Token that admin changes (activate, rollback, traffic, upload) must
+    /// present as `Authorization: Bearer <token>`. Without one, admin changes
+    /// are accepted from loopback clients only.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[tokio::main]
@@ -63,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 pool_size: args.pool_size,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
+                admin_token: args.admin_token.filter(|t| !t.is_empty()),
             })
             .await
         }

@@ -1,34 +1,52 @@
 //! The one place that answers "which version of a service serves this call".
 //!
-//! It owns every service's known versions, their states (and why a version was
-//! rejected), and the active-version pointer. Activation swaps that pointer
-//! atomically: calls already running keep the version they started with.
+//! It owns every service's versions and their states, the routing (the active
+//! version, or a weighted traffic split across versions), the rollback stack and
+//! the recent history, and persists them through a [`DeploymentStore`].
+//!
+//! Routing is an [`ArcSwap`]: a request loads it once and keeps the version it
+//! picked, so a swap never disturbs a call already running; the next request
+//! sees the new routing. Every change goes through one lock, so the
+//! compatibility check of [`crate::compat`] always sees a stable world.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use semver::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::balance::InstancePool;
+use crate::compat;
+use crate::platform::HANDLER_INTERFACE;
 use crate::runtime::{InterfaceUse, Provider};
+use crate::store::DeploymentStore;
 
-/// A version compiled, validated and linked: ready to take traffic.
+/// How many history events each service keeps.
+const HISTORY_LEN: usize = 50;
+
+/// A version compiled, validated and linked: able to take traffic.
 pub struct LoadedVersion {
     pub service: String,
     pub version: Version,
     pub imports: Vec<InterfaceUse>,
     pub exports: Vec<InterfaceUse>,
     pub pool: Arc<InstancePool>,
+    /// SHA-256 of the component file.
+    pub digest: String,
+    pub compile_time: Duration,
+    pub from_cache: bool,
+    pub loaded_at_ms: u64,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 impl LoadedVersion {
-    /// Does this version export `interface` with every function in `functions`?
-    pub fn provides(&self, interface: &str, functions: &[String]) -> bool {
-        self.exports
-            .iter()
-            .any(|e| e.name == interface && functions.iter().all(|f| e.functions.contains(f)))
+    /// The exported interface named `name`, if any.
+    pub fn export(&self, name: &str) -> Option<&InterfaceUse> {
+        self.exports.iter().find(|e| e.name == name)
     }
 
     /// The interfaces this version needs from other services.
@@ -37,109 +55,949 @@ impl LoadedVersion {
             .iter()
             .filter(|i| i.provider() == Provider::Service)
     }
+
+    /// The interfaces this version offers other services.
+    pub fn service_exports(&self) -> impl Iterator<Item = &InterfaceUse> {
+        self.exports
+            .iter()
+            .filter(|e| e.name != HANDLER_INTERFACE && e.provider() == Provider::Service)
+    }
+
+    /// Count one call served (an HTTP request, or a call from another service),
+    /// and whether it failed: a trap, a timeout, or a 5xx.
+    pub fn record(&self, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where a version stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionState {
-    /// Serving this service's traffic.
+    /// Traffic goes to it.
     Active,
-    /// Valid and compiled, not serving.
+    /// Compiled and valid; no traffic.
     Standby,
+    /// No new traffic, but calls that started on it are still running.
+    Draining,
     /// Refused; the reason says why.
     Rejected,
 }
 
-/// One version of a service, as known to the registry.
+/// A version as known to the registry: loaded, or refused with a reason.
 #[derive(Clone)]
-pub struct VersionEntry {
-    pub version: Version,
-    pub state: VersionState,
-    pub reason: Option<String>,
-    pub loaded: Option<Arc<LoadedVersion>>,
+pub enum VersionEntry {
+    Loaded(Arc<LoadedVersion>),
+    Rejected(String),
 }
 
-/// A service: its versions and the pointer to the active one.
-pub struct ServiceEntry {
-    pub name: String,
-    active: ArcSwapOption<LoadedVersion>,
-    versions: Mutex<Vec<VersionEntry>>,
+/// Whether a new highest version takes traffic when it arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// The highest version becomes active as soon as it is valid.
+    #[default]
+    Auto,
+    /// New versions wait on standby until activated through the admin API.
+    Manual,
 }
 
-impl ServiceEntry {
-    /// A service whose versions are `versions` (any order); the one marked
-    /// active, if any, starts serving.
-    pub fn new(name: String, mut versions: Vec<VersionEntry>) -> ServiceEntry {
-        versions.sort_by(|a, b| b.version.cmp(&a.version));
-        let active = versions
-            .iter()
-            .find(|v| v.state == VersionState::Active)
-            .and_then(|v| v.loaded.clone());
-        ServiceEntry {
-            name,
-            active: ArcSwapOption::new(active),
-            versions: Mutex::new(versions),
+/// Where a service's traffic goes: one version, or several by weight. The first
+/// entry is the primary, the one reported as active and kept on rollback.
+pub struct Routing {
+    entries: Vec<(Arc<LoadedVersion>, u32)>,
+}
+
+impl Routing {
+    fn none() -> Routing {
+        Routing {
+            entries: Vec::new(),
         }
     }
 
-    /// The version serving now, if any.
-    pub fn active(&self) -> Option<Arc<LoadedVersion>> {
-        self.active.load_full()
+    fn single(version: Arc<LoadedVersion>) -> Routing {
+        Routing {
+            entries: vec![(version, 100)],
+        }
     }
 
-    /// Every known version, highest first.
-    pub fn versions(&self) -> Vec<VersionEntry> {
-        self.versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A version for one call, drawn by weight.
+    pub fn pick(&self) -> Option<Arc<LoadedVersion>> {
+        match self.entries.as_slice() {
+            [] => None,
+            [(only, _)] => Some(only.clone()),
+            entries => {
+                let total: u32 = entries.iter().map(|(_, w)| w).sum();
+                let mut ticket = fastrand::u32(0..total);
+                for (version, weight) in entries {
+                    if ticket < *weight {
+                        return Some(version.clone());
+                    }
+                    ticket -= weight;
+                }
+                unreachable!("the ticket is below the total weight")
+            }
+        }
+    }
+
+    pub fn primary(&self) -> Option<&Arc<LoadedVersion>> {
+        self.entries.first().map(|(v, _)| v)
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<LoadedVersion>> {
+        self.entries.iter().map(|(v, _)| v)
+    }
+
+    fn weight_of(&self, version: &Version) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|(v, _)| &v.version == version)
+            .map(|(_, w)| *w)
+    }
+
+    fn without(&self, version: &Version) -> Routing {
+        Routing {
+            entries: self
+                .entries
+                .iter()
+                .filter(|(v, _)| &v.version != version)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn with_replaced(&self, loaded: &Arc<LoadedVersion>) -> Routing {
+        Routing {
+            entries: self
+                .entries
+                .iter()
+                .map(|(v, w)| {
+                    let v = if v.version == loaded.version {
+                        loaded
+                    } else {
+                        v
+                    };
+                    (v.clone(), *w)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Something that happened to a service, for its history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub reason: String,
+}
+
+/// What survives a restart, per service.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Deployment {
+    active: Option<Version>,
+    #[serde(default)]
+    traffic: Vec<(Version, u32)>,
+    #[serde(default)]
+    previous: Vec<Version>,
+    /// Every version the host has seen, so that one dropped while the host was
+    /// stopped can be told from one the operator rolled back from.
+    #[serde(default)]
+    known: BTreeSet<Version>,
+    #[serde(default)]
+    history: VecDeque<Event>,
+}
+
+/// The mutable part of a service, changed only under the registry's lock.
+#[derive(Default)]
+struct Book {
+    mode: Activation,
+    versions: BTreeMap<Version, VersionEntry>,
+    /// Earlier primaries, most recent last: where rollback goes.
+    previous: Vec<Version>,
+    known: BTreeSet<Version>,
+    history: VecDeque<Event>,
+    /// Files in the service's folder that are not `<semver>.wasm`.
+    refused_files: BTreeMap<String, String>,
+}
+
+impl Book {
+    fn log(&mut self, action: &str, version: Option<&Version>, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::info!(action, version = ?version.map(|v| v.to_string()), "{reason}");
+        self.history.push_back(Event {
+            at_ms: now_ms(),
+            action: action.to_string(),
+            version: version.map(Version::to_string),
+            reason,
+        });
+        while self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
+        }
+    }
+
+    fn loaded(&self, version: &Version) -> Option<&Arc<LoadedVersion>> {
+        match self.versions.get(version) {
+            Some(VersionEntry::Loaded(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn highest_loaded(&self) -> Option<&Arc<LoadedVersion>> {
+        self.versions.values().rev().find_map(|e| match e {
+            VersionEntry::Loaded(v) => Some(v),
+            VersionEntry::Rejected(_) => None,
+        })
+    }
+}
+
+/// A service: its routing (read on every call) and its book (changed rarely).
+pub struct Service {
+    pub name: String,
+    routing: ArcSwap<Routing>,
+    book: Mutex<Book>,
+}
+
+impl Service {
+    fn new(name: String) -> Service {
+        Service {
+            name,
+            routing: ArcSwap::from_pointee(Routing::none()),
+            book: Mutex::new(Book::default()),
+        }
+    }
+
+    /// Where this service's traffic goes now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// The version for one call, or `None` when nothing serves.
+    pub fn pick(&self) -> Option<Arc<LoadedVersion>> {
+        self.routing.load().pick()
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why nothing serves, for the error a client gets.
     pub fn unavailable_reason(&self) -> String {
-        let versions = self.versions();
-        match versions
-            .iter()
-            .find_map(|v| v.reason.as_ref().map(|r| (v, r)))
-        {
+        let book = self.book();
+        let rejected = book.versions.iter().rev().find_map(|(v, e)| match e {
+            VersionEntry::Rejected(reason) => Some((v, reason)),
+            VersionEntry::Loaded(_) => None,
+        });
+        match rejected {
             Some((v, reason)) => format!(
-                "service {} has no active version ({} was rejected: {reason})",
-                self.name, v.version
+                "service {} has no active version ({v} was rejected: {reason})",
+                self.name
             ),
             None => format!("service {} has no active version", self.name),
         }
     }
+
+    /// Route all traffic as `routing` says; retire the versions it leaves.
+    fn route(&self, routing: Routing) {
+        for version in routing.versions() {
+            version.pool.revive();
+        }
+        let old = self.routing.swap(Arc::new(routing));
+        let new = self.routing.load();
+        for version in old.versions() {
+            if !new.versions().any(|v| Arc::ptr_eq(v, version)) {
+                version.pool.retire();
+            }
+        }
+    }
+
+    fn state_of(&self, version: &LoadedVersion) -> VersionState {
+        let routing = self.routing.load();
+        if routing.versions().any(|v| std::ptr::eq(&**v, version)) {
+            VersionState::Active
+        } else if version.pool.leased() > 0 {
+            VersionState::Draining
+        } else {
+            VersionState::Standby
+        }
+    }
+}
+
+/// Why an admin request could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no service named {0:?}")]
+    UnknownService(String),
+    #[error("service {0} has no version {1}")]
+    UnknownVersion(String, Version),
+    #[error("{0} {1} was rejected: {2}")]
+    Rejected(String, Version, String),
+    #[error("{0} {1} cannot serve: {2}")]
+    Incompatible(String, Version, String),
+    #[error("service {0} has no earlier version to roll back to")]
+    NoPrevious(String),
+    #[error("invalid traffic split: {0}")]
+    InvalidSplit(String),
+}
+
+/// One service as the loader found it at start-up.
+pub struct Found {
+    pub name: String,
+    pub mode: Activation,
+    pub versions: BTreeMap<Version, VersionEntry>,
+    pub refused_files: BTreeMap<String, String>,
 }
 
 /// Every service the host knows.
-#[derive(Default)]
 pub struct Registry {
-    services: RwLock<BTreeMap<String, Arc<ServiceEntry>>>,
+    services: RwLock<BTreeMap<String, Arc<Service>>>,
+    /// Serialises every change, across services.
+    changes: Mutex<()>,
+    deployments: Arc<dyn DeploymentStore>,
 }
 
 impl Registry {
-    pub fn insert(&self, service: ServiceEntry) {
-        let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
-        services.insert(service.name.clone(), Arc::new(service));
+    pub fn new(deployments: Arc<dyn DeploymentStore>) -> Registry {
+        Registry {
+            services: RwLock::default(),
+            changes: Mutex::default(),
+            deployments,
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<ServiceEntry>> {
+    pub fn get(&self, name: &str) -> Option<Arc<Service>> {
         let services = self.services.read().unwrap_or_else(|p| p.into_inner());
         services.get(name).cloned()
     }
 
     /// Every service, by name.
-    pub fn list(&self) -> Vec<Arc<ServiceEntry>> {
+    pub fn list(&self) -> Vec<Arc<Service>> {
         let services = self.services.read().unwrap_or_else(|p| p.into_inner());
         services.values().cloned().collect()
     }
 
-    /// The active version that exports `interface` now.
-    pub fn provider_of(&self, interface: &str, function: &str) -> Option<Arc<LoadedVersion>> {
+    /// The version that serves a call to `interface`, drawn by its service's
+    /// routing like any other call to that service.
+    pub fn provider_of(&self, interface: &str) -> Option<Arc<LoadedVersion>> {
+        self.list()
+            .into_iter()
+            .find(|s| {
+                s.routing()
+                    .versions()
+                    .any(|v| v.export(interface).is_some())
+            })?
+            .pick()
+    }
+
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn service(&self, name: &str) -> Result<Arc<Service>, RegistryError> {
+        self.get(name)
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))
+    }
+
+    fn service_or_new(&self, name: &str) -> Arc<Service> {
+        let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
+        services
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Service::new(name.to_string())))
+            .clone()
+    }
+
+    /// What serves now, with `service`'s routing replaced by `routing`.
+    fn serving(
+        &self,
+        service: &str,
+        routing: Option<&[Arc<LoadedVersion>]>,
+    ) -> Vec<(String, Vec<Arc<LoadedVersion>>)> {
         self.list()
             .iter()
-            .filter_map(|s| s.active())
-            .find(|v| v.provides(interface, std::slice::from_ref(&function.to_string())))
+            .map(|s| {
+                let versions = match routing {
+                    Some(versions) if s.name == service => versions.to_vec(),
+                    _ => s.routing().versions().cloned().collect(),
+                };
+                (s.name.clone(), versions)
+            })
+            .collect()
     }
+
+    fn persist(&self, service: &Service, book: &Book) {
+        let routing = service.routing();
+        let deployment = Deployment {
+            active: routing.primary().map(|v| v.version.clone()),
+            traffic: if routing.entries.len() > 1 {
+                routing
+                    .entries
+                    .iter()
+                    .map(|(v, w)| (v.version.clone(), *w))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            previous: book.previous.clone(),
+            known: book.known.clone(),
+            history: book.history.clone(),
+        };
+        let record = serde_json::to_string(&deployment).expect("a deployment serialises");
+        if let Err(e) = self.deployments.save_deployment(&service.name, &record) {
+            tracing::error!(service = %service.name, "cannot persist the deployment: {e}");
+        }
+    }
+
+    /// Set up every service found at start-up: restore what was active (or the
+    /// traffic split) before the restart, activate the highest version of
+    /// services that had none, and then, in auto mode, versions that arrived
+    /// while the host was stopped. A version whose imports no serving version
+    /// satisfies is rejected, falling back to the next one.
+    pub fn bootstrap(&self, found: Vec<Found>) {
+        let _changing = self.changing();
+        let mut saved: BTreeMap<String, Deployment> = match self.deployments.load_deployments() {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(name, record)| match serde_json::from_str(&record) {
+                    Ok(d) => Some((name, d)),
+                    Err(e) => {
+                        tracing::warn!(service = %name, "ignoring an unreadable deployment record: {e}");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!("cannot read the deployment records: {e}");
+                BTreeMap::new()
+            }
+        };
+
+        let mut choices: BTreeMap<String, Vec<Arc<LoadedVersion>>> = BTreeMap::new();
+        for found in found {
+            let service = self.service_or_new(&found.name);
+            let deployment = saved.remove(&found.name).unwrap_or_default();
+            let mut book = service.book();
+            book.mode = found.mode;
+            book.versions = found.versions;
+            book.refused_files = found.refused_files;
+            book.previous = deployment.previous;
+            book.history = deployment.history;
+            book.known = deployment.known;
+            let mut preferred: Vec<Arc<LoadedVersion>> = Vec::new();
+            if let Some(active) = deployment.active.as_ref().and_then(|v| book.loaded(v)) {
+                preferred.push(active.clone());
+            }
+            for entry in book.versions.values().rev() {
+                if let VersionEntry::Loaded(v) = entry
+                    && !preferred.iter().any(|p| Arc::ptr_eq(p, v))
+                {
+                    preferred.push(v.clone());
+                }
+            }
+            choices.insert(found.name.clone(), preferred);
+            drop(book);
+            let split: Vec<(Arc<LoadedVersion>, u32)> = deployment
+                .traffic
+                .iter()
+                .filter_map(|(v, w)| service.book().loaded(v).map(|l| (l.clone(), *w)))
+                .collect();
+            if split.len() == deployment.traffic.len() && split.len() > 1 {
+                service.route(Routing { entries: split });
+            }
+        }
+
+        // Reject would-be active versions whose imports are not satisfied
+        // until every one is; each round rejects one version, so this ends.
+        loop {
+            let serving: Vec<(String, Vec<Arc<LoadedVersion>>)> = choices
+                .iter()
+                .map(|(name, c)| (name.clone(), c.first().cloned().into_iter().collect()))
+                .collect();
+            let refusal = serving.iter().find_map(|(name, versions)| {
+                let candidate = versions.first()?;
+                compat::check(candidate, &serving)
+                    .err()
+                    .map(|reason| (name.clone(), reason))
+            });
+            let Some((name, reason)) = refusal else { break };
+            let rejected = choices.get_mut(&name).expect("from choices").remove(0);
+            let service = self.service_or_new(&name);
+            let mut book = service.book();
+            book.log("rejected", Some(&rejected.version), &reason);
+            book.versions
+                .insert(rejected.version.clone(), VersionEntry::Rejected(reason));
+        }
+
+        for (name, chosen) in choices {
+            let service = self.service_or_new(&name);
+            let keeps_split = service
+                .routing()
+                .primary()
+                .is_some_and(|p| chosen.first().is_some_and(|c| Arc::ptr_eq(p, c)));
+            if !keeps_split {
+                service.route(
+                    chosen
+                        .first()
+                        .cloned()
+                        .map_or_else(Routing::none, Routing::single),
+                );
+            }
+        }
+
+        for service in self.list() {
+            let mut book = service.book();
+            let arrivals: Vec<Version> = book
+                .versions
+                .keys()
+                .filter(|v| !book.known.contains(v))
+                .cloned()
+                .collect();
+            let newest = arrivals
+                .iter()
+                .rev()
+                .find(|v| book.loaded(v).is_some())
+                .cloned();
+            let primary = service.routing().primary().map(|p| p.version.clone());
+            if book.mode == Activation::Auto
+                && let Some(newest) = newest
+                && primary.as_ref().is_some_and(|p| &newest > p)
+            {
+                let reason = "the highest version, added while the host was stopped (auto)";
+                if let Err(e) = self.activate_locked(&service, &mut book, &newest, reason) {
+                    book.log("rejected", Some(&newest), e.to_string());
+                }
+            }
+            if let Some(primary) = service.routing().primary() {
+                let primary = primary.version.clone();
+                if book
+                    .history
+                    .back()
+                    .is_none_or(|e| e.version.as_ref() != Some(&primary.to_string()))
+                {
+                    book.log("activated", Some(&primary), "serving after start-up");
+                }
+            }
+            book.known.extend(arrivals);
+            self.persist(&service, &book);
+        }
+    }
+
+    /// A new or rebuilt version of `service` (a dropped file or an upload).
+    /// Returns the state it ended up in, or why it was refused.
+    pub fn offer(
+        &self,
+        service: &str,
+        mode: Activation,
+        version: Version,
+        entry: VersionEntry,
+    ) -> Result<VersionState, String> {
+        let _changing = self.changing();
+        let service = self.service_or_new(service);
+        let mut book = service.book();
+        book.mode = mode;
+        book.known.insert(version.clone());
+        let outcome = self.offer_locked(&service, &mut book, version, entry);
+        self.persist(&service, &book);
+        outcome
+    }
+
+    fn offer_locked(
+        &self,
+        service: &Service,
+        book: &mut Book,
+        version: Version,
+        entry: VersionEntry,
+    ) -> Result<VersionState, String> {
+        let routing = service.routing();
+        let serving_now = routing.weight_of(&version).is_some();
+        let loaded = match entry {
+            VersionEntry::Rejected(reason) => {
+                if serving_now {
+                    book.log(
+                        "refused",
+                        Some(&version),
+                        format!("the new file was refused, the old build keeps serving: {reason}"),
+                    );
+                } else {
+                    book.log("rejected", Some(&version), &reason);
+                    book.versions
+                        .insert(version, VersionEntry::Rejected(reason.clone()));
+                }
+                return Err(reason);
+            }
+            VersionEntry::Loaded(loaded) => loaded,
+        };
+        if let Err(reason) = compat::check(&loaded, &self.serving(&service.name, None)) {
+            if !serving_now {
+                book.versions
+                    .insert(version.clone(), VersionEntry::Rejected(reason.clone()));
+            }
+            book.log("rejected", Some(&version), &reason);
+            return Err(reason);
+        }
+        book.versions
+            .insert(version.clone(), VersionEntry::Loaded(loaded.clone()));
+        if serving_now {
+            service.route(routing.with_replaced(&loaded));
+            book.log(
+                "replaced",
+                Some(&version),
+                "a new build of a serving version",
+            );
+            return Ok(VersionState::Active);
+        }
+        let higher = routing.primary().is_none_or(|p| version > p.version);
+        if book.mode == Activation::Auto && higher {
+            self.activate_locked(service, book, &version, "the highest version (auto)")
+                .map_err(|e| e.to_string())?;
+            Ok(VersionState::Active)
+        } else {
+            book.log("added", Some(&version), "on standby");
+            Ok(VersionState::Standby)
+        }
+    }
+
+    /// The file of `version` is gone: forget it. If it was serving, traffic
+    /// falls back to the version before it, else to the highest one left.
+    pub fn withdraw(&self, service: &str, version: &Version) {
+        let _changing = self.changing();
+        let Some(service) = self.get(service) else {
+            return;
+        };
+        let mut book = service.book();
+        if book.versions.remove(version).is_none() {
+            return;
+        }
+        book.log("removed", Some(version), "its file was removed");
+        let routing = service.routing();
+        if routing.weight_of(version).is_some() {
+            let rest = routing.without(version);
+            if rest.entries.is_empty() {
+                let fallback = book
+                    .previous
+                    .iter()
+                    .rev()
+                    .find_map(|v| book.loaded(v))
+                    .or_else(|| book.highest_loaded())
+                    .cloned();
+                match fallback {
+                    Some(fallback) => {
+                        service.route(Routing::single(fallback.clone()));
+                        book.log(
+                            "activated",
+                            Some(&fallback.version),
+                            format!("{version} was removed"),
+                        );
+                    }
+                    None => service.route(Routing::none()),
+                }
+            } else {
+                service.route(rest);
+            }
+        }
+        self.persist(&service, &book);
+    }
+
+    /// Send all of `service`'s traffic to `version`.
+    pub fn activate(
+        &self,
+        service: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        let _changing = self.changing();
+        let service = self.service(service)?;
+        let mut book = service.book();
+        let outcome = self.activate_locked(&service, &mut book, version, reason);
+        self.persist(&service, &book);
+        outcome
+    }
+
+    fn activate_locked(
+        &self,
+        service: &Service,
+        book: &mut Book,
+        version: &Version,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        let loaded = match book.versions.get(version) {
+            None => {
+                return Err(RegistryError::UnknownVersion(
+                    service.name.clone(),
+                    version.clone(),
+                ));
+            }
+            Some(VersionEntry::Rejected(why)) => {
+                return Err(RegistryError::Rejected(
+                    service.name.clone(),
+                    version.clone(),
+                    why.clone(),
+                ));
+            }
+            Some(VersionEntry::Loaded(loaded)) => loaded.clone(),
+        };
+        let serving = self.serving(&service.name, Some(std::slice::from_ref(&loaded)));
+        compat::check(&loaded, &serving).map_err(|why| {
+            RegistryError::Incompatible(service.name.clone(), version.clone(), why)
+        })?;
+        if let Some(current) = service.routing().primary()
+            && &current.version != version
+        {
+            book.previous.push(current.version.clone());
+        }
+        service.route(Routing::single(loaded));
+        book.log("activated", Some(version), reason);
+        Ok(())
+    }
+
+    /// Back to the version that was active before the current one.
+    pub fn rollback(&self, service: &str) -> Result<Version, RegistryError> {
+        let _changing = self.changing();
+        let service = self.service(service)?;
+        let mut book = service.book();
+        let current = service.routing().primary().map(|p| p.version.clone());
+        while let Some(previous) = book.previous.pop() {
+            if Some(&previous) == current.as_ref() {
+                continue;
+            }
+            let Some(loaded) = book.loaded(&previous).cloned() else {
+                continue;
+            };
+            let serving = self.serving(&service.name, Some(std::slice::from_ref(&loaded)));
+            if let Err(why) = compat::check(&loaded, &serving) {
+                book.previous.push(previous.clone());
+                self.persist(&service, &book);
+                return Err(RegistryError::Incompatible(
+                    service.name.clone(),
+                    previous,
+                    why,
+                ));
+            }
+            service.route(Routing::single(loaded));
+            let from = current
+                .map(|c| format!("rollback from {c}"))
+                .unwrap_or_else(|| "rollback".into());
+            book.log("activated", Some(&previous), from);
+            self.persist(&service, &book);
+            return Ok(previous);
+        }
+        self.persist(&service, &book);
+        Err(RegistryError::NoPrevious(service.name.clone()))
+    }
+
+    /// Split `service`'s traffic across versions by relative weight.
+    pub fn set_traffic(
+        &self,
+        service: &str,
+        weights: BTreeMap<Version, u32>,
+    ) -> Result<(), RegistryError> {
+        let _changing = self.changing();
+        let service = self.service(service)?;
+        let mut book = service.book();
+        let total: u64 = weights.values().map(|w| u64::from(*w)).sum();
+        if total == 0 {
+            return Err(RegistryError::InvalidSplit(
+                "at least one version needs a weight above 0".into(),
+            ));
+        }
+        let mut entries = Vec::new();
+        for (version, weight) in weights.iter().filter(|(_, w)| **w > 0) {
+            match book.versions.get(version) {
+                None => {
+                    return Err(RegistryError::UnknownVersion(
+                        service.name.clone(),
+                        version.clone(),
+                    ));
+                }
+                Some(VersionEntry::Rejected(why)) => {
+                    return Err(RegistryError::Rejected(
+                        service.name.clone(),
+                        version.clone(),
+                        why.clone(),
+                    ));
+                }
+                Some(VersionEntry::Loaded(loaded)) => entries.push((loaded.clone(), *weight)),
+            }
+        }
+        // The heaviest version is the primary; on a tie, the highest.
+        entries.sort_by(|(a, wa), (b, wb)| wb.cmp(wa).then(b.version.cmp(&a.version)));
+        let versions: Vec<Arc<LoadedVersion>> = entries.iter().map(|(v, _)| v.clone()).collect();
+        let serving = self.serving(&service.name, Some(&versions));
+        for version in &versions {
+            compat::check(version, &serving).map_err(|why| {
+                RegistryError::Incompatible(service.name.clone(), version.version.clone(), why)
+            })?;
+        }
+        if let Some(current) = service.routing().primary()
+            && current.version != versions[0].version
+        {
+            book.previous.push(current.version.clone());
+        }
+        let split: Vec<String> = entries
+            .iter()
+            .map(|(v, w)| format!("{} {w}", v.version))
+            .collect();
+        service.route(Routing { entries });
+        book.log("traffic", None, format!("split: {}", split.join(", ")));
+        self.persist(&service, &book);
+        Ok(())
+    }
+
+    /// A file in `service`'s folder that is not a version (its name is not semver).
+    pub fn refuse_file(&self, service: &str, file: &str, reason: &str) {
+        let _changing = self.changing();
+        let service = self.service_or_new(service);
+        service
+            .book()
+            .refused_files
+            .insert(file.to_string(), reason.to_string());
+    }
+
+    /// A refused file is gone again.
+    pub fn forget_file(&self, service: &str, file: &str) {
+        if let Some(service) = self.get(service) {
+            service.book().refused_files.remove(file);
+        }
+    }
+
+    /// Is `digest` already what `service` `version` runs? (An upload's own file
+    /// showing up in the folder, or a file touched without change.)
+    pub fn has_build(&self, service: &str, version: &Version, digest: &str) -> bool {
+        self.get(service).is_some_and(|s| {
+            matches!(s.book().versions.get(version), Some(VersionEntry::Loaded(v)) if v.digest == digest)
+        })
+    }
+
+    /// Every version `service` knows, loaded or rejected.
+    pub fn versions_of(&self, service: &str) -> Vec<Version> {
+        self.get(service)
+            .map(|s| s.book().versions.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Does `service` know `version` at all?
+    pub fn has_version(&self, service: &str, version: &Version) -> bool {
+        self.get(service)
+            .is_some_and(|s| s.book().versions.contains_key(version))
+    }
+
+    /// The admin view of one service.
+    pub fn describe(&self, name: &str) -> Option<ServiceView> {
+        let service = self.get(name)?;
+        let routing = service.routing();
+        let book = service.book();
+        let active = routing.primary();
+        let versions: Vec<VersionView> = book
+            .versions
+            .iter()
+            .rev()
+            .map(|(version, entry)| match entry {
+                VersionEntry::Loaded(v) => VersionView {
+                    version: version.to_string(),
+                    state: service.state_of(v),
+                    reason: None,
+                    weight: routing.weight_of(version),
+                    compile_ms: Some(v.compile_time.as_secs_f64() * 1e3),
+                    from_cache: Some(v.from_cache),
+                    loaded_at_ms: Some(v.loaded_at_ms),
+                    requests: v.requests.load(Ordering::Relaxed),
+                    errors: v.errors.load(Ordering::Relaxed),
+                    instances: v.pool.instances(),
+                },
+                VersionEntry::Rejected(reason) => VersionView {
+                    version: version.to_string(),
+                    state: VersionState::Rejected,
+                    reason: Some(reason.clone()),
+                    weight: None,
+                    compile_ms: None,
+                    from_cache: None,
+                    loaded_at_ms: None,
+                    requests: 0,
+                    errors: 0,
+                    instances: 0,
+                },
+            })
+            .collect();
+        let names =
+            |uses: &mut dyn Iterator<Item = &InterfaceUse>| uses.map(|u| u.name.clone()).collect();
+        Some(ServiceView {
+            name: service.name.clone(),
+            mode: book.mode,
+            active_version: active.map(|v| v.version.to_string()),
+            traffic: routing
+                .entries
+                .iter()
+                .map(|(v, w)| (v.version.to_string(), *w))
+                .collect(),
+            instances: versions.iter().map(|v| v.instances).sum(),
+            exports: active.map_or_else(Vec::new, |v| names(&mut v.exports.iter())),
+            imports: active.map_or_else(Vec::new, |v| {
+                names(
+                    &mut v
+                        .imports
+                        .iter()
+                        .filter(|i| i.provider() != Provider::WasiSystem),
+                )
+            }),
+            versions,
+            history: book.history.iter().rev().cloned().collect(),
+            refused_files: book
+                .refused_files
+                .iter()
+                .map(|(file, reason)| RefusedFile {
+                    file: file.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The admin view of a service.
+#[derive(Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub mode: Activation,
+    pub active_version: Option<String>,
+    /// Version → weight; one entry at 100 when a single version is active.
+    pub traffic: BTreeMap<String, u32>,
+    pub versions: Vec<VersionView>,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub instances: usize,
+    /// Newest first.
+    pub history: Vec<Event>,
+    pub refused_files: Vec<RefusedFile>,
+}
+
+/// The admin view of one version.
+#[derive(Serialize)]
+pub struct VersionView {
+    pub version: String,
+    pub state: VersionState,
+    pub reason: Option<String>,
+    pub weight: Option<u32>,
+    pub compile_ms: Option<f64>,
+    pub from_cache: Option<bool>,
+    pub loaded_at_ms: Option<u64>,
+    pub requests: u64,
+    pub errors: u64,
+    pub instances: usize,
+}
+
+#[derive(Serialize)]
+pub struct RefusedFile {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

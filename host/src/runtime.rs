@@ -9,12 +9,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use wasmtime::component::types::ComponentItem;
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable, Val};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -91,8 +94,27 @@ pub enum Provider {
 #[derive(Debug, Clone)]
 pub struct InterfaceUse {
     pub name: String,
-    pub functions: Vec<String>,
+    pub functions: Vec<FunctionUse>,
     pub uses_resources: bool,
+}
+
+/// One function of an interface, with its type.
+#[derive(Debug, Clone)]
+pub struct FunctionUse {
+    pub name: String,
+    pub ty: ComponentFunc,
+}
+
+impl FunctionUse {
+    /// Same parameter and result types (names aside), compared structurally
+    /// even when the two types come from different components.
+    pub fn same_type(&self, other: &FunctionUse) -> bool {
+        let (a, b) = (&self.ty, &other.ty);
+        a.params().len() == b.params().len()
+            && a.params().zip(b.params()).all(|((_, x), (_, y))| x == y)
+            && a.results().len() == b.results().len()
+            && a.results().zip(b.results()).all(|(x, y)| x == y)
+    }
 }
 
 impl InterfaceUse {
@@ -111,6 +133,9 @@ impl InterfaceUse {
 }
 
 /// The engine and the linker every component starts from.
+///
+/// The engine is the default on-demand allocator: with a handful of pooled
+/// instances per version, instantiation is already well under a millisecond.
 pub struct Runtime {
     engine: Engine,
     base_linker: Linker<ServiceState>,
@@ -139,6 +164,47 @@ impl Runtime {
         Ok(Runtime {
             engine,
             base_linker,
+        })
+    }
+
+    /// Compile `bytes`, or load the result of an earlier compilation from
+    /// `cache_dir`. The cache key is the SHA-256 of the bytes and the engine's
+    /// compatibility hash (wasmtime version, compiler settings, CPU features), so
+    /// an entry is only ever loaded by an engine that could have written it.
+    pub fn compile_cached(&self, bytes: &[u8], cache_dir: &Path) -> Result<Compiled> {
+        let started = Instant::now();
+        let digest = digest(bytes);
+        let mut engine_hash = DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let entry = cache_dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()));
+        if entry.exists() {
+            // SAFETY: the entry was written by `Component::serialize` below, into
+            // the host's own data directory, by an engine with this same hash.
+            match unsafe { Component::deserialize_file(&self.engine, &entry) } {
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        digest,
+                        from_cache: true,
+                        compile_time: started.elapsed(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), "ignoring an unreadable cache entry: {e:#}")
+                }
+            }
+        }
+        let component = self.compile(bytes)?;
+        if let Err(e) = write_cache_entry(&component, &entry) {
+            tracing::warn!(entry = %entry.display(), "cannot cache a compiled component: {e:#}");
+        }
+        Ok(Compiled {
+            component,
+            digest,
+            from_cache: false,
+            compile_time: started.elapsed(),
         })
     }
 
@@ -181,7 +247,10 @@ impl Runtime {
         if let ComponentItem::ComponentInstance(instance) = item {
             for (export, item) in instance.exports(&self.engine) {
                 match item.ty {
-                    ComponentItem::ComponentFunc(_) => use_.functions.push(export.to_string()),
+                    ComponentItem::ComponentFunc(ty) => use_.functions.push(FunctionUse {
+                        name: export.to_string(),
+                        ty,
+                    }),
                     ComponentItem::Resource(_) => use_.uses_resources = true,
                     _ => {}
                 }
@@ -206,8 +275,8 @@ impl Runtime {
             let mut instance = linker.instance(&import.name)?;
             for function in &import.functions {
                 let calls = calls.clone();
-                let (interface, function_name) = (import.name.clone(), function.clone());
-                instance.func_new_async(function, move |_store, _ty, params, results| {
+                let (interface, function_name) = (import.name.clone(), function.name.clone());
+                instance.func_new_async(&function.name, move |_store, _ty, params, results| {
                     let calls = calls.clone();
                     let interface = interface.clone();
                     let function = function_name.clone();
@@ -244,8 +313,8 @@ impl Runtime {
                 continue;
             };
             for function in &interface.functions {
-                if let Some((_, func)) = component.get_export(Some(&iface), function) {
-                    indices.insert((interface.name.clone(), function.clone()), func);
+                if let Some((_, func)) = component.get_export(Some(&iface), &function.name) {
+                    indices.insert((interface.name.clone(), function.name.clone()), func);
                 }
             }
         }
@@ -284,6 +353,34 @@ impl Runtime {
             bindings,
         })
     }
+}
+
+/// A compiled component and how it came to be.
+pub struct Compiled {
+    pub component: Component,
+    /// SHA-256 of the component file, hex.
+    pub digest: String,
+    pub from_cache: bool,
+    pub compile_time: Duration,
+}
+
+fn write_cache_entry(component: &Component, entry: &Path) -> Result<()> {
+    let dir = entry
+        .parent()
+        .context("a cache entry lives in a directory")?;
+    std::fs::create_dir_all(dir)?;
+    let partial = entry.with_extension("partial");
+    std::fs::write(&partial, component.serialize()?)?;
+    std::fs::rename(&partial, entry)?;
+    Ok(())
+}
+
+/// The SHA-256 of a component file, lower-case hex: its identity.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A core module's header is `\0asm` + version 1 + layer 0; a component's layer is 1.

@@ -62,6 +62,14 @@ pub trait KeyValueStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// Where the registry keeps each service's deployment record (active version,
+/// rollback stack, traffic split, history) so that it survives a restart. The
+/// record is opaque text to the store.
+pub trait DeploymentStore: Send + Sync {
+    fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError>;
+    fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
+}
+
 /// The embedded default: one SQLite database file under the data directory.
 ///
 /// One connection behind a mutex: every operation is a short statement, so
@@ -87,7 +95,11 @@ impl SqliteStore {
                 key     TEXT NOT NULL,
                 value   BLOB NOT NULL,
                 PRIMARY KEY (service, bucket, key)
-            ) WITHOUT ROWID;",
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS deployments (
+                service TEXT PRIMARY KEY,
+                record  TEXT NOT NULL
+            );",
         )?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -215,6 +227,27 @@ impl KeyValueStore for SqliteStore {
             write(&tx, ns, key, new)?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+}
+
+impl DeploymentStore for SqliteStore {
+    fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT service, record FROM deployments")?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO deployments (service, record) VALUES (?1, ?2)
+                 ON CONFLICT (service) DO UPDATE SET record = excluded.record",
+                params![service, record],
+            )?;
+            Ok(())
         })
     }
 }

@@ -1,0 +1,163 @@
+//! Watches the services directory and turns what happens there into registry
+//! changes: a new or rewritten `<name>/<semver>.wasm` is loaded and offered, a
+//! removed one withdrawn, a misnamed one refused with a reason.
+//!
+//! A file is only read once it has stopped changing: after each event it must
+//! keep the same size and modification time for [`SETTLE`], so a slow `cp`
+//! is read when it is done, and a write-then-rename as soon as it lands.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::loader::{Loader, is_component_file, valid_service_name, version_of_file};
+
+/// How long a file must stay unchanged before it is read. Copies write far
+/// faster than this; a rename is one event.
+pub const SETTLE: Duration = Duration::from_millis(150);
+
+/// What identifies one state of a file: its size and modification time.
+type Fingerprint = (u64, SystemTime);
+
+struct Pending {
+    due: Instant,
+    seen: Option<Fingerprint>,
+}
+
+/// Start watching; changes are applied until the returned watcher is dropped.
+pub fn watch(loader: Arc<Loader>) -> Result<RecommendedWatcher> {
+    let (events, paths) = mpsc::unbounded_channel();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => {
+                for path in event.paths {
+                    let _ = events.send(path);
+                }
+            }
+            Err(e) => tracing::warn!("file watching: {e}"),
+        })?;
+    watcher
+        .watch(&loader.services_dir, RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", loader.services_dir.display()))?;
+    tokio::spawn(settle(loader, paths));
+    Ok(watcher)
+}
+
+async fn settle(loader: Arc<Loader>, mut paths: mpsc::UnboundedReceiver<PathBuf>) {
+    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    loop {
+        let next_due = pending.values().map(|p| p.due).min();
+        tokio::select! {
+            path = paths.recv() => {
+                let Some(path) = path else { return };
+                let due = Instant::now() + SETTLE;
+                pending.entry(path).or_insert(Pending { due, seen: None }).due = due;
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                let now = Instant::now();
+                let due: Vec<PathBuf> = pending
+                    .iter()
+                    .filter(|(_, p)| p.due <= now)
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                for path in due {
+                    let current = fingerprint(&path);
+                    let entry = pending.get_mut(&path).expect("listed above");
+                    if current.is_some() && current != entry.seen {
+                        entry.seen = current;
+                        entry.due = now + SETTLE;
+                        continue;
+                    }
+                    pending.remove(&path);
+                    apply(&loader, &path).await;
+                }
+            }
+        }
+    }
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// Bring the registry in line with what `path` is now.
+async fn apply(loader: &Loader, path: &Path) {
+    let Ok(relative) = path.strip_prefix(&loader.services_dir) else {
+        return;
+    };
+    let parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    match parts.as_slice() {
+        [service] => service_dir_changed(loader, service, path).await,
+        [service, file] => file_changed(loader, service, file, path).await,
+        _ => {}
+    }
+}
+
+/// A whole service folder appeared (moved in) or disappeared.
+async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) {
+    if valid_service_name(service).is_err() {
+        return;
+    }
+    if dir.is_dir() {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for file in files {
+            let name = file
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            Box::pin(file_changed(loader, service, &name, &file)).await;
+        }
+    } else {
+        for version in loader.registry.versions_of(service) {
+            loader.registry.withdraw(service, &version);
+        }
+    }
+}
+
+async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
+    if !is_component_file(file) {
+        if file == "service.toml" {
+            tracing::info!(
+                service,
+                "service.toml changed: it applies to versions loaded from now on"
+            );
+        }
+        return;
+    }
+    if let Err(e) = valid_service_name(service) {
+        tracing::error!(file = %path.display(), "refused: {e:#}");
+        return;
+    }
+    let version = match version_of_file(file) {
+        Ok(version) => version,
+        Err(e) => {
+            if path.exists() {
+                tracing::error!(file = %path.display(), "refused: {e:#}");
+                loader
+                    .registry
+                    .refuse_file(service, file, &format!("{e:#}"));
+            } else {
+                loader.registry.forget_file(service, file);
+            }
+            return;
+        }
+    };
+    if path.exists() {
+        loader.file_changed(service, &version, path).await;
+    } else {
+        loader.registry.withdraw(service, &version);
+    }
+}
