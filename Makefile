@@ -8,8 +8,9 @@ DATA       ?= data
 LISTEN     ?= 127.0.0.1:8080
 # The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
 GUESTS     := goods users orders
-# Components only the tests use, built from tests/fixtures/.
-FIXTURES   := kv-probe
+# Components only the tests use, built from tests/fixtures/ (and goods 2.x, a
+# feature of guests/goods, copied to goods_v2.wasm).
+FIXTURES   := kv-probe goods-broken
 WASM_DIR   := target/wasm32-wasip2/release
 
 .PHONY: build run test bench setup build-guests build-host install-services lint
@@ -32,6 +33,8 @@ setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 build-guests: setup
+	$(CARGO) build --release --target wasm32-wasip2 -p goods --features fixture-v2
+	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_v2.wasm
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES))
 
 build-host: setup

@@ -217,12 +217,14 @@ impl ServiceCalls for ServiceLinks {
                     provider.service, provider.version
                 )
             })?;
-            lease
+            let outcome = lease
                 .call_export(interface, function, params, results)
                 .await
                 .with_context(|| {
                     format!("service {} {} failed", provider.service, provider.version)
-                })
+                });
+            provider.record(outcome.is_err());
+            outcome
         })
     }
 }

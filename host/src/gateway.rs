@@ -87,6 +87,43 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A refusal: a status and a message, answered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        let status = match e {
+            RegistryError::UnknownService(_) | RegistryError::UnknownVersion(..) => {
+                StatusCode::NOT_FOUND
+            }
+            RegistryError::Rejected(..) | RegistryError::NoPrevious(_) => StatusCode::CONFLICT,
+            RegistryError::Incompatible(..) | RegistryError::InvalidSplit(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 // === the service route ===
 
 async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
@@ -132,7 +169,7 @@ async fn call_service(
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, gateway.max_body_bytes).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let guest_request = handler::Request {
         method: parts.method.as_str().to_string(),
@@ -192,9 +229,9 @@ fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
-        error(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
@@ -212,7 +249,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         if over_limit {
             too_large()
         } else {
-            error(
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
             )
@@ -317,35 +354,33 @@ async fn authorize(
     }
 }
 
-fn registry_error(e: RegistryError) -> Response {
-    let status = match e {
-        RegistryError::UnknownService(_) | RegistryError::UnknownVersion(..) => {
-            StatusCode::NOT_FOUND
-        }
-        RegistryError::Rejected(..) | RegistryError::NoPrevious(_) => StatusCode::CONFLICT,
-        RegistryError::Incompatible(..) | RegistryError::InvalidSplit(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-    };
-    error(status, e.to_string())
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, Response> {
+fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("invalid JSON body ({e}); expected {expected}"),
         )
     })
 }
 
-fn parse_version(text: &str) -> Result<Version, Response> {
+fn parse_version(text: &str) -> Result<Version, ApiError> {
     Version::parse(text).map_err(|e| {
-        error(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("{text:?} is not a semver version (like 1.2.0): {e}"),
         )
     })
+}
+
+/// The service after a change, as `GET /admin/services/{name}` shows it, once
+/// the versions now serving have an instance ready.
+async fn changed(gateway: &Gateway, name: &str) -> Result<Response, ApiError> {
+    gateway.loader.warm_serving().await;
+    let view = gateway.registry.describe(name);
+    let view = view.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}"))
+    })?;
+    Ok(axum::Json(view).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -358,52 +393,36 @@ async fn activate(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let request: Activate = match parse_json(&body, r#"{"version": "X.Y.Z"}"#) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let version = match parse_version(&request.version) {
-        Ok(version) => version,
-        Err(response) => return response,
-    };
-    match gateway
+) -> Result<Response, ApiError> {
+    let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
+    let version = parse_version(&request.version)?;
+    gateway
         .registry
-        .activate(&name, &version, "activated through the admin API")
-    {
-        Ok(()) => describe_after_change(&gateway, &name).await,
-        Err(e) => registry_error(e),
-    }
+        .activate(&name, &version, "activated through the admin API")?;
+    changed(&gateway, &name).await
 }
 
-async fn rollback(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match gateway.registry.rollback(&name) {
-        Ok(_) => describe_after_change(&gateway, &name).await,
-        Err(e) => registry_error(e),
-    }
+async fn rollback(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    gateway.registry.rollback(&name)?;
+    changed(&gateway, &name).await
 }
 
 async fn set_traffic(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let weights: BTreeMap<String, u32> =
-        match parse_json(&body, r#"{"X.Y.Z": weight, ...} with whole-number weights"#) {
-            Ok(weights) => weights,
-            Err(response) => return response,
-        };
+        parse_json(&body, r#"{"X.Y.Z": weight, ...} with whole-number weights"#)?;
     let mut split = BTreeMap::new();
     for (version, weight) in weights {
-        match parse_version(&version) {
-            Ok(version) => split.insert(version, weight),
-            Err(response) => return response,
-        };
+        split.insert(parse_version(&version)?, weight);
     }
-    match gateway.registry.set_traffic(&name, split) {
-        Ok(()) => describe_after_change(&gateway, &name).await,
-        Err(e) => registry_error(e),
-    }
+    gateway.registry.set_traffic(&name, split)?;
+    changed(&gateway, &name).await
 }
 
 /// Upload a component as a new version: validated like a dropped file, then
@@ -413,73 +432,53 @@ async fn upload_version(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
-) -> Response {
-    if let Err(e) = valid_service_name(&name) {
-        return error(StatusCode::BAD_REQUEST, format!("{e:#}"));
-    }
-    let Some(version) = query.get("version") else {
-        return error(StatusCode::BAD_REQUEST, "give the version: ?version=X.Y.Z");
-    };
-    let version = match parse_version(version) {
-        Ok(version) => version,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    valid_service_name(&name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    let version = query.get("version").ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "give the version: ?version=X.Y.Z")
+    })?;
+    let version = parse_version(version)?;
     if gateway.registry.has_version(&name, &version) {
-        return error(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("{name} {version} exists already; upload under a new version"),
-        );
+        ));
     }
-    let loaded = match gateway
+    let loaded = gateway
         .loader
         .load_bytes(&name, &version, body.to_vec())
         .await
-    {
-        Ok(loaded) => loaded,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
-    };
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     // Written hidden first, moved into place only once accepted: the watcher
     // never sees a partial file, and sees the final one as already loaded.
     let dir = gateway.loader.service_dir(&name);
     let staged = dir.join(format!(".{version}.wasm.upload"));
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&staged, &body)) {
         tracing::error!(file = %staged.display(), "cannot store an upload: {e}");
-        return error(
+        return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot store the component",
-        );
+        ));
     }
     let mode = gateway.loader.activation(&name);
-    match gateway
-        .registry
-        .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded))
-    {
-        Ok(state) => {
-            if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {
-                tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
-            }
-            gateway.loader.warm_serving().await;
-            (
-                StatusCode::CREATED,
-                axum::Json(
-                    json!({ "service": name, "version": version.to_string(), "state": state }),
-                ),
-            )
-                .into_response()
-        }
+    let offered =
+        gateway
+            .registry
+            .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded));
+    let state = match offered {
+        Ok(state) => state,
         Err(reason) => {
             let _ = std::fs::remove_file(&staged);
-            error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason));
         }
+    };
+    if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {
+        tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
     }
-}
-
-async fn describe_after_change(gateway: &Gateway, name: &str) -> Response {
     gateway.loader.warm_serving().await;
-    match gateway.registry.describe(name) {
-        Some(view) => axum::Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
-    }
+    let created = json!({ "service": name, "version": version.to_string(), "state": state });
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -35,11 +35,13 @@ pub fn watch(loader: Arc<Loader>) -> Result<RecommendedWatcher> {
     let (events, paths) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            // Reads (including the loader's own) are not changes.
+            Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {
                 for path in event.paths {
                     let _ = events.send(path);
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!("file watching: {e}"),
         })?;
     watcher
@@ -56,8 +58,7 @@ async fn settle(loader: Arc<Loader>, mut paths: mpsc::UnboundedReceiver<PathBuf>
         tokio::select! {
             path = paths.recv() => {
                 let Some(path) = path else { return };
-                let due = Instant::now() + SETTLE;
-                pending.entry(path).or_insert(Pending { due, seen: None }).due = due;
+                schedule(&mut pending, path);
             }
             _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
                 let now = Instant::now();
@@ -75,11 +76,21 @@ async fn settle(loader: Arc<Loader>, mut paths: mpsc::UnboundedReceiver<PathBuf>
                         continue;
                     }
                     pending.remove(&path);
-                    apply(&loader, &path).await;
+                    for found in apply(&loader, &path).await {
+                        schedule(&mut pending, found);
+                    }
                 }
             }
         }
     }
+}
+
+/// (Re)start `path`'s settling period, remembering the state it is in now: it
+/// is read only if it is still in that state when the period ends.
+fn schedule(pending: &mut HashMap<PathBuf, Pending>, path: PathBuf) {
+    let seen = fingerprint(&path);
+    let due = Instant::now() + SETTLE;
+    pending.insert(path, Pending { due, seen });
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
@@ -87,44 +98,38 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     Some((meta.len(), meta.modified().ok()?))
 }
 
-/// Bring the registry in line with what `path` is now.
-async fn apply(loader: &Loader, path: &Path) {
+/// Bring the registry in line with what `path` is now. Returns the files of
+/// a folder that appeared, to be settled and applied in turn.
+async fn apply(loader: &Loader, path: &Path) -> Vec<PathBuf> {
     let Ok(relative) = path.strip_prefix(&loader.services_dir) else {
-        return;
+        return Vec::new();
     };
     let parts: Vec<String> = relative
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     match parts.as_slice() {
-        [service] => service_dir_changed(loader, service, path).await,
+        [service] => return service_dir_changed(loader, service, path),
         [service, file] => file_changed(loader, service, file, path).await,
         _ => {}
     }
+    Vec::new()
 }
 
-/// A whole service folder appeared (moved in) or disappeared.
-async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) {
+/// A whole service folder appeared (moved in: its files may predate the
+/// watch on it) or disappeared (every version goes with it).
+fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<PathBuf> {
     if valid_service_name(service).is_err() {
-        return;
+        return Vec::new();
     }
     if dir.is_dir() {
-        let files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        for file in files {
-            let name = file
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            Box::pin(file_changed(loader, service, &name, &file)).await;
-        }
-    } else {
-        for version in loader.registry.versions_of(service) {
-            loader.registry.withdraw(service, &version);
-        }
+        let files = std::fs::read_dir(dir).map(|entries| entries.flatten().map(|e| e.path()));
+        return files.map(Iterator::collect).unwrap_or_default();
     }
+    for version in loader.registry.versions_of(service) {
+        loader.registry.withdraw(service, &version);
+    }
+    Vec::new()
 }
 
 async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {

@@ -69,6 +69,23 @@ impl Site {
         std::fs::write(dir.join(format!("{version}.wasm")), bytes).unwrap();
     }
 
+    /// Drop a component in the way deploy tools do: write a hidden file, then
+    /// rename it into place, so the host only ever sees the complete file.
+    pub fn drop_in(&self, service: &str, version: &str, bytes: &[u8]) {
+        let dir = self.services().join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        let staged = dir.join(format!(".{version}.wasm.partial"));
+        std::fs::write(&staged, bytes).unwrap();
+        std::fs::rename(&staged, dir.join(format!("{version}.wasm"))).unwrap();
+    }
+
+    /// Write `services/<service>/service.toml`.
+    pub fn settings(&self, service: &str, toml: &str) {
+        let dir = self.services().join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("service.toml"), toml).unwrap();
+    }
+
     pub fn start(&self) -> Host {
         self.start_with(&[])
     }
@@ -161,6 +178,10 @@ impl Host {
         if let Some(body) = body {
             request = request.body(body);
         }
+        self.exchange(request, path).await
+    }
+
+    async fn exchange(&self, request: reqwest::RequestBuilder, path: &str) -> Reply {
         let response = request.send().await.expect("the host answers");
         let status = response.status();
         let headers = response.headers().clone();
@@ -182,6 +203,77 @@ impl Host {
         }
     }
 
+    /// Send with an `Authorization: Bearer <token>` header.
+    pub async fn send_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        self.exchange(
+            self.client
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .body(body.unwrap_or_default()),
+            path,
+        )
+        .await
+    }
+
+    /// `GET /admin/services/{name}`.
+    pub async fn service(&self, name: &str) -> Value {
+        let reply = self.get(&format!("/admin/services/{name}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.body
+    }
+
+    /// The version `name` has active now ("" when none, or no such service).
+    pub async fn active(&self, name: &str) -> String {
+        let reply = self.get(&format!("/admin/services/{name}")).await;
+        reply.body["active_version"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Wait (up to 20 s) until `name` has `version` active.
+    pub async fn wait_active(&self, name: &str, version: &str) {
+        for _ in 0..400 {
+            if self.active(name).await == version {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{name} {version} never became active: {}",
+            self.service(name).await
+        );
+    }
+
+    /// Wait (up to 20 s) until `name` lists `version` in `state`; its entry.
+    pub async fn wait_state(&self, name: &str, version: &str, state: &str) -> Value {
+        for _ in 0..400 {
+            let service = self.get(&format!("/admin/services/{name}")).await.body;
+            let Some(versions) = service["versions"].as_array() else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let entry = versions
+                .iter()
+                .find(|v| v["version"] == version && v["state"] == state)
+                .cloned();
+            if let Some(entry) = entry {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{name} {version} never became {state}: {}",
+            self.service(name).await
+        );
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, None).await
     }
@@ -193,6 +285,11 @@ impl Host {
 
     pub async fn post_raw(&self, path: &str, body: &[u8]) -> Reply {
         self.send(Method::POST, path, Some(body.to_vec())).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body.to_string().into_bytes()))
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Reply {

@@ -67,9 +67,13 @@ struct Service;
 impl Handler for Service {
     fn handle(request: Request) -> Response {
         let reply = route(&request).unwrap_or_else(|error| error);
+        let mut headers = reply.headers();
+        if cfg!(feature = "fixture-v2") {
+            headers.push(("x-goods-edition".into(), "2".into()));
+        }
         Response {
             status: reply.status,
-            headers: reply.headers(),
+            headers,
             body: reply.body,
         }
     }
