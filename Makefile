@@ -23,6 +23,11 @@ run: build
 test: setup build-guests
 	$(CARGO) test --release -p switchyard -p guest-common -p users
 
+# Benchmarks run against a real host on this machine; figures go to
+# target/bench/*.json and are summarised in BENCHMARKS.md.
+bench: setup build-guests
+	$(CARGO) bench -p switchyard --bench swap
+
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release -p switchyard --all-targets -- -D warnings
