@@ -58,18 +58,8 @@ async fn broken_files_are_refused_and_healthy_services_still_serve() {
         "{refused:?}"
     );
 
-    let user = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await;
-    let pen = host
-        .post(
-            "/goods",
-            json!({"name": "pen", "price_cents": 150, "stock": 10}),
-        )
-        .await;
+    let user = host.add_user().await;
+    let pen = host.add_goods("pen", 150, 10).await;
     assert_eq!(pen.header("x-switchyard-version"), "1.0.0");
     let order = host
         .post(
@@ -103,12 +93,7 @@ async fn a_consumer_without_its_provider_is_refused_with_the_reason() {
         .await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.error().contains("catalog"));
-    let user = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await;
+    let user = host.add_user().await;
     assert_eq!(user.status, StatusCode::CREATED);
 }
 

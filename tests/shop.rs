@@ -7,25 +7,11 @@ use serde_json::{Value, json};
 use support::{Host, Site};
 
 async fn create_user(host: &Host) -> String {
-    let reply = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.str("id")
+    host.add_user().await.str("id")
 }
 
 async fn create_goods(host: &Host, name: &str, price_cents: u64, stock: u32) -> String {
-    let reply = host
-        .post(
-            "/goods",
-            json!({"name": name, "price_cents": price_cents, "stock": stock}),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.str("id")
+    host.add_goods(name, price_cents, stock).await.str("id")
 }
 
 async fn stock(host: &Host, goods_id: &str) -> u64 {
@@ -44,12 +30,7 @@ async fn shop_flow_walks_every_order_transition() {
     let site = Site::shop();
     let host = site.start();
 
-    let user = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await;
+    let user = host.add_user().await;
     assert_eq!(user.status, StatusCode::CREATED);
     assert_eq!(user.header("x-switchyard-service"), "users");
     assert_eq!(user.header("x-switchyard-version"), "1.0.0");

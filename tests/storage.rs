@@ -12,12 +12,7 @@ async fn a_service_cannot_read_or_overwrite_another_services_keys() {
     site.install("probe", "1.0.0", &component("kv-probe"));
     let host = site.start();
 
-    let goods = host
-        .post(
-            "/goods",
-            json!({"name": "pen", "price_cents": 150, "stock": 10}),
-        )
-        .await;
+    let goods = host.add_goods("pen", 150, 10).await;
     let id = goods.str("id");
 
     // goods keeps its records in its bucket "goods" under the goods id; the probe
@@ -51,18 +46,8 @@ async fn a_service_cannot_read_or_overwrite_another_services_keys() {
 async fn data_survives_a_host_restart() {
     let site = Site::shop();
     let host = site.start();
-    let user = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await;
-    let pen = host
-        .post(
-            "/goods",
-            json!({"name": "pen", "price_cents": 150, "stock": 10}),
-        )
-        .await;
+    let user = host.add_user().await;
+    let pen = host.add_goods("pen", 150, 10).await;
     let order = host
         .post(
             "/orders",

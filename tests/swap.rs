@@ -25,14 +25,7 @@ fn now_ms() -> u64 {
 }
 
 async fn create_goods(host: &Host, stock: u32) -> String {
-    let reply = host
-        .post(
-            "/goods",
-            json!({"name": "pen", "price_cents": 150, "stock": stock}),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.str("id")
+    host.add_goods("pen", 150, stock).await.str("id")
 }
 
 async fn rollback(host: &Host, service: &str) -> Value {
@@ -288,13 +281,7 @@ async fn a_consumer_whose_imports_nobody_provides_is_refused_at_drop() {
 async fn orders_keep_flowing_across_a_goods_upgrade_and_rollback_without_overselling() {
     let site = Site::shop();
     let host = Arc::new(site.start());
-    let user = host
-        .post(
-            "/users",
-            json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"}),
-        )
-        .await
-        .str("id");
+    let user = host.add_user().await.str("id");
     const STOCK: u64 = 1000;
     let pen = create_goods(&host, STOCK as u32).await;
 

@@ -84,13 +84,7 @@ async fn load(
 async fn main() {
     let site = Site::shop();
     let host = Arc::new(site.start());
-    let pen = host
-        .post(
-            "/goods",
-            json!({"name": "pen", "price_cents": 150, "stock": 10}),
-        )
-        .await
-        .str("id");
+    let pen = host.add_goods("pen", 150, 10).await.str("id");
     let path = format!("/goods/{pen}");
     let builds = [
         std::fs::read(component("goods_v2")).unwrap(),

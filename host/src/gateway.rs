@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use http_body_util::BodyExt;
 use semver::Version;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -167,9 +168,16 @@ async fn call_service(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, gateway.max_body_bytes).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal.into_response(),
+    let reading = read_body(body, &parts.headers, gateway.max_body_bytes);
+    let body = match tokio::time::timeout(gateway.request_timeout, reading).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refusal)) => return refusal.into_response(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within the request timeout",
+            );
+        }
     };
     let guest_request = handler::Request {
         method: parts.method.as_str().to_string(),
@@ -229,32 +237,47 @@ fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
+/// How much of an oversized body is read and discarded before answering 413.
+/// Clients that send the whole body before reading the answer (most do) then
+/// get the 413 instead of a broken pipe; beyond this, the connection is closed.
+const DISCARD_LIMIT: usize = 16 << 20;
+
+async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    );
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|len| len > DISCARD_LIMIT as u64) {
+        return Err(too_large);
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let over_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            too_large()
-        } else {
+    let mut buffer = Vec::new();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
             )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len();
+        if received > DISCARD_LIMIT {
+            break;
         }
-    })
+        if received <= limit {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if received > limit {
+        return Err(too_large);
+    }
+    Ok(Bytes::from(buffer))
 }
 
 fn into_http(version: &LoadedVersion, response: handler::Response) -> Response {

@@ -248,6 +248,26 @@ impl Book {
         }
     }
 
+    /// `version`, if it can be given traffic; else why not.
+    fn usable(
+        &self,
+        service: &str,
+        version: &Version,
+    ) -> Result<Arc<LoadedVersion>, RegistryError> {
+        match self.versions.get(version) {
+            None => Err(RegistryError::UnknownVersion(
+                service.to_string(),
+                version.clone(),
+            )),
+            Some(VersionEntry::Rejected(why)) => Err(RegistryError::Rejected(
+                service.to_string(),
+                version.clone(),
+                why.clone(),
+            )),
+            Some(VersionEntry::Loaded(loaded)) => Ok(loaded.clone()),
+        }
+    }
+
     fn highest_loaded(&self) -> Option<&Arc<LoadedVersion>> {
         self.versions.values().rev().find_map(|e| match e {
             VersionEntry::Loaded(v) => Some(v),
@@ -724,22 +744,7 @@ impl Registry {
         version: &Version,
         reason: &str,
     ) -> Result<(), RegistryError> {
-        let loaded = match book.versions.get(version) {
-            None => {
-                return Err(RegistryError::UnknownVersion(
-                    service.name.clone(),
-                    version.clone(),
-                ));
-            }
-            Some(VersionEntry::Rejected(why)) => {
-                return Err(RegistryError::Rejected(
-                    service.name.clone(),
-                    version.clone(),
-                    why.clone(),
-                ));
-            }
-            Some(VersionEntry::Loaded(loaded)) => loaded.clone(),
-        };
+        let loaded = book.usable(&service.name, version)?;
         let serving = self.serving(&service.name, Some(std::slice::from_ref(&loaded)));
         compat::check(&loaded, &serving).map_err(|why| {
             RegistryError::Incompatible(service.name.clone(), version.clone(), why)
@@ -806,22 +811,7 @@ impl Registry {
         }
         let mut entries = Vec::new();
         for (version, weight) in weights.iter().filter(|(_, w)| **w > 0) {
-            match book.versions.get(version) {
-                None => {
-                    return Err(RegistryError::UnknownVersion(
-                        service.name.clone(),
-                        version.clone(),
-                    ));
-                }
-                Some(VersionEntry::Rejected(why)) => {
-                    return Err(RegistryError::Rejected(
-                        service.name.clone(),
-                        version.clone(),
-                        why.clone(),
-                    ));
-                }
-                Some(VersionEntry::Loaded(loaded)) => entries.push((loaded.clone(), *weight)),
-            }
+            entries.push((book.usable(&service.name, version)?, *weight));
         }
         // The heaviest version is the primary; on a tie, the highest.
         entries.sort_by(|(a, wa), (b, wb)| wb.cmp(wa).then(b.version.cmp(&a.version)));

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, header::HeaderMap};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The shop's services and the test fixtures, as `make build-guests` leaves them.
 pub fn component(crate_name: &str) -> PathBuf {
@@ -272,6 +272,22 @@ impl Host {
             "{name} {version} never became {state}: {}",
             self.service(name).await
         );
+    }
+
+    /// Create the user Ana; the 201 reply.
+    pub async fn add_user(&self) -> Reply {
+        let user = json!({"name": "Ana", "address": "1 Main St", "phone": "+1 555 0100"});
+        let reply = self.post("/users", user).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        reply
+    }
+
+    /// Create goods `name` at `price_cents` with `stock`; the 201 reply.
+    pub async fn add_goods(&self, name: &str, price_cents: u64, stock: u32) -> Reply {
+        let goods = json!({"name": name, "price_cents": price_cents, "stock": stock});
+        let reply = self.post("/goods", goods).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        reply
     }
 
     pub async fn get(&self, path: &str) -> Reply {

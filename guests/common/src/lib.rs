@@ -32,6 +32,52 @@ pub mod bindings {
     });
 }
 
+/// Generate a shop service's bindings for `world` (from `wit/shop`), reusing
+/// this crate's bindings of the platform imports. For crates in `guests/<name>`,
+/// from where the WIT folder is `../../wit`.
+#[macro_export]
+macro_rules! service_bindings {
+    ($world:literal) => {
+        wit_bindgen::generate!({
+            world: $world,
+            path: [
+                "../../wit/deps/keyvalue",
+                "../../wit/deps/config",
+                "../../wit/deps/logging",
+                "../../wit/platform",
+                "../../wit/shop",
+            ],
+            with: {
+                "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
+                "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
+                "switchyard:platform/keyvalue-cas@0.1.0": guest_common::bindings::switchyard::platform::keyvalue_cas,
+                "wasi:config/store@0.2.0-rc.1": guest_common::bindings::wasi::config::store,
+                "wasi:logging/logging@0.1.0-draft": guest_common::bindings::wasi::logging::logging,
+            },
+        });
+    };
+}
+
+/// Implement the platform handler for `$service` by calling `$route`, a
+/// `fn(&Request) -> Outcome`: both a success and an error reply go back as they are.
+#[macro_export]
+macro_rules! http_handler {
+    ($service:ident, $route:path) => {
+        impl exports::switchyard::platform::handler::Guest for $service {
+            fn handle(
+                request: exports::switchyard::platform::handler::Request,
+            ) -> exports::switchyard::platform::handler::Response {
+                let reply = $route(&request).unwrap_or_else(|error| error);
+                exports::switchyard::platform::handler::Response {
+                    status: reply.status,
+                    headers: reply.headers(),
+                    body: reply.body,
+                }
+            }
+        }
+    };
+}
+
 /// Log `message` at info level through the host's logging import.
 pub fn log_info(context: &str, message: &str) {
     use bindings::wasi::logging::logging::{Level, log};
@@ -46,13 +92,15 @@ use serde::de::DeserializeOwned;
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Headers beyond the content type.
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl Reply {
     /// `status` with `value` serialized as the JSON body.
     pub fn json(status: u16, value: &impl Serialize) -> Reply {
         match serde_json::to_vec(value) {
-            Ok(body) => Reply { status, body },
+            Ok(body) => Reply::bytes(status, body),
             Err(e) => Reply::error(500, format!("cannot encode the response: {e}")),
         }
     }
@@ -60,18 +108,28 @@ impl Reply {
     /// `status` with `{"error": message}`.
     pub fn error(status: u16, message: impl Into<String>) -> Reply {
         let body = serde_json::json!({ "error": message.into() });
+        Reply::bytes(status, body.to_string().into_bytes())
+    }
+
+    /// `status` with `body` as it is.
+    pub fn bytes(status: u16, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            body: body.to_string().into_bytes(),
+            body,
+            extra_headers: Vec::new(),
         }
     }
 
     /// 204, nothing in the body.
     pub fn no_content() -> Reply {
-        Reply {
-            status: 204,
-            body: Vec::new(),
-        }
+        Reply::bytes(204, Vec::new())
+    }
+
+    /// The same reply with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        self.extra_headers
+            .push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn not_found(what: &str, id: &str) -> Reply {
@@ -91,11 +149,12 @@ impl Reply {
 
     /// The headers to send with this reply.
     pub fn headers(&self) -> Vec<(String, String)> {
-        if self.body.is_empty() {
-            Vec::new()
-        } else {
-            vec![("content-type".into(), "application/json".into())]
-        }
+        let content_type = (!self.body.is_empty())
+            .then(|| ("content-type".to_string(), "application/json".to_string()));
+        content_type
+            .into_iter()
+            .chain(self.extra_headers.iter().cloned())
+            .collect()
     }
 }
 

@@ -9,25 +9,9 @@ use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, query_u32, require_text, segments};
 use serde::{Deserialize, Serialize};
 
-wit_bindgen::generate!({
-    world: "switchyard:shop/goods",
-    path: [
-        "../../wit/deps/keyvalue",
-        "../../wit/deps/config",
-        "../../wit/deps/logging",
-        "../../wit/platform",
-        "../../wit/shop",
-    ],
-    with: {
-        "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
-        "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
-        "switchyard:platform/keyvalue-cas@0.1.0": guest_common::bindings::switchyard::platform::keyvalue_cas,
-        "wasi:config/store@0.2.0-rc.1": guest_common::bindings::wasi::config::store,
-        "wasi:logging/logging@0.1.0-draft": guest_common::bindings::wasi::logging::logging,
-    },
-});
+guest_common::service_bindings!("switchyard:shop/goods");
 
-use exports::switchyard::platform::handler::{Guest as Handler, Request, Response};
+use exports::switchyard::platform::handler::Request;
 use exports::switchyard::shop::catalog::{Goods as CatalogGoods, Guest as Catalog, StockError};
 
 /// Listing page size when the client gives no `limit`, and the most it may ask for.
@@ -64,19 +48,18 @@ fn goods_table() -> Result<Table, StoreError> {
 
 struct Service;
 
-impl Handler for Service {
-    fn handle(request: Request) -> Response {
-        let reply = route(&request).unwrap_or_else(|error| error);
-        let mut headers = reply.headers();
+guest_common::http_handler!(Service, serve);
+
+/// Route, and mark the answer when built as the goods 2.x test fixture.
+fn serve(request: &Request) -> Outcome {
+    let mark = |reply: Reply| {
         if cfg!(feature = "fixture-v2") {
-            headers.push(("x-goods-edition".into(), "2".into()));
+            reply.with_header("x-goods-edition", "2")
+        } else {
+            reply
         }
-        Response {
-            status: reply.status,
-            headers,
-            body: reply.body,
-        }
-    }
+    };
+    route(request).map(mark).map_err(mark)
 }
 
 fn route(request: &Request) -> Outcome {

@@ -12,25 +12,9 @@ use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, query_param, segments};
 use serde::{Deserialize, Serialize};
 
-wit_bindgen::generate!({
-    world: "switchyard:shop/orders",
-    path: [
-        "../../wit/deps/keyvalue",
-        "../../wit/deps/config",
-        "../../wit/deps/logging",
-        "../../wit/platform",
-        "../../wit/shop",
-    ],
-    with: {
-        "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
-        "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
-        "switchyard:platform/keyvalue-cas@0.1.0": guest_common::bindings::switchyard::platform::keyvalue_cas,
-        "wasi:config/store@0.2.0-rc.1": guest_common::bindings::wasi::config::store,
-        "wasi:logging/logging@0.1.0-draft": guest_common::bindings::wasi::logging::logging,
-    },
-});
+guest_common::service_bindings!("switchyard:shop/orders");
 
-use exports::switchyard::platform::handler::{Guest as Handler, Request, Response};
+use exports::switchyard::platform::handler::Request;
 use switchyard::shop::catalog::{self, StockError};
 use switchyard::shop::directory;
 
@@ -93,16 +77,7 @@ fn orders_table() -> Result<Table, StoreError> {
 
 struct Service;
 
-impl Handler for Service {
-    fn handle(request: Request) -> Response {
-        let reply = route(&request).unwrap_or_else(|error| error);
-        Response {
-            status: reply.status,
-            headers: reply.headers(),
-            body: reply.body,
-        }
-    }
-}
+guest_common::http_handler!(Service, route);
 
 fn route(request: &Request) -> Outcome {
     let method = request.method.as_str();

@@ -8,25 +8,9 @@ use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, require_text, segments};
 use serde::{Deserialize, Serialize};
 
-wit_bindgen::generate!({
-    world: "switchyard:shop/users",
-    path: [
-        "../../wit/deps/keyvalue",
-        "../../wit/deps/config",
-        "../../wit/deps/logging",
-        "../../wit/platform",
-        "../../wit/shop",
-    ],
-    with: {
-        "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
-        "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
-        "switchyard:platform/keyvalue-cas@0.1.0": guest_common::bindings::switchyard::platform::keyvalue_cas,
-        "wasi:config/store@0.2.0-rc.1": guest_common::bindings::wasi::config::store,
-        "wasi:logging/logging@0.1.0-draft": guest_common::bindings::wasi::logging::logging,
-    },
-});
+guest_common::service_bindings!("switchyard:shop/users");
 
-use exports::switchyard::platform::handler::{Guest as Handler, Request, Response};
+use exports::switchyard::platform::handler::Request;
 use exports::switchyard::shop::directory::{Guest as Directory, User as DirectoryUser};
 
 /// Fewest and most digits a phone number can have (E.164 allows up to 15).
@@ -84,16 +68,7 @@ fn require_phone(phone: &str) -> Result<String, Reply> {
 
 struct Service;
 
-impl Handler for Service {
-    fn handle(request: Request) -> Response {
-        let reply = route(&request).unwrap_or_else(|error| error);
-        Response {
-            status: reply.status,
-            headers: reply.headers(),
-            body: reply.body,
-        }
-    }
-}
+guest_common::http_handler!(Service, route);
 
 fn route(request: &Request) -> Outcome {
     let method = request.method.as_str();
