@@ -1,24 +1,100 @@
-//! Picking an instance for each call: per version, an [`InstancePool`] of live
-//! instances, each serving one call at a time, handed out as a [`Lease`].
+//! Picking an instance for each call.
 //!
-//! A lease goes back to the pool only if its last call finished cleanly. An
-//! instance that trapped, or whose call was abandoned halfway (the client went
-//! away, a deadline passed), may hold broken state and is dropped instead.
-//! [`ServiceLinks`] routes service-to-service calls through the same pools.
+//! Each version has an [`InstancePool`] of up to `max` instances (slots),
+//! created from the version's `InstancePre` by wasmtime's pooling allocator,
+//! `min` of them ahead of traffic. An instance serves one call at a time, and
+//! is handed out as a [`Lease`]. The service's strategy picks the slot:
+//!
+//! - `round-robin`: the next instance in turn;
+//! - `random`: any instance, uniformly;
+//! - `least-outstanding`: the instance with the fewest calls running or waiting;
+//! - `consistent-hash`: the slot a request key maps to, by rendezvous
+//!   (highest-random-weight) hashing (Thaler & Ravishankar, 1998): each key
+//!   goes to the slot with the highest hash of (key, slot), so adding or
+//!   removing a slot moves only the keys of that slot, about 1/N of them.
+//!
+//! When the chosen instance is busy, the first three take another idle one (or
+//! create one, up to `max`); consistent hashing keeps its affinity and waits.
+//! Waiting is bounded in time (`queue_timeout`) and in count; past either, the
+//! caller gets [`AcquireError::Busy`]. A lease goes back to its slot only if its
+//! last call finished cleanly and the service reuses instances (`pooled`
+//! isolation); an instance that trapped, timed out or was abandoned halfway is
+//! dropped, and its slot refilled on the next call. [`ServiceLinks`] routes
+//! service-to-service calls through the same pools.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
 use crate::platform::{Platform, ServiceBindingsPre, handler};
 use crate::registry::Registry;
-use crate::runtime::{BoxFuture, LiveInstance, Runtime, ServiceCalls, ServiceState};
+use crate::runtime::{
+    BoxFuture, CallError, Limits, LiveInstance, Runtime, ServiceCalls, ServiceState,
+};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;
+
+/// Whether instances are reused across requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Instances serve one call after another: fast, and a guest may keep
+    /// caches in memory between calls (never data: that belongs in the store).
+    #[default]
+    Pooled,
+    /// A fresh instance for every call: no state can leak from one request to
+    /// the next, at the cost of an instantiation per call.
+    PerRequest,
+}
+
+/// How a pool picks the instance for a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastOutstanding,
+    ConsistentHash,
+}
+
+/// How one version's pool behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolPolicy {
+    pub isolation: Isolation,
+    pub strategy: Strategy,
+    pub min: usize,
+    pub max: usize,
+    pub queue_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// How many calls may wait per instance before new ones are refused outright.
+const WAITERS_PER_INSTANCE: usize = 8;
+
+/// Why no instance could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error("all {0} instances are busy")]
+    Busy(usize),
+    #[error("cannot instantiate: {0:#}")]
+    Instantiate(anyhow::Error),
+}
+
+struct Slot {
+    instance: Arc<Mutex<Option<LiveInstance>>>,
+    /// Calls running on this slot or waiting for it.
+    outstanding: AtomicUsize,
+    populated: AtomicBool,
+}
 
 /// The instances of one version.
 pub struct InstancePool {
@@ -26,7 +102,10 @@ pub struct InstancePool {
     pre: ServiceBindingsPre<ServiceState>,
     platform: PlatformFactory,
     exports: HashMap<(String, String), ComponentExportIndex>,
-    idle: Mutex<Vec<LiveInstance>>,
+    policy: PoolPolicy,
+    slots: Vec<Slot>,
+    cursor: AtomicUsize,
+    waiting: AtomicUsize,
     /// Instances alive, idle or leased.
     live: AtomicUsize,
     /// Instances leased out now.
@@ -34,8 +113,6 @@ pub struct InstancePool {
     /// Set while the version takes no traffic: instances coming back are
     /// dropped instead of kept, so a retired version drains to nothing.
     retired: AtomicBool,
-    /// Idle instances kept for reuse; more than this are dropped when returned.
-    max_idle: usize,
 }
 
 impl InstancePool {
@@ -44,19 +121,32 @@ impl InstancePool {
         pre: ServiceBindingsPre<ServiceState>,
         platform: PlatformFactory,
         exports: HashMap<(String, String), ComponentExportIndex>,
-        max_idle: usize,
+        policy: PoolPolicy,
     ) -> InstancePool {
+        let slots = (0..policy.max.max(1))
+            .map(|_| Slot {
+                instance: Arc::new(Mutex::new(None)),
+                outstanding: AtomicUsize::new(0),
+                populated: AtomicBool::new(false),
+            })
+            .collect();
         InstancePool {
             runtime,
             pre,
             platform,
             exports,
-            idle: Mutex::new(Vec::new()),
+            policy,
+            slots,
+            cursor: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             leased: AtomicUsize::new(0),
             retired: AtomicBool::new(true),
-            max_idle,
         }
+    }
+
+    pub fn policy(&self) -> &PoolPolicy {
+        &self.policy
     }
 
     /// Instances alive now, idle or serving.
@@ -78,75 +168,215 @@ impl InstancePool {
     /// the leased ones as their calls finish.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        for instance in idle {
-            self.discard(instance);
+        for slot in &self.slots {
+            if let Ok(mut idle) = slot.instance.try_lock()
+                && idle.take().is_some()
+            {
+                slot.populated.store(false, Ordering::Relaxed);
+                self.live.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Create one idle instance ahead of traffic, so the first request does not
-    /// pay for instantiation.
+    /// Fill the first `min` slots ahead of traffic, so that the first requests
+    /// do not pay for instantiation.
     pub async fn warm(self: &Arc<Self>) -> Result<()> {
-        let lease = self.acquire().await?;
-        drop(lease);
+        if self.policy.isolation == Isolation::PerRequest {
+            return Ok(());
+        }
+        for index in 0..self.policy.min.min(self.slots.len()) {
+            let guard = self.slots[index].instance.clone().lock_owned().await;
+            let lease = self.lease(index, guard).await?;
+            drop(lease);
+        }
         Ok(())
     }
 
-    /// An instance for one call: an idle one, or a new one.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Lease> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let instance = match idle {
-            Some(instance) => instance,
-            None => {
-                let instance = self
-                    .runtime
-                    .instantiate(&self.pre, (self.platform)())
-                    .await
-                    .context("cannot instantiate")?;
-                self.live.fetch_add(1, Ordering::Relaxed);
-                instance
+    /// An instance for one call; `key` is the request's hash key, if any.
+    pub async fn acquire(self: &Arc<Self>, key: Option<u64>) -> Result<Lease, AcquireError> {
+        let chosen = self.choose(key);
+        let affine = self.policy.strategy == Strategy::ConsistentHash && key.is_some();
+        if let Ok(guard) = self.slots[chosen].instance.clone().try_lock_owned() {
+            return self
+                .lease(chosen, guard)
+                .await
+                .map_err(AcquireError::Instantiate);
+        }
+        if !affine {
+            // Busy: any idle instance will do, else a new one in an empty slot.
+            let idle =
+                (0..self.slots.len()).filter(|&i| self.slots[i].populated.load(Ordering::Relaxed));
+            let empty =
+                (0..self.slots.len()).filter(|&i| !self.slots[i].populated.load(Ordering::Relaxed));
+            for index in idle.chain(empty) {
+                if let Ok(guard) = self.slots[index].instance.clone().try_lock_owned() {
+                    return self
+                        .lease(index, guard)
+                        .await
+                        .map_err(AcquireError::Instantiate);
+                }
             }
-        };
-        self.leased.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
-            pool: self.clone(),
-            instance: Some(instance),
-            reusable: true,
-        })
-    }
-
-    fn give_back(&self, instance: LiveInstance) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle && !self.retired.load(Ordering::Relaxed) {
-            idle.push(instance);
-        } else {
-            drop(idle);
-            self.discard(instance);
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.slots.len() * WAITERS_PER_INSTANCE {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(AcquireError::Busy(self.slots.len()));
+        }
+        let slot = &self.slots[chosen];
+        slot.outstanding.fetch_add(1, Ordering::Relaxed);
+        let waited = tokio::time::timeout(
+            self.policy.queue_timeout,
+            slot.instance.clone().lock_owned(),
+        )
+        .await;
+        slot.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match waited {
+            Ok(guard) => self
+                .lease(chosen, guard)
+                .await
+                .map_err(AcquireError::Instantiate),
+            Err(_) => Err(AcquireError::Busy(self.slots.len())),
         }
     }
 
-    fn discard(&self, instance: LiveInstance) {
-        drop(instance);
-        self.live.fetch_sub(1, Ordering::Relaxed);
+    /// The slot the strategy picks.
+    fn choose(&self, key: Option<u64>) -> usize {
+        let n = self.slots.len();
+        let populated: Vec<usize> = (0..n)
+            .filter(|&i| self.slots[i].populated.load(Ordering::Relaxed))
+            .collect();
+        let among = if populated.is_empty() {
+            vec![0]
+        } else {
+            populated
+        };
+        match (self.policy.strategy, key) {
+            (Strategy::ConsistentHash, Some(key)) => rendezvous(key, n),
+            (Strategy::Random, _) => among[fastrand::usize(..among.len())],
+            (Strategy::LeastOutstanding, _) => *among
+                .iter()
+                .min_by_key(|&&i| self.slots[i].outstanding.load(Ordering::Relaxed))
+                .expect("at least one slot"),
+            _ => among[self.cursor.fetch_add(1, Ordering::Relaxed) % among.len()],
+        }
+    }
+
+    async fn lease(
+        self: &Arc<Self>,
+        index: usize,
+        mut guard: OwnedMutexGuard<Option<LiveInstance>>,
+    ) -> Result<Lease> {
+        let slot = &self.slots[index];
+        slot.outstanding.fetch_add(1, Ordering::Relaxed);
+        if guard.is_none() {
+            let created = self
+                .runtime
+                .instantiate(&self.pre, (self.platform)(), self.policy.limits)
+                .await;
+            match created {
+                Ok(instance) => {
+                    *guard = Some(instance);
+                    slot.populated.store(true, Ordering::Relaxed);
+                    self.live.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    slot.outstanding.fetch_sub(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        self.leased.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease {
+            pool: self.clone(),
+            index,
+            guard: Some(guard),
+            reusable: true,
+        })
+    }
+}
+
+/// The slot of `n` that `key` maps to: the one with the highest hash of
+/// (key, slot). Removing a slot moves only its own keys; adding one takes
+/// about 1/(n+1) of the keys, from every other slot alike.
+pub fn rendezvous(key: u64, n: usize) -> usize {
+    (0..n)
+        .max_by_key(|&slot| {
+            let mut h = DefaultHasher::new();
+            (key, slot).hash(&mut h);
+            h.finish()
+        })
+        .unwrap_or(0)
+}
+
+/// Where a consistent-hash service finds a request's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `header:<name>`: the value of a request header.
+    Header(String),
+    /// `path:<n>`: the n-th segment (from 1) of the path below the service.
+    PathSegment(usize),
+}
+
+impl HashKey {
+    pub fn parse(text: &str) -> Result<HashKey, String> {
+        match text.split_once(':') {
+            Some(("header", name)) if !name.is_empty() => {
+                Ok(HashKey::Header(name.to_ascii_lowercase()))
+            }
+            Some(("path", n)) => match n.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(HashKey::PathSegment(n)),
+                _ => Err(format!(
+                    "hash_key {text:?}: the path segment must be a number from 1"
+                )),
+            },
+            _ => Err(format!(
+                "hash_key {text:?} must be \"header:<name>\" or \"path:<n>\""
+            )),
+        }
+    }
+
+    /// The hash of this request's key, if it has one.
+    pub fn of(&self, request: &handler::Request) -> Option<u64> {
+        let value = match self {
+            HashKey::Header(name) => request
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str()),
+            HashKey::PathSegment(n) => request.path.split('/').filter(|s| !s.is_empty()).nth(n - 1),
+        }?;
+        let mut h = DefaultHasher::new();
+        value.hash(&mut h);
+        Some(h.finish())
     }
 }
 
 /// One instance, leased for one call.
 pub struct Lease {
     pool: Arc<InstancePool>,
-    instance: Option<LiveInstance>,
+    index: usize,
+    guard: Option<OwnedMutexGuard<Option<LiveInstance>>>,
     /// False from the start of a call until it finishes cleanly.
     reusable: bool,
 }
 
 impl Lease {
+    /// Which slot of its pool this instance sits in (reported to clients).
+    pub fn slot(&self) -> usize {
+        self.index
+    }
+
     fn instance(&mut self) -> &mut LiveInstance {
-        self.instance
+        self.guard
             .as_mut()
+            .and_then(|g| g.as_mut())
             .expect("a lease holds its instance until dropped")
     }
 
-    pub async fn handle(&mut self, request: &handler::Request) -> Result<handler::Response> {
+    pub async fn handle(
+        &mut self,
+        request: &handler::Request,
+    ) -> Result<handler::Response, CallError> {
         self.reusable = false;
         let response = self.instance().handle(request).await?;
         self.reusable = true;
@@ -155,18 +385,26 @@ impl Lease {
 
     pub async fn call_export(
         &mut self,
+        depth: u32,
         interface: &str,
         function: &str,
         params: &[Val],
         results: &mut [Val],
-    ) -> Result<()> {
-        let index = *self
+    ) -> Result<(), CallError> {
+        let Some(index) = self
             .pool
             .exports
             .get(&(interface.to_string(), function.to_string()))
-            .ok_or_else(|| anyhow!("{interface}#{function} is not exported"))?;
+            .copied()
+        else {
+            return Err(CallError::Trap(anyhow!(
+                "{interface}#{function} is not exported"
+            )));
+        };
         self.reusable = false;
-        self.instance().call_export(&index, params, results).await?;
+        self.instance()
+            .call_export(depth, &index, params, results)
+            .await?;
         self.reusable = true;
         Ok(())
     }
@@ -174,22 +412,28 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.pool.leased.fetch_sub(1, Ordering::Relaxed);
-        if let Some(instance) = self.instance.take() {
-            if self.reusable {
-                self.pool.give_back(instance);
-            } else {
-                self.pool.discard(instance);
-            }
+        let pool = &self.pool;
+        let slot = &pool.slots[self.index];
+        let keep = self.reusable
+            && pool.policy.isolation == Isolation::Pooled
+            && !pool.retired.load(Ordering::Relaxed);
+        if let Some(mut guard) = self.guard.take()
+            && !keep
+            && guard.take().is_some()
+        {
+            slot.populated.store(false, Ordering::Relaxed);
+            pool.live.fetch_sub(1, Ordering::Relaxed);
         }
+        slot.outstanding.fetch_sub(1, Ordering::Relaxed);
+        pool.leased.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 // === impl ServiceLinks ===
 
 /// Forwards a component's calls to other services' interfaces, at call time, to
-/// whichever version of the provider is active then: upgrading a provider
-/// changes what its consumers call without touching them.
+/// whichever version of the provider serves then: upgrading a provider changes
+/// what its consumers call without touching them.
 pub struct ServiceLinks {
     /// Weak: the registry owns the versions whose linkers hold this.
     pub registry: Weak<Registry>,
@@ -198,6 +442,7 @@ pub struct ServiceLinks {
 impl ServiceCalls for ServiceLinks {
     fn call<'a>(
         &'a self,
+        depth: u32,
         interface: &'a str,
         function: &'a str,
         params: &'a [Val],
@@ -208,23 +453,26 @@ impl ServiceCalls for ServiceLinks {
                 .registry
                 .upgrade()
                 .context("the host is shutting down")?;
-            let provider = registry
-                .provider_of(interface)
-                .ok_or_else(|| anyhow!("no active service provides {interface}"))?;
-            let mut lease = provider.pool.acquire().await.with_context(|| {
-                format!(
-                    "service {} {} is unavailable",
-                    provider.service, provider.version
-                )
-            })?;
-            let outcome = lease
-                .call_export(interface, function, params, results)
+            let Some(provider) = registry.provider_of(interface) else {
+                bail!("no service with a healthy version provides {interface}");
+            };
+            let name = format!("service {} {}", provider.service, provider.version);
+            let limit = provider.pool.policy().limits.call_depth;
+            if depth + 1 > limit {
+                bail!(
+                    "calling {name} would exceed the call depth limit of {limit}: is there a cycle?"
+                );
+            }
+            let mut lease = provider
+                .pool
+                .acquire(None)
                 .await
-                .with_context(|| {
-                    format!("service {} {} failed", provider.service, provider.version)
-                });
-            provider.record(outcome.is_err());
-            outcome
+                .with_context(|| format!("{name} is unavailable"))?;
+            let outcome = lease
+                .call_export(depth + 1, interface, function, params, results)
+                .await;
+            registry.report(&provider, outcome.as_ref().err());
+            outcome.with_context(|| format!("{name} failed"))
         })
     }
 }

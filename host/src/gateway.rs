@@ -24,13 +24,17 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::balance::AcquireError;
 use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
 use crate::platform::handler;
 use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
+use crate::runtime::CallError;
 
 /// Headers naming the service and version that answered.
 pub const SERVICE_HEADER: &str = "x-switchyard-service";
 pub const VERSION_HEADER: &str = "x-switchyard-version";
+/// Which instance (slot of the version's pool) answered.
+pub const INSTANCE_HEADER: &str = "x-switchyard-instance";
 
 /// Response headers the host frames itself; a guest's values for them are dropped.
 const HOST_FRAMED_HEADERS: [&str; 4] = [
@@ -142,7 +146,6 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         return response;
     };
     let mut response = call_service(&gateway, &version, rest, request).await;
-    version.record(response.status().is_server_error());
     set_header(response.headers_mut(), SERVICE_HEADER, &version.service);
     set_header(
         response.headers_mut(),
@@ -161,9 +164,14 @@ fn split_service(path: &str) -> (&str, &str) {
     }
 }
 
+/// Beyond a call's own deadline, enforced inside the guest by epoch
+/// interruption, the host stops waiting this much later: a backstop for a call
+/// stuck in the host (waiting on another service) rather than in the guest.
+const BACKSTOP: Duration = Duration::from_millis(100);
+
 async fn call_service(
     gateway: &Gateway,
-    version: &LoadedVersion,
+    version: &Arc<LoadedVersion>,
     path: &str,
     request: Request,
 ) -> Response {
@@ -195,44 +203,82 @@ async fn call_service(
             .collect(),
         body: body.to_vec(),
     };
+    let key = version.hash_key.as_ref().and_then(|k| k.of(&guest_request));
+    let policy = *version.pool.policy();
+    // A trap on a read is retried once, on a fresh instance: reads are safe to repeat.
+    let mut retries_left = usize::from(matches!(parts.method.as_str(), "GET" | "HEAD"));
+    loop {
+        let mut lease = match version.pool.acquire(key).await {
+            Ok(lease) => lease,
+            Err(AcquireError::Busy(n)) => {
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "service {} is busy: all {n} instances stayed busy for {} ms",
+                        version.service,
+                        policy.queue_timeout.as_millis()
+                    ),
+                );
+                let retry_after = policy.queue_timeout.as_secs().max(1).to_string();
+                set_header(response.headers_mut(), "retry-after", &retry_after);
+                return response;
+            }
+            Err(e) => {
+                tracing::error!(service = %version.service, version = %version.version, "{e}");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("service {} cannot start an instance", version.service),
+                );
+            }
+        };
+        let slot = lease.slot();
+        let backstop = policy.limits.deadline + BACKSTOP;
+        let outcome = match tokio::time::timeout(backstop, lease.handle(&guest_request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(CallError::Timeout(policy.limits.deadline)),
+        };
+        drop(lease);
+        gateway.registry.report(version, outcome.as_ref().err());
+        match outcome {
+            Ok(response) => {
+                let mut response = into_http(version, response);
+                set_header(response.headers_mut(), INSTANCE_HEADER, &slot.to_string());
+                return response;
+            }
+            Err(CallError::Trap(trap)) if retries_left > 0 => {
+                retries_left -= 1;
+                tracing::warn!(service = %version.service, version = %version.version, "retrying a read after a trap: {trap:#}");
+            }
+            Err(failure) => return failure_response(version, failure),
+        }
+    }
+}
 
-    let mut lease = match version.pool.acquire().await {
-        Ok(lease) => lease,
-        Err(e) => {
-            tracing::error!(service = %version.service, version = %version.version, "{e:#}");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("service {} cannot start an instance", version.service),
-            );
-        }
-    };
-    match tokio::time::timeout(gateway.request_timeout, lease.handle(&guest_request)).await {
-        Ok(Ok(response)) => into_http(version, response),
-        Ok(Err(trap)) => {
-            tracing::error!(service = %version.service, version = %version.version, "request failed: {trap:#}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "service {} {} failed: {}",
-                    version.service,
-                    version.version,
-                    root_cause(&trap)
-                ),
-            )
-        }
-        Err(_) => error(
+/// The answer for a call that failed on the service's side.
+fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
+    let name = format!("service {} {}", version.service, version.version);
+    tracing::error!(service = %version.service, version = %version.version, "request failed: {failure}");
+    match failure {
+        CallError::Timeout(deadline) => error(
             StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "service {} did not answer within {} ms",
-                version.service,
-                gateway.request_timeout.as_millis()
-            ),
+            format!("{name} did not answer within {} ms", deadline.as_millis()),
+        ),
+        CallError::OutOfMemory(mib) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} ran out of memory (its limit is {mib} MiB)"),
+        ),
+        CallError::Dependency(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} could not complete the request: {why}"),
+        ),
+        CallError::Trap(trap) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name} failed: {}", root_cause(&trap)),
         ),
     }
 }
 
-/// The innermost error worth showing a client: the first cause in the chain
-/// that is ours (a provider that failed, no provider), else the trap itself.
+/// The innermost error worth showing a client: the trap itself.
 fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }

@@ -40,7 +40,6 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
-    pub pool_size: usize,
     pub request_timeout: Duration,
     pub admin_token: Option<String>,
 }
@@ -75,7 +74,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         // Canonical, so that the watcher's event paths can be matched against it.
         services_dir: settings.services_dir.canonicalize()?,
         cache_dir: settings.data_dir.join("compiled"),
-        pool_size: settings.pool_size,
+        default_deadline: settings.request_timeout,
     });
     loader.load_all().await?;
     let _watcher = watcher::watch(loader.clone())?;

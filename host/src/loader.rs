@@ -11,15 +11,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use semver::Version;
 use serde::Deserialize;
 
-use crate::balance::{InstancePool, ServiceLinks};
+use crate::balance::{HashKey, InstancePool, Isolation, PoolPolicy, ServiceLinks, Strategy};
 use crate::platform::{HANDLER_INTERFACE, Platform};
-use crate::registry::{Activation, Found, LoadedVersion, Registry, VersionEntry, now_ms};
-use crate::runtime::{Provider, Runtime};
+use crate::registry::{
+    Activation, FailoverPolicy, Found, LoadedVersion, Registry, VersionEntry, now_ms,
+};
+use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
 use crate::store::KeyValueStore;
 
 /// The largest component accepted, from a file or an upload.
@@ -36,22 +39,140 @@ pub struct Loader {
     pub services_dir: PathBuf,
     /// Where compiled components are cached (under the data directory).
     pub cache_dir: PathBuf,
-    /// Idle instances each version keeps for reuse.
-    pub pool_size: usize,
+    /// A call's deadline where the service sets none.
+    pub default_deadline: Duration,
 }
 
-/// `services/<name>/service.toml`.
+/// `services/<name>/service.toml`. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServiceSettings {
     /// `auto` (default): the highest version takes traffic when it arrives;
     /// `manual`: new versions wait on standby until activated.
-    #[serde(default)]
     pub activation: Activation,
+    /// `pooled` (default) or `per-request`.
+    pub isolation: Isolation,
+    /// `round-robin` (default), `random`, `least-outstanding` or `consistent-hash`.
+    pub strategy: Strategy,
+    /// For `consistent-hash`: `header:<name>` or `path:<n>`.
+    pub hash_key: Option<String>,
+    pub instances: InstanceSettings,
+    pub limits: LimitSettings,
+    pub failover: FailoverSettings,
     /// Values the service reads through `wasi:config/store`.
-    #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
+
+/// `[instances]`: how many instances each version may have.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceSettings {
+    /// Created ahead of traffic.
+    pub min: usize,
+    /// Never more than this; calls beyond wait for one to free up.
+    pub max: usize,
+    /// How long a call waits for a busy instance before a 503.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for InstanceSettings {
+    fn default() -> Self {
+        // Two cores: four instances keep both busy while one waits on I/O.
+        InstanceSettings {
+            min: 1,
+            max: 4,
+            queue_timeout_ms: 1000,
+        }
+    }
+}
+
+/// `[limits]`: what one instance and one call may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Per call; default: the host's `--request-timeout-ms`.
+    pub deadline_ms: Option<u64>,
+    /// Linear memory per instance.
+    pub memory_mib: usize,
+    /// How deep a chain of service-to-service calls may go.
+    pub call_depth: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            deadline_ms: None,
+            memory_mib: 64,
+            call_depth: 8,
+        }
+    }
+}
+
+/// `[failover]`: when a failing version is taken out of traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSettings {
+    pub enabled: bool,
+    /// Failures (traps, timeouts, memory) within the window that trigger it.
+    pub threshold: usize,
+    pub window_ms: u64,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            enabled: true,
+            threshold: 5,
+            window_ms: 10_000,
+        }
+    }
+}
+
+impl ServiceSettings {
+    /// The pool policy these settings ask for, or what is wrong with them.
+    fn policy(&self, default_deadline: Duration) -> Result<PoolPolicy> {
+        let i = &self.instances;
+        if i.max == 0 || i.max > MAX_INSTANCES || i.min > i.max {
+            bail!("[instances] needs 0 <= min <= max and 1 <= max <= {MAX_INSTANCES}");
+        }
+        let memory = self.limits.memory_mib << 20;
+        if memory == 0 || memory > MEMORY_CEILING {
+            bail!(
+                "[limits] memory_mib must be from 1 to {}",
+                MEMORY_CEILING >> 20
+            );
+        }
+        if self.limits.call_depth == 0 {
+            bail!("[limits] call_depth must be at least 1");
+        }
+        if self.strategy == Strategy::ConsistentHash && self.hash_key.is_none() {
+            bail!(
+                "strategy \"consistent-hash\" needs a hash_key (\"header:<name>\" or \"path:<n>\")"
+            );
+        }
+        if self.failover.threshold == 0 {
+            bail!("[failover] threshold must be at least 1");
+        }
+        Ok(PoolPolicy {
+            isolation: self.isolation,
+            strategy: self.strategy,
+            min: i.min,
+            max: i.max,
+            queue_timeout: Duration::from_millis(i.queue_timeout_ms),
+            limits: Limits {
+                memory_bytes: memory,
+                deadline: self
+                    .limits
+                    .deadline_ms
+                    .map_or(default_deadline, Duration::from_millis),
+                call_depth: self.limits.call_depth,
+            },
+        })
+    }
+}
+
+/// The most instances one version may have.
+const MAX_INSTANCES: usize = 64;
 
 /// Is `name` usable as a service name (and so as the first path segment)?
 pub fn valid_service_name(name: &str) -> Result<()> {
@@ -290,6 +411,15 @@ impl Loader {
         let pre = self.runtime.link(component, links)?;
         let export_indices = self.runtime.export_indices(component, &exports);
 
+        let policy = settings
+            .policy(self.default_deadline)
+            .with_context(|| format!("services/{service}/service.toml"))?;
+        let hash_key = settings
+            .hash_key
+            .as_deref()
+            .map(HashKey::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
         let config = Arc::new(settings.config);
         let platform = Box::new(move || Platform {
@@ -298,13 +428,7 @@ impl Loader {
             store: store.clone(),
             config: config.clone(),
         });
-        let pool = InstancePool::new(
-            self.runtime.clone(),
-            pre,
-            platform,
-            export_indices,
-            self.pool_size,
-        );
+        let pool = InstancePool::new(self.runtime.clone(), pre, platform, export_indices, policy);
         Ok(Arc::new(LoadedVersion {
             service: service.to_string(),
             version: version.clone(),
@@ -317,6 +441,13 @@ impl Loader {
             loaded_at_ms: now_ms(),
             requests: Default::default(),
             errors: Default::default(),
+            hash_key,
+            failover: FailoverPolicy {
+                enabled: settings.failover.enabled,
+                threshold: settings.failover.threshold,
+                window: Duration::from_millis(settings.failover.window_ms),
+            },
+            failures: Default::default(),
         }))
     }
 }

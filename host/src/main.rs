@@ -37,10 +37,8 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes; larger gets 413.
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    /// Idle instances kept per service version for reuse.
-    #[arg(long, env = "SWITCHYARD_POOL_SIZE", default_value_t = 8)]
-    pool_size: usize,
-    /// Milliseconds a request may run before it gets 504.
+    /// Milliseconds a request may run before it gets 504 (a service's
+    /// `[limits] deadline_ms` overrides it); also bounds reading a request body.
     #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     request_timeout_ms: u64,
     /// Token that admin changes (activate, rollback, traffic, upload) must
@@ -66,7 +64,6 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: args.data,
                 listen: args.listen,
                 max_body_bytes: args.max_body_bytes,
-                pool_size: args.pool_size,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 admin_token: args.admin_token.filter(|t| !t.is_empty()),
             })

@@ -12,16 +12,16 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use crate::balance::InstancePool;
+use crate::balance::{HashKey, InstancePool};
 use crate::compat;
 use crate::platform::HANDLER_INTERFACE;
-use crate::runtime::{InterfaceUse, Provider};
+use crate::runtime::{CallError, InterfaceUse, Provider};
 use crate::store::DeploymentStore;
 
 /// How many history events each service keeps.
@@ -41,6 +41,21 @@ pub struct LoadedVersion {
     pub loaded_at_ms: u64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// Where a consistent-hash service finds a request's key.
+    pub hash_key: Option<HashKey>,
+    pub failover: FailoverPolicy,
+    /// Recent failures (traps, timeouts, memory), for the failover rule.
+    pub failures: Mutex<VecDeque<Instant>>,
+}
+
+/// When a version's failures move its service's traffic back to the previous
+/// good version.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverPolicy {
+    pub enabled: bool,
+    /// Failures within `window` that trigger it.
+    pub threshold: usize,
+    pub window: Duration,
 }
 
 impl LoadedVersion {
@@ -71,6 +86,29 @@ impl LoadedVersion {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// Note a failure of this version's own (not of a service it called);
+    /// true when it crosses the failover threshold.
+    fn failed(&self) -> bool {
+        if !self.failover.enabled {
+            return false;
+        }
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.failover.window)
+        {
+            failures.pop_front();
+        }
+        if failures.len() >= self.failover.threshold {
+            failures.clear();
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Where a version stands.
@@ -85,6 +123,9 @@ pub enum VersionState {
     Draining,
     /// Refused; the reason says why.
     Rejected,
+    /// Taken out of traffic by failover; the reason says why. Activating it
+    /// again clears the mark.
+    Failed,
 }
 
 /// A version as known to the registry: loaded, or refused with a reason.
@@ -224,6 +265,8 @@ struct Book {
     history: VecDeque<Event>,
     /// Files in the service's folder that are not `<semver>.wasm`.
     refused_files: BTreeMap<String, String>,
+    /// Versions failover took out of traffic, and why.
+    failed: BTreeMap<Version, String>,
 }
 
 impl Book {
@@ -755,6 +798,7 @@ impl Registry {
             book.previous.push(current.version.clone());
         }
         service.route(Routing::single(loaded));
+        book.failed.remove(version);
         book.log("activated", Some(version), reason);
         Ok(())
     }
@@ -837,6 +881,89 @@ impl Registry {
         Ok(())
     }
 
+    /// Account for one call `version` served, and apply the failover rule: when
+    /// its own failures cross the threshold while it serves, traffic moves to
+    /// the previous good version.
+    pub fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
+        version.record(failure.is_some());
+        let own = match failure {
+            Some(CallError::Trap(_) | CallError::Timeout(_) | CallError::OutOfMemory(_)) => true,
+            Some(CallError::Dependency(_)) | None => false,
+        };
+        if own && version.failed() {
+            let reason = format!(
+                "{} failures within {:?} (the last: {})",
+                version.failover.threshold,
+                version.failover.window,
+                failure.expect("own failure")
+            );
+            self.fail_over(version, &reason);
+        }
+    }
+
+    fn fail_over(&self, failing: &Arc<LoadedVersion>, reason: &str) {
+        let _changing = self.changing();
+        let Some(service) = self.get(&failing.service) else {
+            return;
+        };
+        let mut book = service.book();
+        let routing = service.routing();
+        if !routing.versions().any(|v| Arc::ptr_eq(v, failing)) {
+            return;
+        }
+        book.failed
+            .insert(failing.version.clone(), reason.to_string());
+        let healthy = |v: &Arc<LoadedVersion>, book: &Book| {
+            v.version != failing.version
+                && !book.failed.contains_key(&v.version)
+                && compat::check(
+                    v,
+                    &self.serving(&service.name, Some(std::slice::from_ref(v))),
+                )
+                .is_ok()
+        };
+        let previous = book
+            .previous
+            .iter()
+            .rev()
+            .filter_map(|v| book.loaded(v))
+            .find(|v| healthy(v, &book))
+            .cloned();
+        let fallback = previous.or_else(|| {
+            book.versions.values().rev().find_map(|e| match e {
+                VersionEntry::Loaded(v) if healthy(v, &book) => Some(v.clone()),
+                _ => None,
+            })
+        });
+        match fallback {
+            Some(fallback) => {
+                while let Some(top) = book.previous.pop() {
+                    if top == fallback.version {
+                        break;
+                    }
+                }
+                service.route(Routing::single(fallback.clone()));
+                book.log(
+                    "failover",
+                    Some(&fallback.version),
+                    format!("{} {} failed: {reason}", service.name, failing.version),
+                );
+            }
+            None => {
+                let rest = routing.without(&failing.version);
+                if !rest.entries.is_empty() {
+                    service.route(rest);
+                }
+                book.log(
+                    "failover",
+                    Some(&failing.version),
+                    format!("failed ({reason}), and no healthy version is left to take over"),
+                );
+            }
+        }
+        self.persist(&service, &book);
+    }
+
     /// A file in `service`'s folder that is not a version (its name is not semver).
     pub fn refuse_file(&self, service: &str, file: &str, reason: &str) {
         let _changing = self.changing();
@@ -888,8 +1015,11 @@ impl Registry {
             .map(|(version, entry)| match entry {
                 VersionEntry::Loaded(v) => VersionView {
                     version: version.to_string(),
-                    state: service.state_of(v),
-                    reason: None,
+                    state: match (service.state_of(v), book.failed.get(version)) {
+                        (VersionState::Standby, Some(_)) => VersionState::Failed,
+                        (state, _) => state,
+                    },
+                    reason: book.failed.get(version).cloned(),
                     weight: routing.weight_of(version),
                     compile_ms: Some(v.compile_time.as_secs_f64() * 1e3),
                     from_cache: Some(v.from_cache),

@@ -19,7 +19,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable, Val};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::platform::{self, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler};
@@ -28,9 +31,14 @@ use crate::platform::{self, Platform, PlatformView, ServiceBindings, ServiceBind
 /// executor, so a long computation delays other requests by at most this much.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Linear memory one instance may grow to. Generous for JSON services, yet 2
-/// cores and a few dozen instances fit comfortably in this machine's memory.
-const MAX_INSTANCE_MEMORY: usize = 64 << 20;
+/// The most linear memory any instance may be given (a service's own cap,
+/// `limits.memory_mib`, is at most this): the size of one pooled memory slot.
+pub const MEMORY_CEILING: usize = 256 << 20;
+
+/// Instances the pooling allocator has room for, across all services and
+/// versions: with the default of at most 4 per version, ample for dozens of
+/// services, while the virtual address space it reserves stays modest.
+const POOLED_INSTANCES: u32 = 256;
 
 /// Interfaces the guest's standard library imports and wasmtime-wasi provides,
 /// configured below so that they reach nothing outside the instance.
@@ -48,9 +56,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a component's calls to another service's interface go.
 pub trait ServiceCalls: Send + Sync + 'static {
-    /// Call `function` of `interface` on whichever service provides it now.
+    /// Call `function` of `interface` on whichever service provides it now,
+    /// on behalf of a caller at call depth `depth`.
     fn call<'a>(
         &'a self,
+        depth: u32,
         interface: &'a str,
         function: &'a str,
         params: &'a [Val],
@@ -58,12 +68,70 @@ pub trait ServiceCalls: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<()>>;
 }
 
-/// What a guest's store holds: its WASI context, its resources, its platform view.
+/// What a service may use, per instance and per call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory an instance may grow to.
+    pub memory_bytes: usize,
+    /// How long one call may run.
+    pub deadline: Duration,
+    /// How deep a chain of service-to-service calls may go.
+    pub call_depth: u32,
+}
+
+/// How a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// It ran past its deadline and was interrupted.
+    #[error("did not finish within {0:?}")]
+    Timeout(Duration),
+    /// It tried to grow its memory past the service's limit.
+    #[error("tried to use more than its memory limit of {0} MiB")]
+    OutOfMemory(usize),
+    /// A call it made to another service failed; the message names that service.
+    #[error("{0}")]
+    Dependency(String),
+    /// The guest trapped (a panic, a stack overflow, ...).
+    #[error("trapped: {0:#}")]
+    Trap(anyhow::Error),
+}
+
+/// What a guest's store holds: its WASI context, its resources, its platform
+/// view, and what the host tracks about the call in progress.
 pub struct ServiceState {
     wasi: WasiCtx,
     table: ResourceTable,
     platform: Platform,
-    limits: StoreLimits,
+    limits: Limits,
+    /// When the call in progress must end.
+    deadline: Option<Instant>,
+    /// How many service-to-service calls deep the call in progress is.
+    depth: u32,
+    timed_out: bool,
+    out_of_memory: bool,
+    dependency_failure: Option<String>,
+}
+
+impl ResourceLimiter for ServiceState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limits.memory_bytes;
+        self.out_of_memory |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
 }
 
 impl WasiView for ServiceState {
@@ -143,8 +211,20 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new() -> Result<Runtime> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 4)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 4)
+            .total_stacks(POOLED_INSTANCES)
+            .max_memory_size(MEMORY_CEILING)
+            // Keep a little of each recycled memory mapped: cheaper reuse.
+            .linear_memory_keep_resident(64 << 10);
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config)?;
 
         let ticker = engine.weak();
@@ -276,18 +356,28 @@ impl Runtime {
             for function in &import.functions {
                 let calls = calls.clone();
                 let (interface, function_name) = (import.name.clone(), function.name.clone());
-                instance.func_new_async(&function.name, move |_store, _ty, params, results| {
-                    let calls = calls.clone();
-                    let interface = interface.clone();
-                    let function = function_name.clone();
-                    Box::new(async move {
-                        calls
-                            .call(&interface, &function, params, results)
-                            .await
-                            .with_context(|| format!("calling {interface}#{function}"))
-                            .map_err(wasmtime::Error::from_anyhow)
-                    })
-                })?;
+                instance.func_new_async(
+                    &function.name,
+                    move |mut store, _ty, params, results| {
+                        let calls = calls.clone();
+                        let interface = interface.clone();
+                        let function = function_name.clone();
+                        Box::new(async move {
+                            let depth = store.data().depth;
+                            let outcome = calls
+                                .call(depth, &interface, &function, params, results)
+                                .await;
+                            if let Err(e) = &outcome {
+                                // Remembered so that the caller's trap can be told
+                                // apart from a failure of the service it called.
+                                store.data_mut().dependency_failure = Some(format!("{e:#}"));
+                            }
+                            outcome
+                                .with_context(|| format!("calling {interface}#{function}"))
+                                .map_err(wasmtime::Error::from_anyhow)
+                        })
+                    },
+                )?;
             }
         }
         let pre = linker
@@ -326,6 +416,7 @@ impl Runtime {
         &self,
         pre: &ServiceBindingsPre<ServiceState>,
         platform: Platform,
+        limits: Limits,
     ) -> Result<LiveInstance> {
         // Deliberately empty: no preopened directories, no environment, no
         // arguments, no sockets. Only clocks and random reach the host.
@@ -338,13 +429,27 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             platform,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MAX_INSTANCE_MEMORY)
-                .build(),
+            limits,
+            deadline: None,
+            depth: 0,
+            timed_out: false,
+            out_of_memory: false,
+            dependency_failure: None,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_async_yield_and_update(1);
+        store.limiter(|state| state);
+        // Every epoch tick a running guest yields to the executor; once its
+        // call is past the deadline, it is interrupted instead.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if state.deadline.is_some_and(|d| Instant::now() >= d) {
+                state.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         let instance = pre.instance_pre().instantiate_async(&mut store).await?;
         let bindings = ServiceBindings::new(&mut store, &instance)?;
         Ok(LiveInstance {
@@ -397,27 +502,60 @@ pub struct LiveInstance {
 
 impl LiveInstance {
     /// Hand one HTTP request to the guest's handler.
-    pub async fn handle(&mut self, request: &handler::Request) -> Result<handler::Response> {
-        self.bindings
+    pub async fn handle(
+        &mut self,
+        request: &handler::Request,
+    ) -> Result<handler::Response, CallError> {
+        self.begin(0);
+        let outcome = self
+            .bindings
             .switchyard_platform_handler()
             .call_handle(&mut self.store, request)
-            .await
-            .map_err(anyhow::Error::from)
+            .await;
+        self.finish(outcome)
     }
 
-    /// Call an exported interface function with dynamically typed values.
+    /// Call an exported interface function with dynamically typed values, on
+    /// behalf of a caller `depth` service-to-service calls deep.
     pub async fn call_export(
         &mut self,
+        depth: u32,
         index: &ComponentExportIndex,
         params: &[Val],
         results: &mut [Val],
-    ) -> Result<()> {
-        let func = self
-            .instance
-            .get_func(&mut self.store, index)
-            .context("the exported function is missing from the instance")?;
-        func.call_async(&mut self.store, params, results)
-            .await
-            .map_err(anyhow::Error::from)
+    ) -> Result<(), CallError> {
+        let Some(func) = self.instance.get_func(&mut self.store, index) else {
+            return Err(CallError::Trap(anyhow!("the exported function is missing")));
+        };
+        self.begin(depth);
+        let outcome = func.call_async(&mut self.store, params, results).await;
+        self.finish(outcome)
+    }
+
+    fn begin(&mut self, depth: u32) {
+        let state = self.store.data_mut();
+        state.deadline = Some(Instant::now() + state.limits.deadline);
+        state.depth = depth;
+        state.timed_out = false;
+        state.out_of_memory = false;
+        state.dependency_failure = None;
+    }
+
+    fn finish<R>(&mut self, outcome: wasmtime::Result<R>) -> Result<R, CallError> {
+        let state = self.store.data_mut();
+        state.deadline = None;
+        let error = match outcome {
+            Ok(value) => return Ok(value),
+            Err(e) => anyhow::Error::from(e),
+        };
+        Err(if state.timed_out {
+            CallError::Timeout(state.limits.deadline)
+        } else if state.out_of_memory {
+            CallError::OutOfMemory(state.limits.memory_bytes >> 20)
+        } else if let Some(failure) = state.dependency_failure.take() {
+            CallError::Dependency(failure)
+        } else {
+            CallError::Trap(error)
+        })
     }
 }
