@@ -8,9 +8,11 @@ DATA       ?= data
 LISTEN     ?= 127.0.0.1:8080
 # The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
 GUESTS     := goods users orders
-# Components only the tests use, built from tests/fixtures/ (and goods 2.x, a
-# feature of guests/goods, copied to goods_v2.wasm).
-FIXTURES   := kv-probe goods-broken
+# Components only the tests use, built from tests/fixtures/. Some crates are
+# built twice, with a feature, and copied: goods 2.x (goods_v2.wasm), a goods
+# whose reservations panic (goods_panic.wasm), and the second half of a cycle
+# of services (pong.wasm; the first is cycle.wasm).
+FIXTURES   := kv-probe goods-broken faulty cycle
 WASM_DIR   := target/wasm32-wasip2/release
 
 .PHONY: build run test bench setup build-guests build-host install-services lint
@@ -40,6 +42,10 @@ setup:
 build-guests: setup
 	$(CARGO) build --release --target wasm32-wasip2 -p goods --features fixture-v2
 	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_v2.wasm
+	$(CARGO) build --release --target wasm32-wasip2 -p goods --features fixture-panic
+	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_panic.wasm
+	$(CARGO) build --release --target wasm32-wasip2 -p cycle --features pong
+	cp $(WASM_DIR)/cycle.wasm $(WASM_DIR)/pong.wasm
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES))
 
 build-host: setup

@@ -476,3 +476,42 @@ impl ServiceCalls for ServiceLinks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous;
+
+    #[test]
+    fn adding_an_instance_moves_about_one_key_in_n_plus_one() {
+        let keys = 20_000u64;
+        for n in [2usize, 4, 8] {
+            let moved = (0..keys)
+                .filter(|&k| rendezvous(k, n) != rendezvous(k, n + 1))
+                .count();
+            let expected = keys as f64 / (n + 1) as f64;
+            let share = moved as f64 / expected;
+            assert!(
+                (0.9..1.1).contains(&share),
+                "{n} → {}: {moved} keys moved, expected ~{expected}",
+                n + 1
+            );
+            // And every moved key moved to the new instance.
+            assert!(
+                (0..keys)
+                    .all(|k| rendezvous(k, n) == rendezvous(k, n + 1) || rendezvous(k, n + 1) == n)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_spread_evenly() {
+        let mut counts = [0usize; 4];
+        for key in 0..40_000u64 {
+            counts[rendezvous(key, 4)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}

@@ -317,6 +317,18 @@ impl Host {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// The HTTP client, for requests the helpers do not cover.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The host's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Stop the host abruptly, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -214,6 +214,9 @@ impl Catalog for Service {
     }
 
     fn reserve(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
+        if cfg!(feature = "fixture-panic") {
+            panic!("goods built as the fixture-panic test fixture cannot reserve stock");
+        }
         adjust_stock(&id, qty, false)
     }
 
