@@ -28,7 +28,7 @@ test: setup build-guests
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md.
 bench: setup build-guests
-	$(CARGO) bench -p switchyard --bench swap
+	$(CARGO) bench -p switchyard --bench swap --bench balance
 
 lint: setup
 	$(CARGO) fmt --all -- --check

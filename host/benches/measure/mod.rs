@@ -1,0 +1,115 @@
+//! What the benchmarks share: a closed-loop HTTP load against a real host,
+//! percentiles, and the JSON report under `target/bench/`.
+
+#![allow(dead_code)] // each benchmark uses its own subset
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::Host;
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// n, p50, p99 and max of `samples`, in milliseconds.
+pub fn summary(samples: &mut [Duration]) -> Value {
+    samples.sort();
+    json!({
+        "n": samples.len(),
+        "p50_ms": ms(percentile(samples, 0.50)),
+        "p99_ms": ms(percentile(samples, 0.99)),
+        "max_ms": ms(*samples.last().unwrap()),
+    })
+}
+
+/// Builds the `i`-th request of a load.
+pub type MakeRequest = fn(&Host, usize) -> reqwest::RequestBuilder;
+
+/// `clients` clients sending `request`s back to back for `phase`, while
+/// `during` runs; returns the summary with requests per second and failures.
+pub async fn load(
+    host: &Arc<Host>,
+    clients: usize,
+    phase: Duration,
+    request: MakeRequest,
+    during: impl Future<Output = ()>,
+) -> Value {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failed = 0usize;
+                let mut i = client;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let ok = match request(&host, i).send().await {
+                        Ok(reply) => {
+                            let ok = reply.status().is_success();
+                            let _ = reply.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    latencies.push(started.elapsed());
+                    failed += usize::from(!ok);
+                    i += clients;
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::join!(tokio::time::sleep(phase), during);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (latencies, f) = task.await.unwrap();
+        all.extend(latencies);
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    let mut row = summary(&mut all);
+    row["rps"] = json!(all.len() as f64 / elapsed.as_secs_f64());
+    row["failed"] = json!(failed);
+    row
+}
+
+/// Print `rows` of `report` as a table, and write the report as JSON.
+pub fn write_report(name: &str, report: &Value, rows: &[&str]) {
+    println!(
+        "{:<44} {:>9} {:>10} {:>10} {:>10}",
+        name, "n", "req/s", "p50 ms", "p99 ms"
+    );
+    for key in rows {
+        let row = &report[*key];
+        let rps = row["rps"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.0}"));
+        println!(
+            "{key:<44} {:>9} {rps:>10} {:>10.3} {:>10.3}",
+            row["n"],
+            row["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            row["p99_ms"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join(format!("{name}.json"));
+    std::fs::write(&file, serde_json::to_string_pretty(report).unwrap()).unwrap();
+    println!("wrote {}", file.display());
+}
