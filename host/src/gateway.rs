@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -29,6 +29,8 @@ use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
 use crate::platform::handler;
 use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
 use crate::runtime::CallError;
+use crate::telemetry::{self, Telemetry};
+use tracing::Instrument;
 
 /// Headers naming the service and version that answered.
 pub const SERVICE_HEADER: &str = "x-switchyard-service";
@@ -47,6 +49,7 @@ const HOST_FRAMED_HEADERS: [&str; 4] = [
 /// The gateway's shared state.
 pub struct Gateway {
     pub registry: Arc<Registry>,
+    pub telemetry: Arc<Telemetry>,
     pub loader: Arc<Loader>,
     /// When set, admin changes need `Authorization: Bearer <token>`; when not,
     /// they are accepted from loopback clients only.
@@ -68,6 +71,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), authorize));
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/services", get(list_services))
         .route("/admin/services/{name}", get(show_service))
         .merge(admin_changes)
@@ -129,9 +135,90 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+// === health and metrics ===
+
+/// The process is up and answering.
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Every known service has a version taking traffic.
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let missing: Vec<String> = gateway
+        .registry
+        .list()
+        .iter()
+        .filter(|s| !s.is_serving())
+        .map(|s| s.name.clone())
+        .collect();
+    if missing.is_empty() {
+        return axum::Json(json!({ "status": "ready" })).into_response();
+    }
+    let body = json!({
+        "error": format!("not ready: no active version for {}", missing.join(", ")),
+        "missing": missing,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let text = gateway.telemetry.render(&gateway.registry);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
 // === the service route ===
 
-async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+/// The header that carries a request's id, kept from the client or made here.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The client's request id if it is a sensible one, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("{:032x}", fastrand::u128(..)), str::to_string)
+}
+
+async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        // The service sees the id too, to put in its own logs.
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        service = tracing::field::Empty,
+        version = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    );
+    let mut response = route_to_service(&gateway, request)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    span.record("latency_ms", started.elapsed().as_secs_f64() * 1e3);
+    let headers = response.headers();
+    let served_by = headers
+        .get(SERVICE_HEADER)
+        .zip(headers.get(VERSION_HEADER))
+        .and_then(|(s, v)| Some((s.to_str().ok()?, v.to_str().ok()?)));
+    if let Some((service, version)) = served_by {
+        telemetry::request_served(service, version, status, started.elapsed());
+        span.record("service", service);
+        span.record("version", version);
+    }
+    span.in_scope(|| tracing::info!("served"));
+    set_header(response.headers_mut(), REQUEST_ID_HEADER, &id);
+    response
+}
+
+async fn route_to_service(gateway: &Gateway, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let (name, rest) = split_service(&path);
     let Some(service) = gateway.registry.get(name) else {
@@ -145,7 +232,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         set_header(response.headers_mut(), SERVICE_HEADER, &service.name);
         return response;
     };
-    let mut response = call_service(&gateway, &version, rest, request).await;
+    let mut response = call_service(gateway, &version, rest, request).await;
     set_header(response.headers_mut(), SERVICE_HEADER, &version.service);
     set_header(
         response.headers_mut(),

@@ -15,6 +15,7 @@
 //!   registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
 //! - [`watcher`]: noticing files added, replaced or removed while serving.
+//! - [`telemetry`]: metrics for operators.
 
 pub mod balance;
 pub mod compat;
@@ -24,6 +25,7 @@ pub mod platform;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 pub mod watcher;
 
 use std::net::SocketAddr;
@@ -42,6 +44,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub admin_token: Option<String>,
+    /// After a shutdown signal, how long requests in flight may take to finish.
+    pub shutdown_timeout: Duration,
 }
 
 /// Load the services, then serve until interrupted (Ctrl-C or SIGTERM).
@@ -61,6 +65,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
             settings.services_dir.display()
         )
     })?;
+    let telemetry = Arc::new(telemetry::Telemetry::install()?);
     let store = Arc::new(
         store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
             .context("cannot open the store")?,
@@ -70,7 +75,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
     let loader = Arc::new(loader::Loader {
         runtime,
         registry: registry.clone(),
-        store,
+        store: store.clone(),
         // Canonical, so that the watcher's event paths can be matched against it.
         services_dir: settings.services_dir.canonicalize()?,
         cache_dir: settings.data_dir.join("compiled"),
@@ -81,6 +86,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
 
     let app = gateway::router(Arc::new(gateway::Gateway {
         registry,
+        telemetry,
         loader,
         admin_token: settings.admin_token.clone(),
         max_body_bytes: settings.max_body_bytes,
@@ -90,12 +96,32 @@ pub async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     println!("switchyard listening on http://{}", listener.local_addr()?);
-    axum::serve(
+
+    // On a signal: stop accepting, let requests in flight finish, but no
+    // longer than the shutdown timeout; then make the store's writes durable.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
+    let deadline = async {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(
+            "requests still running after {:?}; closing them",
+            settings.shutdown_timeout
+        ),
+    }
+    store.checkpoint().context("cannot flush the store")?;
+    tracing::info!("stopped");
     Ok(())
 }
 

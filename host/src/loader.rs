@@ -29,7 +29,7 @@ use crate::store::KeyValueStore;
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
 /// Route prefixes the gateway keeps for itself.
-const RESERVED_NAMES: [&str; 1] = ["admin"];
+const RESERVED_NAMES: [&str; 4] = ["admin", "healthz", "readyz", "metrics"];
 
 /// What loading needs from the rest of the host.
 pub struct Loader {

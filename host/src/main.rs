@@ -46,19 +46,41 @@ struct ServeArgs {
     /// are accepted from loopback clients only.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// After SIGTERM or Ctrl-C, milliseconds requests in flight may take to finish.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
+    /// Log lines as `text` for people or `json` for machines (filter: RUST_LOG).
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match Cli::parse().command {
         Command::Serve(args) => {
+            init_logs(args.log_format);
             switchyard::serve(switchyard::Settings {
                 services_dir: args.services,
                 data_dir: args.data,
@@ -66,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 admin_token: args.admin_token.filter(|t| !t.is_empty()),
+                shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
             })
             .await
         }

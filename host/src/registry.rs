@@ -23,6 +23,7 @@ use crate::compat;
 use crate::platform::HANDLER_INTERFACE;
 use crate::runtime::{CallError, InterfaceUse, Provider};
 use crate::store::DeploymentStore;
+use crate::telemetry;
 
 /// How many history events each service keeps.
 const HISTORY_LEN: usize = 50;
@@ -257,6 +258,7 @@ struct Deployment {
 /// The mutable part of a service, changed only under the registry's lock.
 #[derive(Default)]
 struct Book {
+    service: String,
     mode: Activation,
     versions: BTreeMap<Version, VersionEntry>,
     /// Earlier primaries, most recent last: where rollback goes.
@@ -272,7 +274,9 @@ struct Book {
 impl Book {
     fn log(&mut self, action: &str, version: Option<&Version>, reason: impl Into<String>) {
         let reason = reason.into();
-        tracing::info!(action, version = ?version.map(|v| v.to_string()), "{reason}");
+        let shown = version.map_or_else(String::new, Version::to_string);
+        tracing::info!(service = %self.service, action, version = %shown, "{reason}");
+        telemetry::deployment_event(&self.service, action);
         self.history.push_back(Event {
             at_ms: now_ms(),
             action: action.to_string(),
@@ -329,15 +333,35 @@ pub struct Service {
 impl Service {
     fn new(name: String) -> Service {
         Service {
-            name,
+            book: Mutex::new(Book {
+                service: name.clone(),
+                ..Book::default()
+            }),
             routing: ArcSwap::from_pointee(Routing::none()),
-            book: Mutex::new(Book::default()),
+            name,
         }
     }
 
     /// Where this service's traffic goes now.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.load_full()
+    }
+
+    /// Every version loaded (serving, standby, draining or failed).
+    pub fn loaded_versions(&self) -> Vec<Arc<LoadedVersion>> {
+        self.book()
+            .versions
+            .values()
+            .filter_map(|e| match e {
+                VersionEntry::Loaded(v) => Some(v.clone()),
+                VersionEntry::Rejected(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether some version takes this service's traffic.
+    pub fn is_serving(&self) -> bool {
+        self.routing.load().primary().is_some()
     }
 
     /// The version for one call, or `None` when nothing serves.
@@ -886,6 +910,9 @@ impl Registry {
     /// the previous good version.
     pub fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.record(failure.is_some());
+        if let Some(failure) = failure {
+            telemetry::call_failed(&version.service, &version.version.to_string(), failure);
+        }
         let own = match failure {
             Some(CallError::Trap(_) | CallError::Timeout(_) | CallError::OutOfMemory(_)) => true,
             Some(CallError::Dependency(_)) | None => false,

@@ -106,6 +106,15 @@ impl SqliteStore {
         })
     }
 
+    /// Write everything in the write-ahead log into the database file, so
+    /// that the file alone holds all data (on a clean shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     fn with<R>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,

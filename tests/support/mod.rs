@@ -329,6 +329,26 @@ impl Host {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// Send SIGTERM, as a service manager stopping the host would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait (up to 30 s) for the host to exit; its exit status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the host did not exit");
+    }
+
     /// Stop the host abruptly, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

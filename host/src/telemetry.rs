@@ -1,0 +1,119 @@
+//! What the host tells its operators: Prometheus metrics, served at
+//! `GET /metrics`, and the names they go by.
+//!
+//! Counters and histograms are recorded where things happen (the gateway, the
+//! registry) through the functions below; gauges of instances are read from
+//! the registry when metrics are scraped, so they are never stale.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::registry::Registry;
+use crate::runtime::CallError;
+
+const REQUESTS: &str = "switchyard_requests_total";
+const REQUEST_SECONDS: &str = "switchyard_request_duration_seconds";
+const ERRORS: &str = "switchyard_errors_total";
+const TRAPS: &str = "switchyard_traps_total";
+const TIMEOUTS: &str = "switchyard_timeouts_total";
+const INSTANCES: &str = "switchyard_instances";
+const SWAPS: &str = "switchyard_swaps_total";
+const REJECTED: &str = "switchyard_rejected_versions_total";
+const FAILOVERS: &str = "switchyard_failovers_total";
+
+/// Latency buckets, in seconds: the gateway's own cost is tens of
+/// microseconds, a service's work milliseconds, a deadline seconds.
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+    10.0,
+];
+
+/// The process's metrics recorder.
+pub struct Telemetry {
+    handle: PrometheusHandle,
+}
+
+impl Telemetry {
+    /// Install the process-wide recorder (once per process).
+    pub fn install() -> Result<Telemetry> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), &BUCKETS)?
+            .install_recorder()?;
+        Ok(Telemetry { handle })
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self, registry: &Registry) -> String {
+        for service in registry.list() {
+            for version in service.loaded_versions() {
+                let (name, v) = (service.name.clone(), version.version.to_string());
+                let busy = version.pool.leased();
+                let idle = version.pool.instances().saturating_sub(busy);
+                gauge!(INSTANCES, "service" => name.clone(), "version" => v.clone(), "state" => "busy").set(busy as f64);
+                gauge!(INSTANCES, "service" => name, "version" => v, "state" => "idle")
+                    .set(idle as f64);
+            }
+        }
+        self.handle.render()
+    }
+}
+
+/// An HTTP request a service answered (whatever the status).
+pub fn request_served(service: &str, version: &str, status: u16, elapsed: Duration) {
+    let class = match status {
+        100..=399 => "ok",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let labels = [
+        ("service", service.to_string()),
+        ("version", version.to_string()),
+    ];
+    counter!(
+        REQUESTS,
+        &[&labels[..], &[("status", class.to_string())]].concat()
+    )
+    .increment(1);
+    histogram!(REQUEST_SECONDS, &labels).record(elapsed.as_secs_f64());
+}
+
+/// A call (HTTP or from another service) that failed on the service's side.
+pub fn call_failed(service: &str, version: &str, failure: &CallError) {
+    let kind = match failure {
+        CallError::Timeout(_) => "timeout",
+        CallError::OutOfMemory(_) => "memory",
+        CallError::Dependency(_) => "dependency",
+        CallError::Trap(_) => "trap",
+    };
+    let labels = [
+        ("service", service.to_string()),
+        ("version", version.to_string()),
+    ];
+    counter!(
+        ERRORS,
+        &[&labels[..], &[("kind", kind.to_string())]].concat()
+    )
+    .increment(1);
+    match failure {
+        CallError::Trap(_) | CallError::OutOfMemory(_) => counter!(TRAPS, &labels).increment(1),
+        CallError::Timeout(_) => counter!(TIMEOUTS, &labels).increment(1),
+        CallError::Dependency(_) => {}
+    }
+}
+
+/// A change in what serves: counted by kind of history event.
+pub fn deployment_event(service: &str, action: &str) {
+    let name = match action {
+        "activated" | "replaced" | "traffic" => SWAPS,
+        "failover" => {
+            counter!(SWAPS, "service" => service.to_string()).increment(1);
+            FAILOVERS
+        }
+        "rejected" => REJECTED,
+        _ => return,
+    };
+    counter!(name, "service" => service.to_string()).increment(1);
+}

@@ -1,0 +1,171 @@
+//! What operators see and rely on: metrics, request ids and logs, health and
+//! readiness, graceful shutdown. End to end, against the real host.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{Host, Site, component};
+
+/// The value of the metric line starting with `series` (0 when absent).
+async fn metric(host: &Host, series: &str) -> f64 {
+    let text = host
+        .client()
+        .get(format!("{}/metrics", host.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_move_as_requests_errors_and_swaps_happen() {
+    let site = Site::shop();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[limits]\ndeadline_ms = 200\n[failover]\nenabled = false\n",
+    );
+    let host = site.start();
+
+    let ok = r#"switchyard_requests_total{service="goods",version="1.0.0",status="ok"}"#;
+    let before = metric(&host, ok).await;
+    for _ in 0..3 {
+        host.get("/goods").await;
+    }
+    assert_eq!(metric(&host, ok).await, before + 3.0);
+    let latency = r#"switchyard_request_duration_seconds_count{service="goods",version="1.0.0"}"#;
+    assert_eq!(metric(&host, latency).await, before + 3.0);
+
+    host.post("/faulty/panic", json!({})).await;
+    host.get("/faulty/loop").await;
+    assert_eq!(
+        metric(
+            &host,
+            r#"switchyard_traps_total{service="faulty",version="1.0.0"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &host,
+            r#"switchyard_timeouts_total{service="faulty",version="1.0.0"}"#
+        )
+        .await,
+        1.0
+    );
+    let five = r#"switchyard_requests_total{service="faulty",version="1.0.0",status="5xx"}"#;
+    assert_eq!(metric(&host, five).await, 2.0);
+
+    let swaps = r#"switchyard_swaps_total{service="goods"}"#;
+    let swaps_before = metric(&host, swaps).await;
+    site.drop_in(
+        "goods",
+        "1.1.0",
+        &std::fs::read(component("goods_v2")).unwrap(),
+    );
+    host.wait_active("goods", "1.1.0").await;
+    host.post("/admin/services/goods/rollback", json!({})).await;
+    assert_eq!(metric(&host, swaps).await, swaps_before + 2.0);
+    site.drop_in("goods", "1.2.0", b"not a component");
+    host.wait_state("goods", "1.2.0", "rejected").await;
+    assert_eq!(
+        metric(
+            &host,
+            r#"switchyard_rejected_versions_total{service="goods"}"#
+        )
+        .await,
+        1.0
+    );
+    let idle = r#"switchyard_instances{service="goods",version="1.0.0",state="idle"}"#;
+    assert!(metric(&host, idle).await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
+    let site = Site::shop();
+    let host = site.start_with(&["--log-format", "json"]);
+    let reply = host
+        .client()
+        .get(format!("{}/goods", host.base))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.headers()["x-request-id"], "trace-me-42");
+    let made = host.get("/users").await;
+    let id = made.header("x-request-id").to_string();
+    assert_eq!(id.len(), 32, "a fresh id: {id:?}");
+    assert_ne!(host.get("/users").await.header("x-request-id"), id);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = site.log();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("trace-me-42"))
+        .unwrap_or_else(|| panic!("no log line for the request:\n{logs}"));
+    let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+    assert_eq!(entry["span"]["service"], "goods");
+    assert_eq!(entry["span"]["version"], "1.0.0");
+    assert_eq!(entry["span"]["status"], 200);
+    assert!(entry["span"]["latency_ms"].as_f64().is_some(), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_whether_every_service_has_an_active_version() {
+    let site = Site::new();
+    site.install("users", "1.0.0", &component("users"));
+    site.write("goods", "1.0.0", b"broken");
+    let host = site.start();
+
+    let health = host.get("/healthz").await;
+    assert_eq!(
+        (health.status, health.body["status"].clone()),
+        (StatusCode::OK, json!("ok"))
+    );
+    let ready = host.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["missing"], json!(["goods"]));
+    assert!(ready.error().contains("goods"));
+
+    site.drop_in(
+        "goods",
+        "1.0.1",
+        &std::fs::read(component("goods")).unwrap(),
+    );
+    host.wait_active("goods", "1.0.1").await;
+    let ready = host.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body["status"].clone()),
+        (StatusCode::OK, json!("ready"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    let host = Arc::new(site.start());
+    let in_flight = {
+        let host = host.clone();
+        tokio::spawn(async move { host.get("/faulty/slow?ms=1000").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.terminate();
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, 1000);
+    let host = Arc::try_unwrap(host).unwrap_or_else(|_| panic!("the request still holds the host"));
+    let status = host.wait_exit();
+    assert!(status.success(), "exit status {status}");
+    assert!(site.log().contains("stopped"), "{}", site.log());
+}
