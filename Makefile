@@ -26,9 +26,12 @@ test: setup build-guests
 	$(CARGO) test --release -p switchyard -p guest-common -p users
 
 # Benchmarks run against a real host on this machine; figures go to
-# target/bench/*.json and are summarised in BENCHMARKS.md.
+# target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
+# log is turned down to warnings while they run. wrk is the load generator.
 bench: setup build-guests
-	$(CARGO) bench -p switchyard --bench swap --bench balance
+	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
+	$(CARGO) build --release -p switchyard --example native_goods
+	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance
 
 lint: setup
 	$(CARGO) fmt --all -- --check

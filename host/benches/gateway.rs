@@ -1,0 +1,234 @@
+//! `make bench`: how close the gateway comes to the physical limit, measured
+//! with a real load generator (wrk) against real processes, side by side in
+//! one run:
+//!
+//! - (a) `GET /goods/{id}` through Switchyard, pooled instances;
+//! - (b) the same with per-request isolation;
+//! - (c) the same work served natively by axum (`examples/native_goods.rs`:
+//!   the same SQLite read through the same store, the same JSON): the limit;
+//! - (d) `POST /orders` through Switchyard: two service-to-service calls and
+//!   three writes per request.
+//!
+//! And: the cost of one service-to-service call, host start-up with three
+//! services (cold, then with the compiled cache warm), and resident memory per
+//! idle instance. Writes `target/bench/gateway.json` and prints a table.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod measure;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Host, Site, component};
+
+use measure::write_report;
+
+/// wrk's settings: threads, connections, and seconds of warm-up and measure.
+const THREADS: &str = "2";
+const CONNECTIONS: &str = "16";
+const WARMUP: &str = "1s";
+const DURATION: &str = "5s";
+
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A duration as wrk prints it (`812.00us`, `1.53ms`, `2.10s`), in ms.
+fn wrk_ms(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (text, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+}
+
+/// Run wrk against `url` (warm-up first); req/s, p50, p99 and errors.
+fn wrk(url: &str, script: Option<&Path>) -> Value {
+    let run = |duration: &str| {
+        let mut command = Command::new("wrk");
+        command.args([
+            "-t",
+            THREADS,
+            "-c",
+            CONNECTIONS,
+            "-d",
+            duration,
+            "--latency",
+        ]);
+        if let Some(script) = script {
+            command.arg("-s").arg(script);
+        }
+        let output = command
+            .arg(url)
+            .output()
+            .expect("wrk runs (make bench installs it)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(WARMUP);
+    let report = run(DURATION);
+    let field = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let non_2xx = field("Non-2xx or 3xx responses:")
+        .parse::<u64>()
+        .unwrap_or(0);
+    json!({
+        "rps": field("Requests/sec:").parse::<f64>().unwrap_or(f64::NAN),
+        "p50_ms": wrk_ms(&field("50%")),
+        "p99_ms": wrk_ms(&field("99%")),
+        "non_2xx": non_2xx,
+        "n": report.lines().find(|l| l.contains("requests in")).map(str::trim).unwrap_or(""),
+    })
+}
+
+/// Start the native baseline on the host's data; it and its address.
+fn start_native(data: &Path) -> (Child, String) {
+    let binary = target_dir().join("release/examples/native_goods");
+    let mut child = Command::new(&binary)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} ({e}): make bench builds it", binary.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("native listening on ")
+        .unwrap()
+        .to_string();
+    (child, base)
+}
+
+/// Mean cost of one service-to-service call: `calls?n=` with many and none.
+async fn service_call_cost(host: &Host) -> f64 {
+    const CALLS: u32 = 200;
+    const ROUNDS: u32 = 50;
+    let time = |n: u32| async move {
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            let reply = host.get(&format!("/ping/calls?n={n}")).await;
+            assert_eq!(reply.body, 0, "{reply:?}");
+        }
+        started.elapsed().as_secs_f64() / f64::from(ROUNDS)
+    };
+    let (none, many) = (time(0).await, time(CALLS).await);
+    (many - none) / f64::from(CALLS) * 1e6
+}
+
+/// Resident memory per idle instance: a host with 33 idle instances of a
+/// service against one with 1.
+fn rss_per_idle_instance() -> f64 {
+    let rss_with = |min: usize| {
+        let site = Site::new();
+        site.install("faulty", "1.0.0", &component("faulty"));
+        site.settings(
+            "faulty",
+            &format!("[instances]\nmin = {min}\nmax = {min}\n"),
+        );
+        let host = site.start();
+        std::thread::sleep(Duration::from_millis(300));
+        host.rss_kib()
+    };
+    let (one, many) = (rss_with(1), rss_with(33));
+    (many as f64 - one as f64) / 32.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // Start-up with the three shop services: first compiling, then cached.
+    let site = Site::shop();
+    site.install("ping", "1.0.0", &component("cycle"));
+    site.install("pong", "1.0.0", &component("pong"));
+    let started = Instant::now();
+    let host = site.start();
+    let cold_start = started.elapsed();
+    host.kill();
+    let started = Instant::now();
+    let host = site.start();
+    let warm_start = started.elapsed();
+
+    let user = host.add_user().await.str("id");
+    let pen = host.add_goods("pen", 150, u32::MAX).await.str("id");
+    let (mut native, native_base) = start_native(&site.data());
+    let orders_script = target_dir().join("bench/post-order.lua");
+    std::fs::create_dir_all(orders_script.parent().unwrap()).unwrap();
+    std::fs::write(
+        &orders_script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.body = '{{\"user_id\":\"{user}\",\"items\":[{{\"goods_id\":\"{pen}\",\"qty\":1}}]}}'\n"
+        ),
+    )
+    .unwrap();
+
+    let mut report = json!({
+        "wrk": {"threads": THREADS, "connections": CONNECTIONS, "warmup": WARMUP, "duration": DURATION},
+    });
+    report["c_native"] = wrk(&format!("{native_base}/goods/{pen}"), None);
+    report["a_pooled"] = wrk(&format!("{}/goods/{pen}", host.base), None);
+    report["d_orders"] = wrk(&format!("{}/orders", host.base), Some(&orders_script));
+    let _ = native.kill();
+
+    // Per-request isolation: a new build of goods under that setting.
+    site.settings("goods", "isolation = \"per-request\"\n");
+    site.drop_in(
+        "goods",
+        "1.0.1",
+        &std::fs::read(component("goods")).unwrap(),
+    );
+    host.wait_active("goods", "1.0.1").await;
+    report["b_per_request"] = wrk(&format!("{}/goods/{pen}", host.base), None);
+
+    let native_rps = report["c_native"]["rps"].as_f64().unwrap();
+    let native_p99 = report["c_native"]["p99_ms"].as_f64().unwrap();
+    for key in ["a_pooled", "b_per_request", "c_native", "d_orders"] {
+        let row = &mut report[key];
+        row["rps_vs_native"] = json!(row["rps"].as_f64().unwrap() / native_rps);
+        row["p99_added_ms"] = json!(row["p99_ms"].as_f64().unwrap() - native_p99);
+    }
+    report["service_call_us"] = json!(service_call_cost(&host).await);
+    report["start_cold_ms"] = json!(cold_start.as_secs_f64() * 1e3);
+    report["start_warm_ms"] = json!(warm_start.as_secs_f64() * 1e3);
+    drop(host);
+    report["rss_per_idle_instance_kib"] = json!(rss_per_idle_instance());
+
+    write_report(
+        "gateway",
+        &report,
+        &["a_pooled", "b_per_request", "c_native", "d_orders"],
+    );
+    for key in ["a_pooled", "b_per_request", "d_orders"] {
+        println!(
+            "{key}: x{:.2} of native req/s, p99 {:+.3} ms over native",
+            report[key]["rps_vs_native"].as_f64().unwrap(),
+            report[key]["p99_added_ms"].as_f64().unwrap()
+        );
+    }
+    println!(
+        "one service-to-service call: {:.1} µs; start-up with 5 services: {:.0} ms cold, {:.0} ms cached; RSS per idle instance: {:.0} KiB",
+        report["service_call_us"].as_f64().unwrap(),
+        report["start_cold_ms"].as_f64().unwrap(),
+        report["start_warm_ms"].as_f64().unwrap(),
+        report["rss_per_idle_instance_kib"].as_f64().unwrap()
+    );
+}
