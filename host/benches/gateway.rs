@@ -94,7 +94,10 @@ fn wrk(url: &str, script: Option<&Path>) -> Value {
         "p50_ms": wrk_ms(&field("50%")),
         "p99_ms": wrk_ms(&field("99%")),
         "non_2xx": non_2xx,
-        "n": report.lines().find(|l| l.contains("requests in")).map(str::trim).unwrap_or(""),
+        "n": report
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in"))
+            .and_then(|(n, _)| n.parse::<u64>().ok()),
     })
 }
 
