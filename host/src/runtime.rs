@@ -3,9 +3,11 @@
 //!
 //! It owns the rules of what a guest may touch: the platform imports, a WASI
 //! environment with no files, network, environment variables or arguments, a
-//! memory cap, and cooperative yielding so that a busy guest cannot starve the
-//! gateway. It knows nothing of the registry: calls to other services leave
-//! through [`ServiceCalls`], supplied by whoever links the component.
+//! memory cap, call deadlines enforced by epoch interruption, and cooperative
+//! yielding so that a busy guest cannot starve the gateway; and it tells how a
+//! call failed ([`CallError`]). It knows nothing of the registry: calls to
+//! other services leave through [`ServiceCalls`], supplied by whoever links
+//! the component.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -202,8 +204,9 @@ impl InterfaceUse {
 
 /// The engine and the linker every component starts from.
 ///
-/// The engine is the default on-demand allocator: with a handful of pooled
-/// instances per version, instantiation is already well under a millisecond.
+/// Instances come from wasmtime's pooling allocator: memory, tables and
+/// stacks are reserved once up front and recycled, so creating an instance
+/// costs tens of microseconds (see BENCHMARKS.md).
 pub struct Runtime {
     engine: Engine,
     base_linker: Linker<ServiceState>,
