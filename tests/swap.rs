@@ -127,8 +127,8 @@ async fn upgrade_by_file_drop_and_rollback_under_load_drop_no_request() {
         41,
         "start-up plus 20 upgrades and 20 rollbacks"
     );
-    // The history stamps an activation just after the pointer swap; allow the
-    // few milliseconds between the swap, the stamp and the clients' clocks.
+    // The history stamps an activation just before the pointer swap; allow a
+    // few milliseconds for the clients' clocks (read around each request).
     const SLACK_MS: u64 = 5;
     let active_during = |version: &str, from: u64, to: u64| {
         activations.iter().enumerate().any(|(i, (start, v))| {

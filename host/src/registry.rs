@@ -273,12 +273,24 @@ struct Book {
 
 impl Book {
     fn log(&mut self, action: &str, version: Option<&Version>, reason: impl Into<String>) {
+        self.log_at(now_ms(), action, version, reason);
+    }
+
+    /// Log an event that happened at `at_ms` (for a swap: just before it, so
+    /// that no call served by the new routing predates its event).
+    fn log_at(
+        &mut self,
+        at_ms: u64,
+        action: &str,
+        version: Option<&Version>,
+        reason: impl Into<String>,
+    ) {
         let reason = reason.into();
         let shown = version.map_or_else(String::new, Version::to_string);
         tracing::info!(service = %self.service, action, version = %shown, "{reason}");
         telemetry::deployment_event(&self.service, action);
         self.history.push_back(Event {
-            at_ms: now_ms(),
+            at_ms,
             action: action.to_string(),
             version: version.map(Version::to_string),
             reason,
@@ -390,10 +402,12 @@ impl Service {
     }
 
     /// Route all traffic as `routing` says; retire the versions it leaves.
-    fn route(&self, routing: Routing) {
+    /// Returns when the swap happened (taken just before it), in ms.
+    fn route(&self, routing: Routing) -> u64 {
         for version in routing.versions() {
             version.pool.revive();
         }
+        let at_ms = now_ms();
         let old = self.routing.swap(Arc::new(routing));
         let new = self.routing.load();
         for version in old.versions() {
@@ -401,6 +415,7 @@ impl Service {
                 version.pool.retire();
             }
         }
+        at_ms
     }
 
     fn state_of(&self, version: &LoadedVersion) -> VersionState {
@@ -729,8 +744,9 @@ impl Registry {
         book.versions
             .insert(version.clone(), VersionEntry::Loaded(loaded.clone()));
         if serving_now {
-            service.route(routing.with_replaced(&loaded));
-            book.log(
+            let at = service.route(routing.with_replaced(&loaded));
+            book.log_at(
+                at,
                 "replaced",
                 Some(&version),
                 "a new build of a serving version",
@@ -773,14 +789,17 @@ impl Registry {
                     .cloned();
                 match fallback {
                     Some(fallback) => {
-                        service.route(Routing::single(fallback.clone()));
-                        book.log(
+                        let at = service.route(Routing::single(fallback.clone()));
+                        book.log_at(
+                            at,
                             "activated",
                             Some(&fallback.version),
                             format!("{version} was removed"),
                         );
                     }
-                    None => service.route(Routing::none()),
+                    None => {
+                        service.route(Routing::none());
+                    }
                 }
             } else {
                 service.route(rest);
@@ -821,9 +840,9 @@ impl Registry {
         {
             book.previous.push(current.version.clone());
         }
-        service.route(Routing::single(loaded));
+        let at = service.route(Routing::single(loaded));
         book.failed.remove(version);
-        book.log("activated", Some(version), reason);
+        book.log_at(at, "activated", Some(version), reason);
         Ok(())
     }
 
@@ -850,11 +869,11 @@ impl Registry {
                     why,
                 ));
             }
-            service.route(Routing::single(loaded));
+            let at = service.route(Routing::single(loaded));
             let from = current
                 .map(|c| format!("rollback from {c}"))
                 .unwrap_or_else(|| "rollback".into());
-            book.log("activated", Some(&previous), from);
+            book.log_at(at, "activated", Some(&previous), from);
             self.persist(&service, &book);
             return Ok(previous);
         }
@@ -899,8 +918,8 @@ impl Registry {
             .iter()
             .map(|(v, w)| format!("{} {w}", v.version))
             .collect();
-        service.route(Routing { entries });
-        book.log("traffic", None, format!("split: {}", split.join(", ")));
+        let at = service.route(Routing { entries });
+        book.log_at(at, "traffic", None, format!("split: {}", split.join(", ")));
         self.persist(&service, &book);
         Ok(())
     }
@@ -969,8 +988,9 @@ impl Registry {
                         break;
                     }
                 }
-                service.route(Routing::single(fallback.clone()));
-                book.log(
+                let at = service.route(Routing::single(fallback.clone()));
+                book.log_at(
+                    at,
                     "failover",
                     Some(&fallback.version),
                     format!("{} {} failed: {reason}", service.name, failing.version),
