@@ -134,22 +134,23 @@ fn check_key(key: &str) -> Result<(), StoreError> {
     }
 }
 
+// Statements go through SQLite's per-connection cache (`prepare_cached`):
+// parsing SQL costs more than running these one-row statements.
+
 fn read(conn: &Connection, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT value FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3",
-            params![ns.service, ns.bucket, key],
-            |row| row.get(0),
-        )
+    let mut stmt = conn
+        .prepare_cached("SELECT value FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3")?;
+    Ok(stmt
+        .query_row(params![ns.service, ns.bucket, key], |row| row.get(0))
         .optional()?)
 }
 
 fn write(conn: &Connection, ns: &Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
-    conn.execute(
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO kv (service, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (service, bucket, key) DO UPDATE SET value = excluded.value",
-        params![ns.service, ns.bucket, key, value],
     )?;
+    stmt.execute(params![ns.service, ns.bucket, key, value])?;
     Ok(())
 }
 
@@ -167,10 +168,8 @@ impl KeyValueStore for SqliteStore {
     fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         self.with(|conn| {
-            conn.execute(
-                "DELETE FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3",
-                params![ns.service, ns.bucket, key],
-            )?;
+            conn.prepare_cached("DELETE FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3")?
+                .execute(params![ns.service, ns.bucket, key])?;
             Ok(())
         })
     }
