@@ -58,6 +58,25 @@ macro_rules! service_bindings {
     };
 }
 
+/// Generate bindings for a test fixture in `tests/fixtures/<name>`, from where
+/// the WIT folder is `../../../wit`: the platform packages are on the path, and
+/// `$options` says the rest (`world: ...` or `inline: ...`, with a trailing comma).
+#[macro_export]
+macro_rules! fixture_bindings {
+    ($($options:tt)*) => {
+        wit_bindgen::generate!({
+            $($options)*
+            path: [
+                "../../../wit/deps/keyvalue",
+                "../../../wit/deps/config",
+                "../../../wit/deps/logging",
+                "../../../wit/platform",
+            ],
+            generate_all,
+        });
+    };
+}
+
 /// Implement the platform handler for `$service` by calling `$route`, a
 /// `fn(&Request) -> Outcome`: both a success and an error reply go back as they are.
 #[macro_export]
