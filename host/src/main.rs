@@ -19,7 +19,9 @@ enum Command {
     /// Load every services/<name>/<version>.wasm and serve them over HTTP.
     ///
     /// `/<name>/...` reaches service <name>; `GET /admin/services` lists what
-    /// is loaded. The highest valid version of each service is active.
+    /// is loaded. The highest valid version of each service becomes active,
+    /// unless an activation or rollback made earlier says otherwise; files
+    /// added to or removed from the services folder are picked up while serving.
     Serve(ServeArgs),
 }
 
@@ -28,7 +30,8 @@ struct ServeArgs {
     /// Folder holding <name>/<semver>.wasm (and optional <name>/service.toml).
     #[arg(long, env = "SWITCHYARD_SERVICES", default_value = "services")]
     services: PathBuf,
-    /// Folder for durable data (the key-value store); created if missing.
+    /// Folder for durable data (services' key-value data, deployment records,
+    /// compiled components); created if missing.
     #[arg(long, env = "SWITCHYARD_DATA", default_value = "data")]
     data: PathBuf,
     /// Address to listen on; port 0 picks a free port (printed on start).
