@@ -197,32 +197,34 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
-    let mut response = route_to_service(&gateway, request)
+    let (mut response, served_by) = route_to_service(&gateway, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
     span.record("status", status);
     span.record("latency_ms", started.elapsed().as_secs_f64() * 1e3);
-    let headers = response.headers();
-    let served_by = headers
-        .get(SERVICE_HEADER)
-        .zip(headers.get(VERSION_HEADER))
-        .and_then(|(s, v)| Some((s.to_str().ok()?, v.to_str().ok()?)));
-    if let Some((service, version)) = served_by {
-        telemetry::request_served(service, version, status, started.elapsed());
-        span.record("service", service);
-        span.record("version", version);
+    if let Some(version) = served_by {
+        let number = version.version.to_string();
+        telemetry::request_served(&version.service, &number, status, started.elapsed());
+        span.record("service", version.service.as_str());
+        span.record("version", number.as_str());
     }
     span.in_scope(|| tracing::info!("served"));
     set_header(response.headers_mut(), REQUEST_ID_HEADER, &id);
     response
 }
 
-async fn route_to_service(gateway: &Gateway, request: Request) -> Response {
+/// The service's answer, and the version that gave it (none when no version
+/// could be picked).
+async fn route_to_service(
+    gateway: &Gateway,
+    request: Request,
+) -> (Response, Option<Arc<LoadedVersion>>) {
     let path = request.uri().path().to_string();
     let (name, rest) = split_service(&path);
     let Some(service) = gateway.registry.get(name) else {
-        return error(StatusCode::NOT_FOUND, format!("no service named {name:?}"));
+        let response = error(StatusCode::NOT_FOUND, format!("no service named {name:?}"));
+        return (response, None);
     };
     let Some(version) = service.pick() else {
         let mut response = error(
@@ -230,7 +232,7 @@ async fn route_to_service(gateway: &Gateway, request: Request) -> Response {
             service.unavailable_reason(),
         );
         set_header(response.headers_mut(), SERVICE_HEADER, &service.name);
-        return response;
+        return (response, None);
     };
     let mut response = call_service(gateway, &version, rest, request).await;
     set_header(response.headers_mut(), SERVICE_HEADER, &version.service);
@@ -239,7 +241,7 @@ async fn route_to_service(gateway: &Gateway, request: Request) -> Response {
         VERSION_HEADER,
         &version.version.to_string(),
     );
-    response
+    (response, Some(version))
 }
 
 /// `/goods/42` → (`goods`, `/42`); `/goods` → (`goods`, `/`).
