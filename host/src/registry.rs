@@ -80,8 +80,8 @@ impl LoadedVersion {
     }
 
     /// Count one call served (an HTTP request, or a call from another service),
-    /// and whether it failed: a trap, a timeout, or a 5xx.
-    pub fn record(&self, failed: bool) {
+    /// and whether it failed on the service's side (see [`CallError`]).
+    fn record(&self, failed: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
