@@ -10,8 +10,9 @@ LISTEN     ?= 127.0.0.1:8080
 GUESTS     := goods users orders
 # Components only the tests use, built from tests/fixtures/. Some crates are
 # built twice, with a feature, and copied: goods 2.x (goods_v2.wasm), a goods
-# whose reservations panic (goods_panic.wasm), and the second half of a cycle
-# of services (pong.wasm; the first is cycle.wasm).
+# whose reservations panic (goods_panic.wasm), the second half of a cycle
+# of services (pong.wasm; the first is cycle.wasm), and a service importing
+# what it exports (self_import.wasm).
 FIXTURES   := kv-probe goods-broken faulty cycle
 WASM_DIR   := target/wasm32-wasip2/release
 
@@ -49,6 +50,8 @@ build-guests: setup
 	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_panic.wasm
 	$(CARGO) build --release --target wasm32-wasip2 -p cycle --features pong
 	cp $(WASM_DIR)/cycle.wasm $(WASM_DIR)/pong.wasm
+	$(CARGO) build --release --target wasm32-wasip2 -p cycle --features self-import
+	cp $(WASM_DIR)/cycle.wasm $(WASM_DIR)/self_import.wasm
 	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES))
 
 build-host: setup

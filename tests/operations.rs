@@ -8,23 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{Host, Site, component};
-
-/// The value of the metric line starting with `series` (0 when absent).
-async fn metric(host: &Host, series: &str) -> f64 {
-    let text = host
-        .client()
-        .get(format!("{}/metrics", host.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use support::{Site, component};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_as_requests_errors_and_swaps_happen() {
@@ -37,37 +21,31 @@ async fn metrics_move_as_requests_errors_and_swaps_happen() {
     let host = site.start();
 
     let ok = r#"switchyard_requests_total{service="goods",version="1.0.0",status="ok"}"#;
-    let before = metric(&host, ok).await;
+    let before = host.metric(ok).await;
     for _ in 0..3 {
         host.get("/goods").await;
     }
-    assert_eq!(metric(&host, ok).await, before + 3.0);
+    assert_eq!(host.metric(ok).await, before + 3.0);
     let latency = r#"switchyard_request_duration_seconds_count{service="goods",version="1.0.0"}"#;
-    assert_eq!(metric(&host, latency).await, before + 3.0);
+    assert_eq!(host.metric(latency).await, before + 3.0);
 
     host.post("/faulty/panic", json!({})).await;
     host.get("/faulty/loop").await;
     assert_eq!(
-        metric(
-            &host,
-            r#"switchyard_traps_total{service="faulty",version="1.0.0"}"#
-        )
-        .await,
+        host.metric(r#"switchyard_traps_total{service="faulty",version="1.0.0"}"#)
+            .await,
         1.0
     );
     assert_eq!(
-        metric(
-            &host,
-            r#"switchyard_timeouts_total{service="faulty",version="1.0.0"}"#
-        )
-        .await,
+        host.metric(r#"switchyard_timeouts_total{service="faulty",version="1.0.0"}"#)
+            .await,
         1.0
     );
     let five = r#"switchyard_requests_total{service="faulty",version="1.0.0",status="5xx"}"#;
-    assert_eq!(metric(&host, five).await, 2.0);
+    assert_eq!(host.metric(five).await, 2.0);
 
     let swaps = r#"switchyard_swaps_total{service="goods"}"#;
-    let swaps_before = metric(&host, swaps).await;
+    let swaps_before = host.metric(swaps).await;
     site.drop_in(
         "goods",
         "1.1.0",
@@ -75,19 +53,16 @@ async fn metrics_move_as_requests_errors_and_swaps_happen() {
     );
     host.wait_active("goods", "1.1.0").await;
     host.post("/admin/services/goods/rollback", json!({})).await;
-    assert_eq!(metric(&host, swaps).await, swaps_before + 2.0);
+    assert_eq!(host.metric(swaps).await, swaps_before + 2.0);
     site.drop_in("goods", "1.2.0", b"not a component");
     host.wait_state("goods", "1.2.0", "rejected").await;
     assert_eq!(
-        metric(
-            &host,
-            r#"switchyard_rejected_versions_total{service="goods"}"#
-        )
-        .await,
+        host.metric(r#"switchyard_rejected_versions_total{service="goods"}"#)
+            .await,
         1.0
     );
     let idle = r#"switchyard_instances{service="goods",version="1.0.0",state="idle"}"#;
-    assert!(metric(&host, idle).await >= 1.0);
+    assert!(host.metric(idle).await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

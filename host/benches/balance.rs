@@ -72,7 +72,7 @@ impl ServiceCalls for NoCalls {
 }
 
 async fn instantiation_time() -> serde_json::Value {
-    let runtime = Runtime::new().unwrap();
+    let runtime = Runtime::new(switchyard::runtime::POOLED_INSTANCES).unwrap();
     let component = runtime
         .compile(&std::fs::read(component("faulty")).unwrap())
         .unwrap();
@@ -85,11 +85,13 @@ async fn instantiation_time() -> serde_json::Value {
         deadline: Duration::from_secs(10),
         call_depth: 8,
     };
-    let platform = || Platform {
-        service: "bench".into(),
-        version: "1.0.0".into(),
-        store: store.clone(),
-        config: Default::default(),
+    let platform = || {
+        Platform::new(
+            "bench".into(),
+            "1.0.0".into(),
+            store.clone(),
+            Default::default(),
+        )
     };
     // Warm the pooling allocator's slots first, as a running host has.
     for _ in 0..50 {

@@ -178,6 +178,18 @@ impl InstancePool {
         }
     }
 
+    /// Start one instance and drop it: whether this version can start at all
+    /// (its memory fits its limit, its start-up code runs), before it may
+    /// take traffic.
+    pub async fn try_start(&self) -> Result<()> {
+        let instance = self
+            .runtime
+            .instantiate(&self.pre, (self.platform)(), self.policy.limits)
+            .await?;
+        drop(instance);
+        Ok(())
+    }
+
     /// Fill the first `min` slots ahead of traffic, so that the first requests
     /// do not pay for instantiation.
     pub async fn warm(self: &Arc<Self>) -> Result<()> {
@@ -463,11 +475,16 @@ impl ServiceCalls for ServiceLinks {
                     "calling {name} would exceed the call depth limit of {limit}: is there a cycle?"
                 );
             }
-            let mut lease = provider
-                .pool
-                .acquire(None)
-                .await
-                .with_context(|| format!("{name} is unavailable"))?;
+            let mut lease = match provider.pool.acquire(None).await {
+                Ok(lease) => lease,
+                Err(AcquireError::Instantiate(e)) => {
+                    let failure = CallError::Start(e);
+                    let reason = format!("{name} is unavailable: {failure}");
+                    registry.report(&provider, Some(&failure));
+                    bail!(reason);
+                }
+                Err(busy) => return Err(busy).with_context(|| format!("{name} is unavailable")),
+            };
             let outcome = lease
                 .call_export(depth + 1, interface, function, params, results)
                 .await;

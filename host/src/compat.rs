@@ -40,6 +40,13 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), String>
     }
 
     for import in candidate.service_imports() {
+        if candidate.export(&import.name).is_some() {
+            return Err(format!(
+                "imports {}, which it exports itself: a service cannot call itself \
+                 through the host",
+                import.name
+            ));
+        }
         let Some((_, providers)) = provider_of(&import.name, "") else {
             return Err(format!(
                 "imports {} ({}), which no loaded service exports",

@@ -38,12 +38,19 @@ pub const VERSION_HEADER: &str = "x-switchyard-version";
 /// Which instance (slot of the version's pool) answered.
 pub const INSTANCE_HEADER: &str = "x-switchyard-instance";
 
-/// Response headers the host frames itself; a guest's values for them are dropped.
-const HOST_FRAMED_HEADERS: [&str; 4] = [
-    "content-length",
-    "transfer-encoding",
+/// Response headers that belong to one connection (RFC 9110 §7.6.1) or that
+/// the host frames itself; a guest's values for them are dropped.
+const HOP_BY_HOP_HEADERS: [&str; 10] = [
     "connection",
+    "content-length",
     "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// The gateway's shared state.
@@ -69,6 +76,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/services/{name}/rollback", post(rollback))
         .route("/admin/services/{name}/traffic", put(set_traffic))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            read_admin_body,
+        ))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
@@ -265,16 +276,10 @@ async fn call_service(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let reading = read_body(body, &parts.headers, gateway.max_body_bytes);
-    let body = match tokio::time::timeout(gateway.request_timeout, reading).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(refusal)) => return refusal.into_response(),
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body did not arrive within the request timeout",
-            );
-        }
+    let body = match read_body_in_time(gateway, body, &parts.headers, gateway.max_body_bytes).await
+    {
+        Ok(body) => body,
+        Err(refusal) => return refusal.into_response(),
     };
     let guest_request = handler::Request {
         method: parts.method.as_str().to_string(),
@@ -312,12 +317,11 @@ async fn call_service(
                 set_header(response.headers_mut(), "retry-after", &retry_after);
                 return response;
             }
-            Err(e) => {
-                tracing::error!(service = %version.service, version = %version.version, "{e}");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("service {} cannot start an instance", version.service),
-                );
+            Err(AcquireError::Instantiate(e)) => {
+                // The version's own failure: counted, and it may fail over.
+                let failure = CallError::Start(e);
+                gateway.registry.report(version, Some(&failure));
+                return failure_response(version, failure);
             }
         };
         let slot = lease.slot();
@@ -360,6 +364,17 @@ fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{name} could not complete the request: {why}"),
         ),
+        CallError::Start(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} cannot start an instance: {}", root_cause(&e)),
+        ),
+        CallError::TooMuchData => error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{name} answered with more than the {} MiB one call may return",
+                crate::runtime::MAX_CALL_DATA >> 20
+            ),
+        ),
         CallError::Trap(trap) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{name} failed: {}", root_cause(&trap)),
@@ -372,10 +387,28 @@ fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }
 
-/// How much of an oversized body is read and discarded before answering 413.
+/// How much of an oversized body is read and discarded before answering 413
+/// (at least the limit itself).
 /// Clients that send the whole body before reading the answer (most do) then
 /// get the 413 instead of a broken pipe; beyond this, the connection is closed.
 const DISCARD_LIMIT: usize = 16 << 20;
+
+/// A request body of at most `limit` bytes, read within the request timeout.
+async fn read_body_in_time(
+    gateway: &Gateway,
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let reading = read_body(body, headers, limit);
+    match tokio::time::timeout(gateway.request_timeout, reading).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive within the request timeout",
+        )),
+    }
+}
 
 async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = ApiError::new(
@@ -386,7 +419,8 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > DISCARD_LIMIT as u64) {
+    let discard_limit = limit.max(DISCARD_LIMIT);
+    if declared.is_some_and(|len| len > discard_limit as u64) {
         return Err(too_large);
     }
     let mut buffer = Vec::new();
@@ -402,7 +436,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
             continue;
         };
         received += data.len();
-        if received > DISCARD_LIMIT {
+        if received > discard_limit {
             break;
         }
         if received <= limit {
@@ -415,23 +449,69 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
     Ok(Bytes::from(buffer))
 }
 
+/// The most headers a service's response may carry, and their total size
+/// (names and values): beyond either the response is refused with a 502.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
+
+/// Why a service's response could not be passed on.
+#[derive(Debug, thiserror::Error)]
+enum BadResponse {
+    #[error("an invalid status {0} (a response status is from 200 to 599)")]
+    Status(u16),
+    #[error("{0} headers (at most {MAX_RESPONSE_HEADERS} are passed on)")]
+    TooManyHeaders(usize),
+    #[error("{0} bytes of headers (at most {MAX_RESPONSE_HEADER_BYTES} are passed on)")]
+    HeadersTooLarge(usize),
+}
+
 fn into_http(version: &LoadedVersion, response: handler::Response) -> Response {
-    let status = match StatusCode::from_u16(response.status) {
-        Ok(status) if status.as_u16() >= 200 => status,
-        _ => {
-            return error(
+    match checked_response(version, response) {
+        Ok(response) => response,
+        Err(bad) => {
+            tracing::warn!(service = %version.service, version = %version.version, "refused a response: {bad}");
+            error(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "service {} answered with an invalid status {}",
-                    version.service, response.status
-                ),
-            );
+                format!("service {} answered with {bad}", version.service),
+            )
         }
+    }
+}
+
+fn checked_response(
+    version: &LoadedVersion,
+    response: handler::Response,
+) -> Result<Response, BadResponse> {
+    let status = match StatusCode::from_u16(response.status) {
+        Ok(status) if (200..=599).contains(&status.as_u16()) => status,
+        _ => return Err(BadResponse::Status(response.status)),
     };
+    if response.headers.len() > MAX_RESPONSE_HEADERS {
+        return Err(BadResponse::TooManyHeaders(response.headers.len()));
+    }
+    let header_bytes: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if header_bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(BadResponse::HeadersTooLarge(header_bytes));
+    }
+    // Hop-by-hop headers describe the guest's own connection, which does not
+    // exist: the host frames the client's. So do any the guest's `connection`
+    // header names.
+    let named_by_connection: Vec<String> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     let mut http = Response::new(Body::from(response.body));
     *http.status_mut() = status;
     for (name, value) in response.headers {
-        if HOST_FRAMED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP_HEADERS.contains(&lower.as_str()) || named_by_connection.contains(&lower) {
             continue;
         }
         match (
@@ -446,7 +526,7 @@ fn into_http(version: &LoadedVersion, response: handler::Response) -> Response {
             }
         }
     }
-    http
+    Ok(http)
 }
 
 fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -494,7 +574,7 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
         Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
             next.run(request).await
@@ -509,6 +589,33 @@ async fn authorize(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+/// Admin changes read their whole body (up to the largest component) within
+/// the request timeout, as service requests do: a client that stalls gets a
+/// 408, not a task held open forever.
+async fn read_admin_body(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match read_body_in_time(&gateway, body, &parts.headers, MAX_COMPONENT_BYTES).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -612,7 +719,13 @@ async fn upload_version(
     // never sees a partial file, and sees the final one as already loaded.
     let dir = gateway.loader.service_dir(&name);
     let staged = dir.join(format!(".{version}.wasm.upload"));
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&staged, &body)) {
+    let writing = {
+        let (dir, staged, body) = (dir.clone(), staged.clone(), body.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).and_then(|()| crate::files::write_new(&staged, &body))
+        })
+    };
+    if let Err(e) = writing.await.map_err(std::io::Error::other).and_then(|w| w) {
         tracing::error!(file = %staged.display(), "cannot store an upload: {e}");
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -15,15 +15,20 @@
 //!   registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
 //! - [`watcher`]: noticing files added, replaced or removed while serving.
+//! - [`files`]: reading what sits in the services folder without ever
+//!   blocking on a pipe, a device or an endless file.
 //! - [`telemetry`]: metrics for operators.
+//! - [`server`]: the listening socket: connection limits and timeouts.
 
 pub mod balance;
 pub mod compat;
+pub mod files;
 pub mod gateway;
 pub mod loader;
 pub mod platform;
 pub mod registry;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod watcher;
@@ -46,6 +51,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// After a shutdown signal, how long requests in flight may take to finish.
     pub shutdown_timeout: Duration,
+    /// Instances of all services together that can exist at once.
+    pub pool_instances: u32,
+    /// How many connections, and how slow and idle they may be.
+    pub connections: server::ConnectionLimits,
 }
 
 /// Load the services, then serve until interrupted (Ctrl-C or SIGTERM).
@@ -70,7 +79,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
         store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
             .context("cannot open the store")?,
     );
-    let runtime = Arc::new(runtime::Runtime::new()?);
+    let runtime = Arc::new(runtime::Runtime::new(settings.pool_instances)?);
     let registry = Arc::new(registry::Registry::new(store.clone()));
     let loader = Arc::new(loader::Loader {
         runtime,
@@ -92,6 +101,8 @@ pub async fn serve(settings: Settings) -> Result<()> {
         max_body_bytes: settings.max_body_bytes,
         request_timeout: settings.request_timeout,
     }));
+    let mut connections = settings.connections;
+    connections.max_connections = server::raise_fd_limit(connections.max_connections);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -99,27 +110,14 @@ pub async fn serve(settings: Settings) -> Result<()> {
 
     // On a signal: stop accepting, let requests in flight finish, but no
     // longer than the shutdown timeout; then make the store's writes durable.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
+    server::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        connections,
+        shutdown_signal(),
+        settings.shutdown_timeout,
     )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stopping.send(true);
-    });
-    let deadline = async {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(settings.shutdown_timeout).await;
-    };
-    tokio::select! {
-        served = server => served?,
-        () = deadline => tracing::warn!(
-            "requests still running after {:?}; closing them",
-            settings.shutdown_timeout
-        ),
-    }
+    .await;
     store.checkpoint().context("cannot flush the store")?;
     tracing::info!("stopped");
     Ok(())

@@ -18,6 +18,7 @@ use semver::Version;
 use serde::Deserialize;
 
 use crate::balance::{HashKey, InstancePool, Isolation, PoolPolicy, ServiceLinks, Strategy};
+use crate::files;
 use crate::platform::{HANDLER_INTERFACE, Platform};
 use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Registry, VersionEntry, now_ms,
@@ -27,6 +28,8 @@ use crate::store::KeyValueStore;
 
 /// The largest component accepted, from a file or an upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// The largest `service.toml` read.
+const MAX_SETTINGS_BYTES: usize = 64 << 10;
 
 /// Route prefixes the gateway keeps for itself.
 const RESERVED_NAMES: [&str; 4] = ["admin", "healthz", "readyz", "metrics"];
@@ -213,11 +216,9 @@ impl Loader {
     /// Read `services/<name>/service.toml` (absent: the defaults).
     pub fn settings(&self, service: &str) -> Result<ServiceSettings, String> {
         let path = self.service_dir(service).join("service.toml");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ServiceSettings::default());
-            }
+        let text = match files::read_regular(&path, MAX_SETTINGS_BYTES) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.is_not_found() => return Ok(ServiceSettings::default()),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         toml::from_str(&text).map_err(|e| format!("{} is invalid: {e}", path.display()))
@@ -311,7 +312,7 @@ impl Loader {
     }
 
     async fn load_file(&self, service: &str, version: &Version, path: &Path) -> VersionEntry {
-        let bytes = match read_component(path) {
+        let bytes = match read_component(path).await {
             Ok(bytes) => bytes,
             Err(e) => return self.rejected(path, format!("{e:#}")),
         };
@@ -324,7 +325,7 @@ impl Loader {
     /// A component file appeared or changed: load it and offer it to the
     /// registry, unless it is the very build that version already runs.
     pub async fn file_changed(&self, service: &str, version: &Version, path: &Path) {
-        let bytes = match read_component(path) {
+        let bytes = match read_component(path).await {
             Ok(bytes) => bytes,
             Err(e) => {
                 let entry = self.rejected(path, format!("{e:#}"));
@@ -334,10 +335,18 @@ impl Loader {
                 return;
             }
         };
-        if self
-            .registry
-            .has_build(service, version, &crate::runtime::digest(&bytes))
+        let (digest, bytes) = match tokio::task::spawn_blocking(move || {
+            (crate::runtime::digest(&bytes), bytes)
+        })
+        .await
         {
+            Ok(hashed) => hashed,
+            Err(e) => {
+                tracing::error!(file = %path.display(), "cannot hash: {e}");
+                return;
+            }
+        };
+        if self.registry.has_build(service, version, &digest) {
             return;
         }
         let entry = match self.load_bytes(service, version, bytes).await {
@@ -422,13 +431,13 @@ impl Loader {
             .map_err(anyhow::Error::msg)?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
         let config = Arc::new(settings.config);
-        let platform = Box::new(move || Platform {
-            service: name.clone(),
-            version: ver.clone(),
-            store: store.clone(),
-            config: config.clone(),
+        let platform = Box::new(move || {
+            Platform::new(name.clone(), ver.clone(), store.clone(), config.clone())
         });
         let pool = InstancePool::new(self.runtime.clone(), pre, platform, export_indices, policy);
+        pool.try_start()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start an instance: {e:#}"))?;
         Ok(Arc::new(LoadedVersion {
             service: service.to_string(),
             version: version.clone(),
@@ -452,10 +461,10 @@ impl Loader {
     }
 }
 
-fn read_component(path: &Path) -> Result<Vec<u8>> {
-    let size = std::fs::metadata(path)?.len();
-    if size > MAX_COMPONENT_BYTES as u64 {
-        bail!("the file is {size} bytes; the limit is {MAX_COMPONENT_BYTES}");
-    }
-    Ok(std::fs::read(path)?)
+/// The component file at `path`: a regular file of at most
+/// [`MAX_COMPONENT_BYTES`], read off the async workers.
+async fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let path = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || files::read_regular(&path, MAX_COMPONENT_BYTES));
+    Ok(read.await??)
 }

@@ -52,6 +52,24 @@ struct ServeArgs {
     /// After SIGTERM or Ctrl-C, milliseconds requests in flight may take to finish.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Milliseconds a client has to send a complete request head, from its
+    /// first byte (for a new connection: from connecting); then it is closed.
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Milliseconds a connection may sit with no request running and no bytes
+    /// moving before it is closed.
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Open connections at most; more wait until one closes. Lowered to fit
+    /// the limit on open files (whose soft limit is raised to the hard one).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Instances of all services and versions together that can exist at
+    /// once (wasmtime's pooling allocator reserves room for them at start).
+    #[arg(long, env = "SWITCHYARD_POOL_INSTANCES", default_value_t = switchyard::runtime::POOLED_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pool_instances: u32,
     /// Log lines as `text` for people or `json` for machines (filter: RUST_LOG).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -92,6 +110,12 @@ async fn main() -> anyhow::Result<()> {
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
                 admin_token: args.admin_token.filter(|t| !t.is_empty()),
                 shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+                pool_instances: args.pool_instances,
+                connections: switchyard::server::ConnectionLimits {
+                    header_timeout: Duration::from_millis(args.header_timeout_ms),
+                    idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+                    max_connections: args.max_connections as usize,
+                },
             })
             .await
         }

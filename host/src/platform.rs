@@ -12,6 +12,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::store::{KeyValueStore, Namespace, StoreError};
+use crate::telemetry;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -46,6 +47,15 @@ pub struct Bucket {
     name: String,
 }
 
+/// The longest `wasi:logging` message passed on whole; longer ones are cut.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 4 << 10;
+/// The longest `wasi:logging` context passed on whole.
+pub const MAX_LOG_CONTEXT_BYTES: usize = 256;
+/// How much one call may log (after cutting). Past it, messages are dropped until the next
+/// call, counted in `switchyard_log_dropped_total`, with one warning: a guest
+/// cannot flood the host's log or its disk.
+pub const LOG_BYTES_PER_CALL: usize = 64 << 10;
+
 /// What the platform imports of one instance act on.
 pub struct Platform {
     pub service: String,
@@ -53,17 +63,45 @@ pub struct Platform {
     pub store: Arc<dyn KeyValueStore>,
     /// The `[config]` table of the service's `service.toml`.
     pub config: Arc<BTreeMap<String, String>>,
+    /// Log bytes the call in progress may still write.
+    log_budget: usize,
+    /// Messages the call in progress could not log.
+    log_dropped: u64,
+}
+
+impl Platform {
+    pub fn new(
+        service: String,
+        version: String,
+        store: Arc<dyn KeyValueStore>,
+        config: Arc<BTreeMap<String, String>>,
+    ) -> Platform {
+        Platform {
+            service,
+            version,
+            store,
+            config,
+            log_budget: LOG_BYTES_PER_CALL,
+            log_dropped: 0,
+        }
+    }
+
+    /// A call begins: its budgets are full again.
+    pub fn begin_call(&mut self) {
+        self.log_budget = LOG_BYTES_PER_CALL;
+        self.log_dropped = 0;
+    }
 }
 
 /// The view the generated import traits are implemented on: the platform
 /// context and the instance's resource table (where buckets live).
 pub struct PlatformView<'a> {
-    platform: &'a Platform,
+    platform: &'a mut Platform,
     table: &'a mut ResourceTable,
 }
 
 impl<'a> PlatformView<'a> {
-    pub fn new(platform: &'a Platform, table: &'a mut ResourceTable) -> Self {
+    pub fn new(platform: &'a mut Platform, table: &'a mut ResourceTable) -> Self {
         PlatformView { platform, table }
     }
 
@@ -254,7 +292,26 @@ impl logging::Host for PlatformView<'_> {
         context: String,
         message: String,
     ) -> wasmtime::Result<()> {
-        let (service, version) = (&self.platform.service, &self.platform.version);
+        let platform = &mut *self.platform;
+        let (service, version) = (&platform.service, &platform.version);
+        let context = cut(context, MAX_LOG_CONTEXT_BYTES);
+        let message = cut(message, MAX_LOG_MESSAGE_BYTES);
+        let size = message.len() + context.len();
+        if size > platform.log_budget {
+            platform.log_budget = 0;
+            platform.log_dropped += 1;
+            telemetry::log_dropped(service, version);
+            if platform.log_dropped == 1 {
+                tracing::warn!(
+                    service,
+                    version,
+                    "a call logged more than {LOG_BYTES_PER_CALL} bytes; \
+                     its further messages are dropped"
+                );
+            }
+            return Ok(());
+        }
+        platform.log_budget -= size;
         match level {
             logging::Level::Trace => tracing::trace!(service, version, context, "{message}"),
             logging::Level::Debug => tracing::debug!(service, version, context, "{message}"),
@@ -266,4 +323,20 @@ impl logging::Host for PlatformView<'_> {
         }
         Ok(())
     }
+}
+
+/// `text`, cut to at most `limit` bytes (on a character boundary) with a note
+/// of how long it was.
+fn cut(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let total = text.len();
+    text.truncate(end);
+    text.push_str(&format!("… ({total} bytes, cut)"));
+    text
 }

@@ -28,6 +28,10 @@ use crate::telemetry;
 /// How many history events each service keeps.
 const HISTORY_LEN: usize = 50;
 
+/// The largest weight one version may have in a traffic split: fine enough
+/// for a 0.01 % canary, small enough that no sum of weights can overflow.
+pub const MAX_WEIGHT: u32 = 10_000;
+
 /// A version compiled, validated and linked: able to take traffic.
 pub struct LoadedVersion {
     pub service: String,
@@ -172,15 +176,17 @@ impl Routing {
             [] => None,
             [(only, _)] => Some(only.clone()),
             entries => {
-                let total: u32 = entries.iter().map(|(_, w)| w).sum();
-                let mut ticket = fastrand::u32(0..total);
+                // Weights are validated (see `check_split`); u64 keeps even
+                // unvalidated ones from overflowing.
+                let total: u64 = entries.iter().map(|(_, w)| u64::from(*w)).sum();
+                let mut ticket = fastrand::u64(0..total.max(1));
                 for (version, weight) in entries {
-                    if ticket < *weight {
+                    if ticket < u64::from(*weight) {
                         return Some(version.clone());
                     }
-                    ticket -= weight;
+                    ticket -= u64::from(*weight);
                 }
-                unreachable!("the ticket is below the total weight")
+                entries.first().map(|(v, _)| v.clone())
             }
         }
     }
@@ -447,6 +453,26 @@ pub enum RegistryError {
     InvalidSplit(String),
 }
 
+/// Whether `weights` make a usable split: each at most [`MAX_WEIGHT`], and
+/// at least one above 0.
+pub fn check_split<'a>(weights: impl IntoIterator<Item = &'a u32>) -> Result<(), RegistryError> {
+    let mut total = 0u64;
+    for &weight in weights {
+        if weight > MAX_WEIGHT {
+            return Err(RegistryError::InvalidSplit(format!(
+                "weight {weight} is above the largest allowed, {MAX_WEIGHT}"
+            )));
+        }
+        total += u64::from(weight);
+    }
+    if total == 0 {
+        return Err(RegistryError::InvalidSplit(
+            "at least one version needs a weight above 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One service as the loader found it at start-up.
 pub struct Found {
     pub name: String,
@@ -608,7 +634,15 @@ impl Registry {
                 .filter_map(|(v, w)| service.book().loaded(v).map(|l| (l.clone(), *w)))
                 .collect();
             if split.len() == deployment.traffic.len() && split.len() > 1 {
-                service.route(Routing { entries: split });
+                match check_split(split.iter().map(|(_, w)| w)) {
+                    Ok(()) => {
+                        service.route(Routing { entries: split });
+                    }
+                    Err(e) => tracing::warn!(
+                        service = %found.name,
+                        "ignoring the stored traffic split: {e}"
+                    ),
+                }
             }
         }
 
@@ -890,12 +924,7 @@ impl Registry {
         let _changing = self.changing();
         let service = self.service(service)?;
         let mut book = service.book();
-        let total: u64 = weights.values().map(|w| u64::from(*w)).sum();
-        if total == 0 {
-            return Err(RegistryError::InvalidSplit(
-                "at least one version needs a weight above 0".into(),
-            ));
-        }
+        check_split(weights.values())?;
         let mut entries = Vec::new();
         for (version, weight) in weights.iter().filter(|(_, w)| **w > 0) {
             entries.push((book.usable(&service.name, version)?, *weight));
@@ -933,7 +962,13 @@ impl Registry {
             telemetry::call_failed(&version.service, &version.version.to_string(), failure);
         }
         let own = match failure {
-            Some(CallError::Trap(_) | CallError::Timeout(_) | CallError::OutOfMemory(_)) => true,
+            Some(
+                CallError::Trap(_)
+                | CallError::Timeout(_)
+                | CallError::OutOfMemory(_)
+                | CallError::TooMuchData
+                | CallError::Start(_),
+            ) => true,
             Some(CallError::Dependency(_)) | None => false,
         };
         if own && version.failed() {

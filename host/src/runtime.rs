@@ -37,10 +37,16 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// `limits.memory_mib`, is at most this): the size of one pooled memory slot.
 pub const MEMORY_CEILING: usize = 256 << 20;
 
-/// Instances the pooling allocator has room for, across all services and
-/// versions: with the default of at most 4 per version, ample for dozens of
-/// services, while the virtual address space it reserves stays modest.
-const POOLED_INSTANCES: u32 = 256;
+/// The most data one call may hand the host: a response (status, headers and
+/// body together), or the arguments of one import call. wasmtime counts it
+/// ("hostcall fuel"); past it the call fails with [`CallError::TooMuchData`].
+pub const MAX_CALL_DATA: usize = 128 << 20;
+
+/// Instances the pooling allocator has room for by default, across all
+/// services and versions (`--pool-instances`): with the default of at most 4
+/// per version, ample for dozens of services, while the virtual address space
+/// it reserves stays modest.
+pub const POOLED_INSTANCES: u32 = 256;
 
 /// Interfaces the guest's standard library imports and wasmtime-wasi provides,
 /// configured below so that they reach nothing outside the instance.
@@ -90,6 +96,13 @@ pub enum CallError {
     /// It tried to grow its memory past the service's limit.
     #[error("tried to use more than its memory limit of {0} MiB")]
     OutOfMemory(usize),
+    /// No instance could be started (the component's start-up failed, or the
+    /// host has no room for another instance).
+    #[error("cannot start an instance: {0:#}")]
+    Start(anyhow::Error),
+    /// It tried to hand the host more than [`MAX_CALL_DATA`] bytes at once.
+    #[error("tried to hand the host more than {} MiB in one call", MAX_CALL_DATA >> 20)]
+    TooMuchData,
     /// A call it made to another service failed; the message names that service.
     #[error("{0}")]
     Dependency(String),
@@ -146,7 +159,7 @@ impl WasiView for ServiceState {
 }
 
 fn platform_view(state: &mut ServiceState) -> PlatformView<'_> {
-    PlatformView::new(&state.platform, &mut state.table)
+    PlatformView::new(&mut state.platform, &mut state.table)
 }
 
 /// Who provides an imported or exported interface of a component.
@@ -213,14 +226,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new() -> Result<Runtime> {
+    /// An engine with room for `instances` instances at once.
+    pub fn new(instances: u32) -> Result<Runtime> {
         let mut pooling = PoolingAllocationConfig::new();
         pooling
-            .total_component_instances(POOLED_INSTANCES)
-            .total_core_instances(POOLED_INSTANCES * 4)
-            .total_memories(POOLED_INSTANCES * 2)
-            .total_tables(POOLED_INSTANCES * 4)
-            .total_stacks(POOLED_INSTANCES)
+            .total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memory_size(MEMORY_CEILING)
             // Keep a little of each recycled memory mapped: cheaper reuse.
             .linear_memory_keep_resident(64 << 10);
@@ -441,6 +455,7 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
+        store.set_hostcall_fuel(MAX_CALL_DATA);
         // Every epoch tick a running guest yields to the executor; once its
         // call is past the deadline, it is interrupted instead.
         store.set_epoch_deadline(1);
@@ -539,6 +554,7 @@ impl LiveInstance {
         let state = self.store.data_mut();
         state.deadline = Some(Instant::now() + state.limits.deadline);
         state.depth = depth;
+        state.platform.begin_call();
         state.timed_out = false;
         state.out_of_memory = false;
         state.dependency_failure = None;
@@ -557,8 +573,18 @@ impl LiveInstance {
             CallError::OutOfMemory(state.limits.memory_bytes >> 20)
         } else if let Some(failure) = state.dependency_failure.take() {
             CallError::Dependency(failure)
+        } else if is_out_of_hostcall_fuel(&error) {
+            CallError::TooMuchData
         } else {
             CallError::Trap(error)
         })
     }
+}
+
+/// Whether wasmtime refused to copy more data out of the guest. Its error
+/// type is private, so it is known by its message.
+fn is_out_of_hostcall_fuel(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
 }

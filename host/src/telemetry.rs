@@ -23,6 +23,7 @@ const INSTANCES: &str = "switchyard_instances";
 const SWAPS: &str = "switchyard_swaps_total";
 const REJECTED: &str = "switchyard_rejected_versions_total";
 const FAILOVERS: &str = "switchyard_failovers_total";
+const LOG_DROPPED: &str = "switchyard_log_dropped_total";
 
 /// Latency buckets, in seconds: the gateway's own cost is tens of
 /// microseconds, a service's work milliseconds, a deadline seconds.
@@ -87,6 +88,8 @@ pub fn call_failed(service: &str, version: &str, failure: &CallError) {
         CallError::OutOfMemory(_) => "memory",
         CallError::Dependency(_) => "dependency",
         CallError::Trap(_) => "trap",
+        CallError::TooMuchData => "oversized",
+        CallError::Start(_) => "start",
     };
     let labels = [
         ("service", service.to_string()),
@@ -100,7 +103,7 @@ pub fn call_failed(service: &str, version: &str, failure: &CallError) {
     match failure {
         CallError::Trap(_) | CallError::OutOfMemory(_) => counter!(TRAPS, &labels).increment(1),
         CallError::Timeout(_) => counter!(TIMEOUTS, &labels).increment(1),
-        CallError::Dependency(_) => {}
+        CallError::Dependency(_) | CallError::TooMuchData | CallError::Start(_) => {}
     }
 }
 
@@ -116,4 +119,10 @@ pub fn deployment_event(service: &str, action: &str) {
         _ => return,
     };
     counter!(name, "service" => service.to_string()).increment(1);
+}
+
+/// A log message a service wrote past its budget, and that was dropped.
+pub fn log_dropped(service: &str, version: &str) {
+    counter!(LOG_DROPPED, "service" => service.to_string(), "version" => version.to_string())
+        .increment(1);
 }

@@ -317,6 +317,32 @@ impl Host {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// The value of the metric line starting with `series` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// `host:port` the host listens on, for raw TCP clients.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The HTTP client, for requests the helpers do not cover.
     pub fn client(&self) -> &reqwest::Client {
         &self.client

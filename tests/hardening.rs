@@ -1,0 +1,484 @@
+//! The host under attack: hostile clients, hostile guests, bad files. Each
+//! test names a promise that an adversary once broke. End to end, against the
+//! real host.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::{Host, Site, component};
+
+/// Open a raw TCP connection to the host.
+fn connect(host: &Host) -> TcpStream {
+    let stream = TcpStream::connect(host.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// How long until the host closes `stream` (reads return end of file or
+/// a reset), reading and discarding whatever it sends first.
+fn time_until_closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the host kept the connection open: {e}"),
+        }
+    }
+}
+
+/// Send `request` on `stream` and read one response's status line and headers.
+fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "the host hung up");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_clients_are_closed_and_cannot_lock_others_out() {
+    let site = Site::new();
+    let host = site.start_with(&[
+        "--header-timeout-ms",
+        "1000",
+        "--idle-timeout-ms",
+        "3000",
+        "--max-connections",
+        "30",
+    ]);
+
+    // The soft limit on open files is raised to the hard limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", host.pid())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(files[3], files[4], "soft and hard limits differ: {limits}");
+
+    // A client served before the flood keeps being served during it.
+    let mut regular = connect(&host);
+    let healthz = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    assert!(exchange(&mut regular, healthz).starts_with("HTTP/1.1 200"));
+
+    // A connection that drips its request head a byte at a time.
+    let mut dripping = connect(&host);
+    dripping.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if dripping.write_all(b"x").is_err() || started.elapsed() > Duration::from_secs(8) {
+            break started.elapsed();
+        }
+        dripping.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let gone = matches!(dripping.read(&mut byte), Ok(0));
+        dripping.set_nonblocking(false).unwrap();
+        if gone {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        closed < Duration::from_secs(3),
+        "dripping kept open for {closed:?}"
+    );
+
+    // Far more silent connections than the cap allows.
+    let mut silent: Vec<TcpStream> = (0..100).map(|_| connect(&host)).collect();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert!(exchange(&mut regular, healthz).starts_with("HTTP/1.1 200"));
+        assert!(started.elapsed() < Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A connection that sends nothing is closed after the header timeout.
+    let took = time_until_closed(&mut silent[0]);
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+
+    // Once the silent ones are gone, newcomers are served.
+    let started = Instant::now();
+    let mut newcomer = connect(&host);
+    assert!(exchange(&mut newcomer, healthz).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // A keep-alive connection may rest between requests for the idle
+    // timeout, longer than the header timeout, and is closed after it.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(exchange(&mut newcomer, healthz).starts_with("HTTP/1.1 200"));
+    let idle = time_until_closed(&mut newcomer);
+    assert!(
+        idle > Duration::from_millis(2500) && idle < Duration::from_secs(6),
+        "closed after {idle:?} idle"
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_admin_body_gets_408_within_the_request_timeout() {
+    let site = Site::shop();
+    let host = site.start_with(&["--request-timeout-ms", "1000"]);
+    for path in [
+        "/admin/services/goods/versions?version=2.0.0",
+        "/admin/services/goods/activate",
+    ] {
+        let mut stream = connect(&host);
+        let started = Instant::now();
+        let head = exchange(
+            &mut stream,
+            &format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n0123456789"),
+        );
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{path}");
+    }
+    assert_eq!(host.active("goods").await, "1.0.0");
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+/// The reason `service` `version` was rejected, waiting (up to 20 s) for it.
+async fn rejection(host: &Host, service: &str, version: &str) -> String {
+    let entry = host.wait_state(service, version, "rejected").await;
+    entry["reason"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipes_devices_and_endless_files_are_refused_and_freeze_nothing() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    let services = site.services();
+    mkfifo(&services.join("pipe/1.0.0.wasm"));
+    symlink(Path::new("/dev/zero"), &services.join("zero/1.0.0.wasm"));
+    symlink(&component("faulty"), &services.join("linked/1.0.0.wasm"));
+    site.install("piped-settings", "1.0.0", &component("faulty"));
+    mkfifo(&services.join("piped-settings/service.toml"));
+
+    // Before the fix, the pipe kept the host from ever listening.
+    let host = site.start();
+    assert!(
+        rejection(&host, "pipe", "1.0.0")
+            .await
+            .contains("named pipe")
+    );
+    assert!(
+        rejection(&host, "zero", "1.0.0")
+            .await
+            .contains("character device")
+    );
+    let settings = rejection(&host, "piped-settings", "1.0.0").await;
+    assert!(
+        settings.contains("service.toml") && settings.contains("named pipe"),
+        "{settings}"
+    );
+    assert_eq!(
+        host.active("linked").await,
+        "1.0.0",
+        "a link to a regular file is followed"
+    );
+
+    // Dropped while serving: refused, and the others never notice.
+    let rss_before = host.rss_kib();
+    mkfifo(&services.join("late-pipe/1.0.0.wasm"));
+    symlink(
+        Path::new("/dev/zero"),
+        &services.join("late-zero/1.0.0.wasm"),
+    );
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let reply = tokio::time::timeout(Duration::from_secs(2), host.get("/goods"))
+            .await
+            .expect("goods answers while special files are dropped");
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    assert!(
+        rejection(&host, "late-pipe", "1.0.0")
+            .await
+            .contains("named pipe")
+    );
+    assert!(
+        rejection(&host, "late-zero", "1.0.0")
+            .await
+            .contains("character device")
+    );
+    let grown_mib = host.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 100, "the host grew by {grown_mib} MiB");
+    assert_eq!(host.get("/goods").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_cannot_start_never_takes_traffic() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    // A Rust guest's initial memory (its stack alone) is over 1 MiB.
+    site.install("tiny", "1.0.0", &component("goods"));
+    site.settings("tiny", "[limits]\nmemory_mib = 1\n");
+    let host = site.start();
+
+    let reason = rejection(&host, "tiny", "1.0.0").await;
+    assert!(reason.contains("cannot start an instance"), "{reason}");
+    let reply = host.get("/tiny").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.error().contains("cannot start"), "{reply:?}");
+
+    // An upgrade that cannot start is refused, and the old version serves on.
+    site.settings("goods", "[limits]\nmemory_mib = 1\n");
+    site.drop_in(
+        "goods",
+        "1.1.0",
+        &std::fs::read(component("goods")).unwrap(),
+    );
+    let reason = rejection(&host, "goods", "1.1.0").await;
+    assert!(reason.contains("cannot start an instance"), "{reason}");
+    assert_eq!(host.active("goods").await, "1.0.0");
+    assert_eq!(host.get("/goods").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_that_cannot_start_while_serving_count_as_failures_and_fail_over() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.install("faulty", "1.1.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[instances]\nmin = 1\nmax = 8\n[failover]\nthreshold = 3\n",
+    );
+    // Room for three instances in all: the fourth call at once cannot start one.
+    let host = std::sync::Arc::new(site.start_with(&["--pool-instances", "3"]));
+    assert_eq!(host.active("faulty").await, "1.1.0");
+
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.get("/faulty/slow?ms=1500").await })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        let reply = call.await.unwrap();
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                reply.error().contains("cannot start an instance"),
+                "{reply:?}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 3, "{refused} calls could not start an instance");
+    let service = host.service("faulty").await;
+    let failed = service["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "1.1.0")
+        .unwrap();
+    assert!(failed["errors"].as_u64().unwrap() >= 3, "{service}");
+    assert_eq!(failed["state"], "failed", "{service}");
+    host.wait_active("faulty", "1.0.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_cannot_send_bad_statuses_header_floods_or_hop_by_hop_headers() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings("faulty", "[failover]\nenabled = false\n");
+    let host = site.start();
+
+    for code in [99, 600, 999] {
+        let reply = host.get(&format!("/faulty/status?code={code}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{code}");
+        assert!(reply.error().contains(&format!("invalid status {code}")));
+    }
+    let odd = host
+        .client()
+        .get(format!("{}/faulty/status?code=599", host.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status().as_u16(), 599);
+
+    let flood = host.get("/faulty/headers?n=40000").await;
+    assert_eq!(flood.status, StatusCode::BAD_GATEWAY);
+    assert!(flood.error().contains("headers (at most 100"), "{flood:?}");
+    let some = host.get("/faulty/headers?n=50").await;
+    assert_eq!(some.status, StatusCode::OK);
+    assert_eq!(some.header("x-h49"), "v");
+
+    let hop = host.get("/faulty/hop").await;
+    assert_eq!(hop.status, StatusCode::OK);
+    for dropped in ["upgrade", "proxy-connection", "trailer", "x-private"] {
+        assert!(
+            hop.headers.get(dropped).is_none(),
+            "{dropped} reached the client"
+        );
+    }
+    assert_eq!(hop.header("x-kept"), "1");
+    assert_ne!(hop.header("connection"), "x-private, close");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_past_the_call_data_limit_is_a_clear_502() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[limits]\nmemory_mib = 256\n[failover]\nenabled = false\n",
+    );
+    let host = site.start();
+    let big = host.get("/faulty/big?mib=130").await;
+    assert_eq!(big.status, StatusCode::BAD_GATEWAY, "{big:?}");
+    assert!(big.error().contains("128 MiB"), "{big:?}");
+    let fine = host
+        .client()
+        .get(format!("{}/faulty/big?mib=2", host.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), StatusCode::OK);
+    assert_eq!(fine.bytes().await.unwrap().len(), 2 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_flood_the_host_log() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    let host = site.start();
+    // 100 MB of log lines from one request.
+    let reply = host.get("/faulty/log?n=100000&bytes=1000").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // One message far longer than a log line should be.
+    assert_eq!(
+        host.get("/faulty/log?n=1&bytes=1000000").await.status,
+        StatusCode::OK
+    );
+    let log = site.log();
+    assert!(
+        log.len() < 1 << 20,
+        "the host log grew to {} bytes",
+        log.len()
+    );
+    assert!(log.contains("further messages are dropped"), "{log}");
+    assert!(log.contains("bytes, cut)"));
+    let dropped = host
+        .metric(r#"switchyard_log_dropped_total{service="faulty",version="1.0.0"}"#)
+        .await;
+    assert!(dropped > 90_000.0, "{dropped} messages counted as dropped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_weights_past_the_limit_are_refused_and_a_bad_stored_split_is_ignored() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    site.install("goods", "1.1.0", &component("goods"));
+    let host = site.start();
+    for weights in [
+        json!({"1.0.0": 4294967295u32, "1.1.0": 1}),
+        json!({"1.0.0": 10001, "1.1.0": 1}),
+    ] {
+        let reply = host
+            .put("/admin/services/goods/traffic", weights.clone())
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{weights}");
+        assert!(reply.error().contains("10000"), "{reply:?}");
+    }
+    let fine = host
+        .put(
+            "/admin/services/goods/traffic",
+            json!({"1.0.0": 10000, "1.1.0": 1}),
+        )
+        .await;
+    assert_eq!(fine.status, StatusCode::OK, "{fine:?}");
+    for _ in 0..20 {
+        assert_eq!(host.get("/goods").await.status, StatusCode::OK);
+    }
+    host.kill();
+
+    // A split stored by an older host, before weights were checked.
+    let db = rusqlite::Connection::open(site.data().join("store.sqlite")).unwrap();
+    let record: String = db
+        .query_row(
+            "SELECT record FROM deployments WHERE service = 'goods'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    record["traffic"] = json!([["1.0.0", 4294967295u32], ["1.1.0", 1]]);
+    db.execute(
+        "UPDATE deployments SET record = ?1 WHERE service = 'goods'",
+        [record.to_string()],
+    )
+    .unwrap();
+    drop(db);
+    let host = site.start();
+    for _ in 0..20 {
+        assert_eq!(host.get("/goods").await.status, StatusCode::OK);
+    }
+    assert!(site.log().contains("ignoring the stored traffic split"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    site.install("goods", "1.1.0", &component("goods"));
+    let host = site.start_with(&["--admin-token", "s3cret"]);
+    let activate = format!("{}/admin/services/goods/activate", host.base);
+    let reply = host
+        .client()
+        .post(&activate)
+        .header("authorization", "bearer s3cret")
+        .body(r#"{"version":"1.0.0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(host.active("goods").await, "1.0.0");
+    let wrong = host
+        .send(Method::POST, "/admin/services/goods/rollback", None)
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_importing_what_it_exports_is_refused_for_that_reason() {
+    let site = Site::new();
+    site.install("selfish", "1.0.0", &component("self_import"));
+    let host = site.start();
+    let reason = rejection(&host, "selfish", "1.0.0").await;
+    assert!(reason.contains("which it exports itself"), "{reason}");
+}
