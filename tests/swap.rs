@@ -202,7 +202,7 @@ async fn bad_components_are_refused_with_a_reason_while_the_old_version_serves()
             vec![
                 "breaks orders 1.0.0",
                 "catalog@1.0.0#release",
-                "catalog@1.0.0#reserve with a different type",
+                "catalog@1.0.0#hold with a different type",
             ],
         ),
     ];

@@ -14,6 +14,8 @@
 //! - [`store`]: durable data: the services' key-value data and the
 //!   registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
+//! - [`recovery`]: letting services finish or undo work a crash left
+//!   half-done.
 //! - [`watcher`]: noticing files added, replaced or removed while serving.
 //! - [`files`]: reading what sits in the services folder without ever
 //!   blocking on a pipe, a device or an endless file.
@@ -26,6 +28,7 @@ pub mod files;
 pub mod gateway;
 pub mod loader;
 pub mod platform;
+pub mod recovery;
 pub mod registry;
 pub mod runtime;
 pub mod server;
@@ -92,6 +95,8 @@ pub async fn serve(settings: Settings) -> Result<()> {
     });
     loader.load_all().await?;
     let _watcher = watcher::watch(loader.clone())?;
+    recovery::recover_all(&registry).await;
+    tokio::spawn(recovery::run(Arc::downgrade(&registry)));
 
     let app = gateway::router(Arc::new(gateway::Gateway {
         registry,

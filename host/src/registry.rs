@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::balance::{HashKey, InstancePool};
 use crate::compat;
-use crate::platform::HANDLER_INTERFACE;
 use crate::runtime::{CallError, InterfaceUse, Provider};
 use crate::store::DeploymentStore;
 use crate::telemetry;
@@ -80,7 +79,7 @@ impl LoadedVersion {
     pub fn service_exports(&self) -> impl Iterator<Item = &InterfaceUse> {
         self.exports
             .iter()
-            .filter(|e| e.name != HANDLER_INTERFACE && e.provider() == Provider::Service)
+            .filter(|e| e.provider() == Provider::Service)
     }
 
     /// Count one call served (an HTTP request, or a call from another service),

@@ -167,7 +167,8 @@ fn platform_view(state: &mut ServiceState) -> PlatformView<'_> {
 pub enum Provider {
     /// wasmtime-wasi: clocks, random, and closed stdio, files and sockets.
     WasiSystem,
-    /// This host's platform interfaces.
+    /// This host's platform interfaces (imported), or the entry points the
+    /// host calls (exported: the handler, recovery).
     Platform,
     /// Another service.
     Service,
@@ -202,7 +203,8 @@ impl FunctionUse {
 
 impl InterfaceUse {
     pub fn provider(&self) -> Provider {
-        if platform::INTERFACES.contains(&self.name.as_str()) {
+        let name = self.name.as_str();
+        if platform::INTERFACES.contains(&name) || platform::ENTRY_POINTS.contains(&name) {
             Provider::Platform
         } else if WASI_SYSTEM_PREFIXES
             .iter()

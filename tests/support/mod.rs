@@ -375,6 +375,15 @@ impl Host {
         panic!("the host did not exit");
     }
 
+    /// Send SIGKILL, as a crash would, while clients may still hold the host.
+    pub fn crash(&self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Stop the host abruptly, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -4,9 +4,16 @@
 //! `GET /{id}` reads, `PATCH /{id}` changes name, price or stock.
 //! Other services use the typed `switchyard:shop/catalog` interface, whose stock
 //! reservations are atomic (compare-and-swap), so concurrent orders never oversell.
+//!
+//! A hold (one order line, say) is kept in the goods record itself, next to
+//! the stock it took: taking the stock and recording who took it are one
+//! write, so a crash can never separate them, and every hold step can be
+//! retried safely.
 
 use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, query_u32, require_text, segments};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 guest_common::service_bindings!("switchyard:shop/goods");
@@ -18,12 +25,32 @@ use exports::switchyard::shop::catalog::{Goods as CatalogGoods, Guest as Catalog
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
+/// Goods as clients see them; `stock` is what can still be ordered.
 #[derive(Serialize, Deserialize, Clone)]
 struct Goods {
     id: String,
     name: String,
     price_cents: u64,
     stock: u32,
+}
+
+/// Goods as stored: the goods and the holds on their stock.
+#[derive(Serialize, Deserialize, Clone)]
+struct Record {
+    #[serde(flatten)]
+    goods: Goods,
+    /// Hold id → units taken out of `stock` for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    holds: BTreeMap<String, u32>,
+}
+
+impl Record {
+    fn new(goods: Goods) -> Record {
+        Record {
+            goods,
+            holds: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,13 +122,13 @@ fn create(body: &[u8]) -> Outcome {
         price_cents: new.price_cents,
         stock: new.stock,
     };
-    goods_table()?.insert(&goods.id, &goods)?;
+    goods_table()?.insert(&goods.id, &Record::new(goods.clone()))?;
     Ok(Reply::json(201, &goods))
 }
 
 fn read(id: &str) -> Outcome {
-    match goods_table()?.get::<Goods>(id)? {
-        Some(goods) => Ok(Reply::json(200, &goods)),
+    match goods_table()?.get::<Record>(id)? {
+        Some(record) => Ok(Reply::json(200, &record.goods)),
         None => Err(Reply::not_found("goods", id)),
     }
 }
@@ -119,11 +146,12 @@ fn list(query: &str) -> Outcome {
 }
 
 fn page(offset: u32, limit: u32) -> Result<Vec<Goods>, StoreError> {
-    let all: Vec<Goods> = goods_table()?.all()?;
+    let all: Vec<Record> = goods_table()?.all()?;
     Ok(all
         .into_iter()
         .skip(offset as usize)
         .take(limit as usize)
+        .map(|record| record.goods)
         .collect())
 }
 
@@ -140,16 +168,17 @@ fn change(id: &str, body: &[u8]) -> Outcome {
         .as_deref()
         .map(|n| require_text("name", n))
         .transpose()?;
-    let updated = goods_table()?.update(id, |mut goods: Goods| {
+    let updated = goods_table()?.update(id, |mut record: Record| {
+        let goods = &mut record.goods;
         if let Some(name) = &name {
             goods.name = name.clone();
         }
         goods.price_cents = change.price_cents.unwrap_or(goods.price_cents);
         goods.stock = change.stock.unwrap_or(goods.stock);
-        Ok::<_, Reply>(goods)
+        Ok::<_, Reply>(record)
     })?;
     match updated {
-        Some(goods) => Ok(Reply::json(200, &goods)),
+        Some(record) => Ok(Reply::json(200, &record.goods)),
         None => Err(Reply::not_found("goods", id)),
     }
 }
@@ -173,38 +202,45 @@ impl From<StoreError> for StockError {
     }
 }
 
-/// Move `qty` units in (`release`) or out (`reserve`) of stock atomically.
-fn adjust_stock(id: &str, qty: u32, release: bool) -> Result<CatalogGoods, StockError> {
+/// Change the record of goods `id` atomically with `change`; the goods as
+/// they are after it.
+fn change_stock(
+    id: &str,
+    change: impl FnMut(Record) -> Result<Record, StockError>,
+) -> Result<CatalogGoods, StockError> {
+    goods_table()?
+        .update(id, change)?
+        .map(|record| record.goods.into())
+        .ok_or_else(|| StockError::NotFound(id.to_string()))
+}
+
+fn take(goods: &mut Goods, qty: u32) -> Result<(), StockError> {
     if qty == 0 {
         return Err(StockError::InvalidQuantity(qty));
     }
-    let updated = goods_table()?.update(id, |mut goods: Goods| {
-        goods.stock = if release {
-            goods
-                .stock
-                .checked_add(qty)
-                .ok_or(StockError::InvalidQuantity(qty))?
-        } else {
-            goods
-                .stock
-                .checked_sub(qty)
-                .ok_or(StockError::Insufficient(goods.stock))?
-        };
-        Ok::<_, StockError>(goods)
-    })?;
-    updated
-        .map(Into::into)
-        .ok_or_else(|| StockError::NotFound(id.to_string()))
+    goods.stock = goods
+        .stock
+        .checked_sub(qty)
+        .ok_or(StockError::Insufficient(goods.stock))?;
+    Ok(())
+}
+
+fn put_back(goods: &mut Goods, qty: u32) -> Result<(), StockError> {
+    goods.stock = goods
+        .stock
+        .checked_add(qty)
+        .ok_or(StockError::InvalidQuantity(qty))?;
+    Ok(())
 }
 
 impl Catalog for Service {
     fn get(id: String) -> Option<CatalogGoods> {
         goods_table()
             .ok()?
-            .get::<Goods>(&id)
+            .get::<Record>(&id)
             .ok()
             .flatten()
-            .map(Into::into)
+            .map(|record| record.goods.into())
     }
 
     fn list(offset: u32, limit: u32) -> Vec<CatalogGoods> {
@@ -214,14 +250,55 @@ impl Catalog for Service {
     }
 
     fn reserve(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
-        if cfg!(feature = "fixture-panic") {
-            panic!("goods built as the fixture-panic test fixture cannot reserve stock");
-        }
-        adjust_stock(&id, qty, false)
+        panic_if_fixture();
+        change_stock(&id, |mut record| {
+            take(&mut record.goods, qty)?;
+            Ok(record)
+        })
     }
 
     fn release(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
-        adjust_stock(&id, qty, true)
+        if qty == 0 {
+            return Err(StockError::InvalidQuantity(qty));
+        }
+        change_stock(&id, |mut record| {
+            put_back(&mut record.goods, qty)?;
+            Ok(record)
+        })
+    }
+
+    fn hold(hold_id: String, id: String, qty: u32) -> Result<CatalogGoods, StockError> {
+        panic_if_fixture();
+        change_stock(&id, |mut record| {
+            if !record.holds.contains_key(&hold_id) {
+                take(&mut record.goods, qty)?;
+                record.holds.insert(hold_id.clone(), qty);
+            }
+            Ok(record)
+        })
+    }
+
+    fn release_hold(hold_id: String, id: String) -> Result<CatalogGoods, StockError> {
+        change_stock(&id, |mut record| {
+            if let Some(qty) = record.holds.remove(&hold_id) {
+                put_back(&mut record.goods, qty)?;
+            }
+            Ok(record)
+        })
+    }
+
+    fn settle_hold(hold_id: String, id: String) -> Result<CatalogGoods, StockError> {
+        change_stock(&id, |mut record| {
+            record.holds.remove(&hold_id);
+            Ok(record)
+        })
+    }
+}
+
+/// Built as the fixture-panic test fixture, goods cannot take stock.
+fn panic_if_fixture() {
+    if cfg!(feature = "fixture-panic") {
+        panic!("goods built as the fixture-panic test fixture cannot reserve stock");
     }
 }
 

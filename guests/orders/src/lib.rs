@@ -4,9 +4,25 @@
 //! `GET /{id}` reads, `POST /{id}/pay`, `/ship`, `/cancel` move it along:
 //! created → paid → shipped, created → cancelled, paid → cancelled.
 //!
-//! It checks the user through `switchyard:shop/directory` and reserves stock
+//! It checks the user through `switchyard:shop/directory` and holds stock
 //! through `switchyard:shop/catalog`, all-or-nothing: when one item fails, the
-//! items already reserved are released. Cancelling releases the stock.
+//! items already held are released. Cancelling releases the stock, shipping
+//! settles it.
+//!
+//! Placing, cancelling and shipping span two services with no transaction
+//! between them, so each is a saga: its intent is written first (a `sagas`
+//! entry naming the order and its lines, and for a placement a `pending`
+//! order), every step on goods is a hold keyed by order and line (safe to
+//! repeat), and the intent is removed only when every step is done. A crash or
+//! a trap halfway leaves the intent behind; `recover` (called by the host at
+//! start-up and then periodically) finds intents older than any request can
+//! run and finishes or undoes them by the order's status: a pending order is
+//! undone (its holds released, the order removed: the client never got its
+//! 201), a cancelled one has its holds released, a shipped one settled.
+//! So every unit held belongs to an order that exists, and
+//! stock = initial − Σ qty of the orders not cancelled.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, query_param, segments};
@@ -15,6 +31,7 @@ use serde::{Deserialize, Serialize};
 guest_common::service_bindings!("switchyard:shop/orders");
 
 use exports::switchyard::platform::handler::Request;
+use exports::switchyard::platform::recovery::Guest as Recovery;
 use switchyard::shop::catalog::{self, StockError};
 use switchyard::shop::directory;
 
@@ -24,6 +41,9 @@ const MAX_ITEMS: usize = 100;
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
 enum Status {
+    /// Being placed: stock is being held. Never answered to the client as
+    /// placed; recovery undoes it if its placement stopped halfway.
+    Pending,
     Created,
     Paid,
     Shipped,
@@ -33,6 +53,7 @@ enum Status {
 impl Status {
     fn name(self) -> &'static str {
         match self {
+            Status::Pending => "pending",
             Status::Created => "created",
             Status::Paid => "paid",
             Status::Shipped => "shipped",
@@ -48,6 +69,42 @@ struct Order {
     items: Vec<Line>,
     total_cents: u64,
     status: Status,
+    /// Whether its stock is held per line (`hold`); orders placed before
+    /// holds existed moved stock with `reserve` and `release`.
+    #[serde(default)]
+    holds: bool,
+}
+
+/// An order as clients see it.
+#[derive(Serialize)]
+struct OrderView<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    items: &'a [Line],
+    total_cents: u64,
+    status: Status,
+}
+
+impl<'a> From<&'a Order> for OrderView<'a> {
+    fn from(order: &'a Order) -> Self {
+        OrderView {
+            id: &order.id,
+            user_id: &order.user_id,
+            items: &order.items,
+            total_cents: order.total_cents,
+            status: order.status,
+        }
+    }
+}
+
+/// The intent of a saga on one order, written before its first step and
+/// removed after its last.
+#[derive(Serialize, Deserialize)]
+struct Saga {
+    /// The order's lines, for when the order itself was never written.
+    lines: Vec<Line>,
+    /// When it began, in ms since the Unix epoch.
+    started_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -73,6 +130,41 @@ struct NewLine {
 
 fn orders_table() -> Result<Table, StoreError> {
     Table::open("orders")
+}
+
+fn sagas_table() -> Result<Table, StoreError> {
+    Table::open("sagas")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The hold of line `index` of order `order_id`.
+fn hold_id(order_id: &str, index: usize) -> String {
+    format!("{order_id}#{index}")
+}
+
+/// Record the intent of a saga on `order_id`; a 409 when another one is
+/// under way on the same order.
+fn begin_saga(order_id: &str, lines: &[Line]) -> Result<(), Reply> {
+    let saga = Saga {
+        lines: lines.to_vec(),
+        started_ms: now_ms(),
+    };
+    sagas_table()?.insert(order_id, &saga).map_err(|_| {
+        Reply::error(
+            409,
+            format!("order {order_id:?} is being changed; try again"),
+        )
+    })
+}
+
+/// Every step of the saga on `order_id` is done.
+fn end_saga(order_id: &str) -> Result<(), StoreError> {
+    sagas_table()?.delete(order_id).map(|_| ())
 }
 
 struct Service;
@@ -101,7 +193,7 @@ fn route(request: &Request) -> Outcome {
 
 fn read(id: &str) -> Outcome {
     match orders_table()?.get::<Order>(id)? {
-        Some(order) => Ok(Reply::json(200, &order)),
+        Some(order) => Ok(Reply::json(200, &OrderView::from(&order))),
         None => Err(Reply::not_found("order", id)),
     }
 }
@@ -113,7 +205,8 @@ fn list(query: &str) -> Outcome {
         .into_iter()
         .filter(|o| user.as_ref().is_none_or(|u| &o.user_id == u))
         .collect();
-    Ok(Reply::json(200, &orders))
+    let views: Vec<OrderView> = orders.iter().map(OrderView::from).collect();
+    Ok(Reply::json(200, &views))
 }
 
 fn place(body: &[u8]) -> Outcome {
@@ -140,50 +233,89 @@ fn place(body: &[u8]) -> Outcome {
         ));
     }
 
-    let mut reserved: Vec<Line> = Vec::new();
-    let outcome = reserve_all(&new.items, &mut reserved).and_then(|total_cents| {
-        let order = Order {
-            id: next_id("o")?,
-            user_id: new.user_id.clone(),
-            items: std::mem::take(&mut reserved),
-            total_cents,
-            status: Status::Created,
-        };
-        match orders_table().and_then(|t| t.insert(&order.id, &order)) {
-            Ok(()) => Ok(order),
-            Err(e) => {
-                reserved = order.items;
-                Err(e.into())
-            }
-        }
-    });
-    match outcome {
-        Ok(order) => Ok(Reply::json(201, &order)),
+    let lines: Vec<Line> = new
+        .items
+        .iter()
+        .map(|l| Line {
+            goods_id: l.goods_id.clone(),
+            qty: l.qty,
+            price_cents: 0,
+        })
+        .collect();
+    let id = next_id("o")?;
+    begin_saga(&id, &lines)?;
+    let pending = Order {
+        id: id.clone(),
+        user_id: new.user_id.clone(),
+        items: lines,
+        total_cents: 0,
+        status: Status::Pending,
+        holds: true,
+    };
+    orders_table()?.insert(&id, &pending)?;
+    let held = match hold_all(&pending) {
+        Ok(held) => held,
         Err(reply) => {
-            release_all(&reserved);
-            Err(reply)
+            undo_placement(&pending)?;
+            return Err(reply);
         }
-    }
+    };
+    let placed = orders_table()?.update(&id, |mut order: Order| {
+        order.items = held.lines.clone();
+        order.total_cents = held.total_cents;
+        order.status = Status::Created;
+        Ok::<_, Reply>(order)
+    })?;
+    let Some(placed) = placed else {
+        return Err(Reply::error(
+            503,
+            format!("order {id:?} vanished while placed"),
+        ));
+    };
+    // The order is placed and durable; a leftover intent only costs recovery
+    // a look.
+    let _ = end_saga(&id);
+    Ok(Reply::json(201, &OrderView::from(&placed)))
 }
 
-/// Reserve every line, recording each success in `reserved`; the order total.
-fn reserve_all(items: &[NewLine], reserved: &mut Vec<Line>) -> Result<u64, Reply> {
-    let mut total: u64 = 0;
-    for line in items {
-        let goods = catalog::reserve(&line.goods_id, line.qty)
+/// The lines as held, with their prices, and the order total.
+struct Held {
+    lines: Vec<Line>,
+    total_cents: u64,
+}
+
+/// Hold every line of `order`; on a failure, the reply to give (the lines
+/// held so far stay held until [`undo_placement`]).
+fn hold_all(order: &Order) -> Result<Held, Reply> {
+    let mut held = Held {
+        lines: Vec::new(),
+        total_cents: 0,
+    };
+    for (index, line) in order.items.iter().enumerate() {
+        let goods = catalog::hold(&hold_id(&order.id, index), &line.goods_id, line.qty)
             .map_err(|e| stock_reply(&line.goods_id, line.qty, e))?;
-        reserved.push(Line {
+        held.lines.push(Line {
             goods_id: line.goods_id.clone(),
             qty: line.qty,
             price_cents: goods.price_cents,
         });
-        total = goods
+        held.total_cents = goods
             .price_cents
             .checked_mul(u64::from(line.qty))
-            .and_then(|cost| total.checked_add(cost))
+            .and_then(|cost| held.total_cents.checked_add(cost))
             .ok_or_else(|| Reply::error(422, "the order total is too large"))?;
     }
-    Ok(total)
+    Ok(held)
+}
+
+/// Undo a placement that did not complete: release its holds, then forget
+/// the order and the intent. When a release fails, both stay, for recovery.
+fn undo_placement(order: &Order) -> Result<(), StoreError> {
+    if release_holds(&order.id, &order.items) {
+        orders_table()?.delete(&order.id)?;
+        end_saga(&order.id)?;
+    }
+    Ok(())
 }
 
 fn stock_reply(goods_id: &str, qty: u32, e: StockError) -> Reply {
@@ -200,8 +332,41 @@ fn stock_reply(goods_id: &str, qty: u32, e: StockError) -> Reply {
     }
 }
 
-/// Put reserved stock back. A failure is logged: the order is already void.
-fn release_all(lines: &[Line]) {
+/// Release the holds of `lines` of order `order_id`; whether all were.
+/// Releasing is safe to repeat, and goods that no longer exist hold nothing.
+fn release_holds(order_id: &str, lines: &[Line]) -> bool {
+    each_hold(order_id, lines, "release", catalog::release_hold)
+}
+
+/// Settle the holds of a shipped order; whether all were.
+fn settle_holds(order_id: &str, lines: &[Line]) -> bool {
+    each_hold(order_id, lines, "settle", catalog::settle_hold)
+}
+
+fn each_hold(
+    order_id: &str,
+    lines: &[Line],
+    what: &str,
+    step: fn(&str, &str) -> Result<catalog::Goods, StockError>,
+) -> bool {
+    let mut all = true;
+    for (index, line) in lines.iter().enumerate() {
+        match step(&hold_id(order_id, index), &line.goods_id) {
+            Ok(_) | Err(StockError::NotFound(_)) => {}
+            Err(e) => {
+                all = false;
+                guest_common::log_info(
+                    "orders",
+                    &format!("could not {what} hold {index} of order {order_id}: {e:?}"),
+                );
+            }
+        }
+    }
+    all
+}
+
+/// Put the stock of an order placed before holds existed back.
+fn release_unheld(lines: &[Line]) {
     for line in lines {
         if let Err(e) = catalog::release(&line.goods_id, line.qty) {
             guest_common::log_info(
@@ -218,7 +383,11 @@ fn transition(id: &str, action: &str) -> Outcome {
         "ship" => Status::Shipped,
         _ => Status::Cancelled,
     };
-    let mut released_lines = Vec::new();
+    // Cancelling and shipping change goods too: they are sagas.
+    let saga = target != Status::Paid;
+    if saga {
+        begin_saga(id, &[])?;
+    }
     let updated = orders_table()?.update(id, |mut order: Order| {
         let allowed = matches!(
             (order.status, target),
@@ -236,18 +405,73 @@ fn transition(id: &str, action: &str) -> Outcome {
             ));
         }
         order.status = target;
-        released_lines = order.items.clone();
         Ok(order)
-    })?;
-    let Some(order) = updated else {
-        return Err(Reply::not_found("order", id));
+    });
+    let order = match updated {
+        Ok(Some(order)) => order,
+        refused => {
+            if saga {
+                end_saga(id)?;
+            }
+            return match refused {
+                Ok(_) => Err(Reply::not_found("order", id)),
+                Err(reply) => Err(reply),
+            };
+        }
     };
-    // Only the write that moved the order to cancelled gets here with that
-    // target, so the stock is released exactly once.
-    if target == Status::Cancelled {
-        release_all(&released_lines);
+    if saga && finish_steps(&order) {
+        end_saga(id)?;
     }
-    Ok(Reply::json(200, &order))
+    Ok(Reply::json(200, &OrderView::from(&order)))
+}
+
+/// Do what `order`'s status asks of goods after a saga on it; whether all
+/// of it is done (else the intent stays, for recovery to finish).
+fn finish_steps(order: &Order) -> bool {
+    match order.status {
+        Status::Cancelled if order.holds => release_holds(&order.id, &order.items),
+        Status::Cancelled => {
+            release_unheld(&order.items);
+            true
+        }
+        Status::Shipped if order.holds => settle_holds(&order.id, &order.items),
+        _ => true,
+    }
+}
+
+impl Recovery for Service {
+    fn recover(grace_ms: u64) {
+        if let Err(e) = recover_older_than(grace_ms) {
+            guest_common::log_info("orders", &format!("recovery stopped: {}", e.0));
+        }
+    }
+}
+
+/// Finish or undo every saga that began more than `grace_ms` ago.
+fn recover_older_than(grace_ms: u64) -> Result<(), StoreError> {
+    let sagas = sagas_table()?;
+    let orders = orders_table()?;
+    let now = now_ms();
+    for id in sagas.keys()? {
+        let Some(saga) = sagas.get::<Saga>(&id)? else {
+            continue;
+        };
+        if now.saturating_sub(saga.started_ms) < grace_ms {
+            continue;
+        }
+        let done = match orders.get::<Order>(&id)? {
+            None => release_holds(&id, &saga.lines),
+            Some(order) if order.status == Status::Pending => {
+                release_holds(&id, &order.items) && orders.delete(&id).is_ok()
+            }
+            Some(order) => finish_steps(&order),
+        };
+        if done {
+            sagas.delete(&id)?;
+            guest_common::log_info("orders", &format!("recovered order {id}"));
+        }
+    }
+    Ok(())
 }
 
 export!(Service);
