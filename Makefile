@@ -32,7 +32,7 @@ test: setup build-guests
 bench: setup build-guests
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
 	$(CARGO) build --release -p switchyard --example native_goods
-	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance
+	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness
 
 lint: setup
 	$(CARGO) fmt --all -- --check

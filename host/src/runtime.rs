@@ -30,8 +30,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::platform::{self, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler};
 
 /// How often the epoch advances. Every tick, a running guest yields to the async
-/// executor, so a long computation delays other requests by at most this much.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// executor, so a long computation delays other requests by at most this much
+/// per guest ahead of them on a worker (a yield costs about a microsecond;
+/// 10 ms let four computing guests push other services' p99 to 25 ms, 2 ms
+/// keeps it near 6 ms: see BENCHMARKS.md, fairness). Deadlines are checked at
+/// each tick too.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// The most linear memory any instance may be given (a service's own cap,
 /// `limits.memory_mib`, is at most this): the size of one pooled memory slot.
