@@ -91,6 +91,7 @@ async fn instantiation_time() -> serde_json::Value {
             "1.0.0".into(),
             store.clone(),
             Default::default(),
+            Default::default(),
         )
     };
     // Warm the pooling allocator's slots first, as a running host has.

@@ -24,7 +24,7 @@ use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Registry, VersionEntry, now_ms,
 };
 use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
-use crate::store::KeyValueStore;
+use crate::store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
 
 /// The largest component accepted, from a file or an upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -62,6 +62,7 @@ pub struct ServiceSettings {
     pub instances: InstanceSettings,
     pub limits: LimitSettings,
     pub failover: FailoverSettings,
+    pub storage: StorageSettings,
     /// Values the service reads through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
 }
@@ -128,6 +129,46 @@ impl Default for FailoverSettings {
             threshold: 5,
             window_ms: 10_000,
         }
+    }
+}
+
+/// `[storage]`: what the service may keep in the key-value store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// The largest value one key may hold.
+    pub max_value_bytes: usize,
+    /// Keys across all the service's buckets.
+    pub max_keys: u64,
+    /// Bytes of keys and values across all its buckets.
+    pub max_bytes: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        let quota = Quota::default();
+        StorageSettings {
+            max_value_bytes: quota.max_value_bytes,
+            max_keys: quota.max_keys,
+            max_bytes: quota.max_bytes,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// The quota these settings ask for, or what is wrong with them.
+    fn quota(&self) -> Result<Quota> {
+        if self.max_value_bytes == 0 || self.max_value_bytes > MAX_VALUE_CEILING {
+            bail!("[storage] max_value_bytes must be from 1 to {MAX_VALUE_CEILING}");
+        }
+        if self.max_keys == 0 || self.max_bytes == 0 {
+            bail!("[storage] max_keys and max_bytes must be at least 1");
+        }
+        Ok(Quota {
+            max_value_bytes: self.max_value_bytes,
+            max_keys: self.max_keys,
+            max_bytes: self.max_bytes,
+        })
     }
 }
 
@@ -430,9 +471,19 @@ impl Loader {
             .transpose()
             .map_err(anyhow::Error::msg)?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
+        let quota = settings
+            .storage
+            .quota()
+            .with_context(|| format!("services/{service}/service.toml"))?;
         let config = Arc::new(settings.config);
         let platform = Box::new(move || {
-            Platform::new(name.clone(), ver.clone(), store.clone(), config.clone())
+            Platform::new(
+                name.clone(),
+                ver.clone(),
+                store.clone(),
+                config.clone(),
+                quota,
+            )
         });
         let pool = InstancePool::new(self.runtime.clone(), pre, platform, export_indices, policy);
         pool.try_start()

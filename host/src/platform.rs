@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::store::{KeyValueStore, Namespace, StoreError};
+use crate::store::{KeyValueStore, Namespace, Quota, StoreError};
 use crate::telemetry;
 
 mod bindings {
@@ -63,6 +63,8 @@ pub struct Platform {
     pub store: Arc<dyn KeyValueStore>,
     /// The `[config]` table of the service's `service.toml`.
     pub config: Arc<BTreeMap<String, String>>,
+    /// What the service may keep (`[storage]` of its `service.toml`).
+    pub quota: Quota,
     /// Log bytes the call in progress may still write.
     log_budget: usize,
     /// Messages the call in progress could not log.
@@ -75,12 +77,14 @@ impl Platform {
         version: String,
         store: Arc<dyn KeyValueStore>,
         config: Arc<BTreeMap<String, String>>,
+        quota: Quota,
     ) -> Platform {
         Platform {
             service,
             version,
             store,
             config,
+            quota,
             log_budget: LOG_BYTES_PER_CALL,
             log_dropped: 0,
         }
@@ -190,7 +194,7 @@ impl store::HostBucket for PlatformView<'_> {
         Ok(self
             .platform
             .store
-            .set(&ns, &key, &value)
+            .set(&ns, &key, &value, &self.platform.quota)
             .map_err(guest_error))
     }
 
@@ -248,7 +252,7 @@ impl atomics::Host for PlatformView<'_> {
         Ok(self
             .platform
             .store
-            .increment(&ns, &key, delta)
+            .increment(&ns, &key, delta, &self.platform.quota)
             .map_err(guest_error))
     }
 }
@@ -267,7 +271,7 @@ impl keyvalue_cas::Host for PlatformView<'_> {
         Ok(self
             .platform
             .store
-            .compare_and_swap(&ns, &key, expected.as_deref(), &new)
+            .compare_and_swap(&ns, &key, expected.as_deref(), &new, &self.platform.quota)
             .map_err(guest_error))
     }
 }

@@ -6,10 +6,10 @@
 //! [`Namespace`] always names the owning service: nothing here lets one service
 //! reach another's keys.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, TryLockError};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The longest key a service may use, in bytes: keys are identifiers, not data.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -23,6 +23,28 @@ pub struct Namespace {
     pub bucket: String,
 }
 
+/// What one service may keep: the size of one value, and how many keys and
+/// bytes (keys and values together, across its buckets) in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub max_value_bytes: usize,
+    pub max_keys: u64,
+    pub max_bytes: u64,
+}
+
+/// The largest value a service may be allowed (`[storage] max_value_bytes`).
+pub const MAX_VALUE_CEILING: usize = 64 << 20;
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            max_value_bytes: 1 << 20,
+            max_keys: 1_000_000,
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
 /// A failure of the store; its message is shown to the guest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +52,14 @@ pub enum StoreError {
     Backend(#[from] rusqlite::Error),
     #[error("key is longer than {MAX_KEY_BYTES} bytes")]
     KeyTooLong,
+    #[error("the value is {size} bytes; the limit is {limit} ([storage] max_value_bytes)")]
+    ValueTooLarge { size: usize, limit: usize },
+    #[error("the service's storage quota is full: {used} of {limit} {what} ([storage] max_{what})")]
+    QuotaExceeded {
+        what: &'static str,
+        used: u64,
+        limit: u64,
+    },
     #[error("value under {0:?} is not a decimal counter")]
     NotACounter(String),
     #[error("counter {0:?} would overflow")]
@@ -42,16 +72,24 @@ pub struct KeyPage {
     pub cursor: Option<u64>,
 }
 
-/// The operations the platform's key-value imports need. Every call is atomic.
+/// The operations the platform's key-value imports need. Every call is
+/// atomic; writes keep within the service's [`Quota`].
 pub trait KeyValueStore: Send + Sync {
     fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn set(&self, ns: &Namespace, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn set(&self, ns: &Namespace, key: &str, value: &[u8], quota: &Quota)
+    -> Result<(), StoreError>;
     fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError>;
     fn exists(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError>;
     /// Keys in ascending order, starting `cursor` keys in.
     fn list_keys(&self, ns: &Namespace, cursor: u64) -> Result<KeyPage, StoreError>;
     /// Add `delta` to the decimal counter under `key` (absent counts as 0).
-    fn increment(&self, ns: &Namespace, key: &str, delta: u64) -> Result<u64, StoreError>;
+    fn increment(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        delta: u64,
+        quota: &Quota,
+    ) -> Result<u64, StoreError>;
     /// Write `new` if the current value equals `expected` (`None`: absent).
     fn compare_and_swap(
         &self,
@@ -59,6 +97,7 @@ pub trait KeyValueStore: Send + Sync {
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
+        quota: &Quota,
     ) -> Result<bool, StoreError>;
 }
 
@@ -70,61 +109,168 @@ pub trait DeploymentStore: Send + Sync {
     fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
 }
 
+/// Values larger than this are written off the async workers.
+const LARGE_VALUE: usize = 64 << 10;
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 8;
+
 /// The embedded default: one SQLite database file under the data directory.
 ///
-/// One connection behind a mutex: every operation is a short statement, so
-/// serialising them costs less than a pool would, and it makes each
-/// read-modify-write trivially atomic within this process. `BEGIN IMMEDIATE`
-/// keeps them atomic against other processes on the same file too.
+/// SQLite in WAL mode lets readers work while one writer writes, so reads
+/// take a connection of their own from a small pool and never wait for a
+/// write, whoever makes it; writes share one connection. A write that would
+/// wait for that connection, or that carries a large value, hands the async
+/// worker's other tasks to another thread first (`block_in_place`), so that
+/// one service's large or queued writes stall no one else. `BEGIN IMMEDIATE`
+/// keeps read-modify-writes atomic against other processes on the file too.
+///
+/// Each service's use (keys, bytes) is kept by triggers in the `usage` table,
+/// in the same transaction as the write, so quotas cost one row read.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // WAL + NORMAL: a committed write survives a crash of the process; only a
         // power loss can take the last transactions back.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS kv (
-                service TEXT NOT NULL,
-                bucket  TEXT NOT NULL,
-                key     TEXT NOT NULL,
-                value   BLOB NOT NULL,
-                PRIMARY KEY (service, bucket, key)
-            ) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS deployments (
-                service TEXT PRIMARY KEY,
-                record  TEXT NOT NULL
-            );",
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let counted: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'usage'",
+            [],
+            |row| row.get(0),
         )?;
+        tx.execute_batch(SCHEMA)?;
+        if !counted {
+            // A store written before usage was counted: count it once.
+            tx.execute(
+                &format!(
+                    "INSERT INTO usage (service, keys, bytes)
+                     SELECT service, count(*), sum({ENTRY_BYTES}) FROM kv AS new GROUP BY service"
+                ),
+                [],
+            )?;
+        }
+        tx.commit()?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            writer: Mutex::new(conn),
+            readers: Mutex::default(),
         })
     }
 
     /// Write everything in the write-ahead log into the database file, so
     /// that the file alone holds all data (on a clean shutdown).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.with(|conn| {
+        self.write(false, |conn| {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })
     }
 
-    fn with<R>(
+    /// Run `f` on the write connection; `large` when it carries a large value.
+    fn write<R>(
         &self,
+        large: bool,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         // A panic while holding the lock cannot leave SQLite half-written (each
         // operation is one statement or transaction), so a poisoned lock is usable.
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+        if !large {
+            let now = match self.writer.try_lock() {
+                Ok(conn) => Some(conn),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut conn) = now {
+                return f(&mut conn);
+            }
+        }
+        off_worker(|| {
+            let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+    }
+
+    /// Run `f` on a read connection of its own.
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn
+            }
+        };
+        let outcome = f(&conn);
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        outcome
     }
 }
+
+/// Run `f`, which may wait, without holding up the async worker it runs on:
+/// the worker's other tasks move to another thread meanwhile.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// What one row of `kv` counts for against a quota: its key and its value.
+const ENTRY_BYTES: &str = "length(CAST(new.key AS BLOB)) + length(new.value)";
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS kv (
+        service TEXT NOT NULL,
+        bucket  TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        value   BLOB NOT NULL,
+        PRIMARY KEY (service, bucket, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS deployments (
+        service TEXT PRIMARY KEY,
+        record  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS usage (
+        service TEXT PRIMARY KEY,
+        keys    INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL
+    );
+    CREATE TRIGGER IF NOT EXISTS kv_counted_insert AFTER INSERT ON kv BEGIN
+        INSERT INTO usage (service, keys, bytes)
+        VALUES (new.service, 1, length(CAST(new.key AS BLOB)) + length(new.value))
+        ON CONFLICT (service) DO UPDATE
+        SET keys = keys + 1, bytes = bytes + excluded.bytes;
+    END;
+    CREATE TRIGGER IF NOT EXISTS kv_counted_update AFTER UPDATE OF value ON kv BEGIN
+        UPDATE usage SET bytes = bytes - length(old.value) + length(new.value)
+        WHERE service = new.service;
+    END;
+    CREATE TRIGGER IF NOT EXISTS kv_counted_delete AFTER DELETE ON kv BEGIN
+        UPDATE usage SET keys = keys - 1,
+            bytes = bytes - length(CAST(old.key AS BLOB)) - length(old.value)
+        WHERE service = old.service;
+    END;
+";
 
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_BYTES {
@@ -132,6 +278,56 @@ fn check_key(key: &str) -> Result<(), StoreError> {
     } else {
         Ok(())
     }
+}
+
+fn check_value(value: &[u8], quota: &Quota) -> Result<(), StoreError> {
+    if value.len() > quota.max_value_bytes {
+        return Err(StoreError::ValueTooLarge {
+            size: value.len(),
+            limit: quota.max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Whether writing `new` under `key` keeps `ns.service` within `quota`;
+/// within the write's transaction. Writes that shrink are always allowed.
+fn check_quota(
+    conn: &Connection,
+    ns: &Namespace,
+    key: &str,
+    new: &[u8],
+    quota: &Quota,
+) -> Result<(), StoreError> {
+    let old: Option<i64> = conn
+        .prepare_cached(
+            "SELECT length(value) FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3",
+        )?
+        .query_row(params![ns.service, ns.bucket, key], |row| row.get(0))
+        .optional()?;
+    let (keys, bytes): (i64, i64) = conn
+        .prepare_cached("SELECT keys, bytes FROM usage WHERE service = ?1")?
+        .query_row(params![ns.service], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0));
+    let (keys, bytes) = (keys.max(0) as u64, bytes.max(0) as u64);
+    if old.is_none() && keys + 1 > quota.max_keys {
+        return Err(StoreError::QuotaExceeded {
+            what: "keys",
+            used: keys,
+            limit: quota.max_keys,
+        });
+    }
+    let before = old.map_or(0, |len| len.max(0) as u64 + key.len() as u64);
+    let after = (key.len() + new.len()) as u64;
+    if after > before && bytes - before.min(bytes) + after > quota.max_bytes {
+        return Err(StoreError::QuotaExceeded {
+            what: "bytes",
+            used: bytes,
+            limit: quota.max_bytes,
+        });
+    }
+    Ok(())
 }
 
 // Statements go through SQLite's per-connection cache (`prepare_cached`):
@@ -157,17 +353,30 @@ fn write(conn: &Connection, ns: &Namespace, key: &str, value: &[u8]) -> Result<(
 impl KeyValueStore for SqliteStore {
     fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        self.with(|conn| read(conn, ns, key))
+        self.read(|conn| read(conn, ns, key))
     }
 
-    fn set(&self, ns: &Namespace, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    fn set(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        value: &[u8],
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
         check_key(key)?;
-        self.with(|conn| write(conn, ns, key, value))
+        check_value(value, quota)?;
+        self.write(value.len() > LARGE_VALUE, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            check_quota(&tx, ns, key, value, quota)?;
+            write(&tx, ns, key, value)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
-        self.with(|conn| {
+        self.write(false, |conn| {
             conn.prepare_cached("DELETE FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3")?
                 .execute(params![ns.service, ns.bucket, key])?;
             Ok(())
@@ -175,11 +384,17 @@ impl KeyValueStore for SqliteStore {
     }
 
     fn exists(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
-        Ok(self.get(ns, key)?.is_some())
+        check_key(key)?;
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT 1 FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3",
+            )?;
+            Ok(stmt.exists(params![ns.service, ns.bucket, key])?)
+        })
     }
 
     fn list_keys(&self, ns: &Namespace, cursor: u64) -> Result<KeyPage, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM kv WHERE service = ?1 AND bucket = ?2
                  ORDER BY key LIMIT ?3 OFFSET ?4",
@@ -199,9 +414,15 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn increment(&self, ns: &Namespace, key: &str, delta: u64) -> Result<u64, StoreError> {
+    fn increment(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        delta: u64,
+        quota: &Quota,
+    ) -> Result<u64, StoreError> {
         check_key(key)?;
-        self.with(|conn| {
+        self.write(false, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current = match read(&tx, ns, key)? {
                 None => 0,
@@ -213,7 +434,9 @@ impl KeyValueStore for SqliteStore {
             let next = current
                 .checked_add(delta)
                 .ok_or_else(|| StoreError::Overflow(key.to_string()))?;
-            write(&tx, ns, key, next.to_string().as_bytes())?;
+            let value = next.to_string();
+            check_quota(&tx, ns, key, value.as_bytes(), quota)?;
+            write(&tx, ns, key, value.as_bytes())?;
             tx.commit()?;
             Ok(next)
         })
@@ -225,13 +448,16 @@ impl KeyValueStore for SqliteStore {
         key: &str,
         expected: Option<&[u8]>,
         new: &[u8],
+        quota: &Quota,
     ) -> Result<bool, StoreError> {
         check_key(key)?;
-        self.with(|conn| {
+        check_value(new, quota)?;
+        self.write(new.len() > LARGE_VALUE, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if read(&tx, ns, key)?.as_deref() != expected {
                 return Ok(false);
             }
+            check_quota(&tx, ns, key, new, quota)?;
             write(&tx, ns, key, new)?;
             tx.commit()?;
             Ok(true)
@@ -241,7 +467,7 @@ impl KeyValueStore for SqliteStore {
 
 impl DeploymentStore for SqliteStore {
     fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare("SELECT service, record FROM deployments")?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -249,7 +475,7 @@ impl DeploymentStore for SqliteStore {
     }
 
     fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
-        self.with(|conn| {
+        self.write(false, |conn| {
             conn.execute(
                 "INSERT INTO deployments (service, record) VALUES (?1, ?2)
                  ON CONFLICT (service) DO UPDATE SET record = excluded.record",
@@ -280,7 +506,9 @@ mod tests {
     #[test]
     fn services_do_not_share_keys() {
         let (_dir, store) = store();
-        store.set(&ns("goods"), "k", b"goods data").unwrap();
+        store
+            .set(&ns("goods"), "k", b"goods data", &Quota::default())
+            .unwrap();
         assert_eq!(store.get(&ns("users"), "k").unwrap(), None);
         assert_eq!(store.list_keys(&ns("users"), 0).unwrap().keys.len(), 0);
     }
@@ -289,10 +517,19 @@ mod tests {
     fn compare_and_swap_writes_only_on_match() {
         let (_dir, store) = store();
         let n = ns("goods");
-        assert!(store.compare_and_swap(&n, "k", None, b"1").unwrap());
-        assert!(!store.compare_and_swap(&n, "k", None, b"2").unwrap());
-        assert!(!store.compare_and_swap(&n, "k", Some(b"0"), b"2").unwrap());
-        assert!(store.compare_and_swap(&n, "k", Some(b"1"), b"2").unwrap());
+        let q = Quota::default();
+        assert!(store.compare_and_swap(&n, "k", None, b"1", &q).unwrap());
+        assert!(!store.compare_and_swap(&n, "k", None, b"2", &q).unwrap());
+        assert!(
+            !store
+                .compare_and_swap(&n, "k", Some(b"0"), b"2", &q)
+                .unwrap()
+        );
+        assert!(
+            store
+                .compare_and_swap(&n, "k", Some(b"1"), b"2", &q)
+                .unwrap()
+        );
         assert_eq!(store.get(&n, "k").unwrap().as_deref(), Some(&b"2"[..]));
     }
 
@@ -301,7 +538,9 @@ mod tests {
         let (_dir, store) = store();
         let n = ns("goods");
         for i in 0..LIST_PAGE + 5 {
-            store.set(&n, &format!("{i:05}"), b"").unwrap();
+            store
+                .set(&n, &format!("{i:05}"), b"", &Quota::default())
+                .unwrap();
         }
         let first = store.list_keys(&n, 0).unwrap();
         assert_eq!(first.keys.len(), LIST_PAGE);
@@ -314,12 +553,78 @@ mod tests {
     fn increment_counts_and_refuses_non_counters() {
         let (_dir, store) = store();
         let n = ns("goods");
-        assert_eq!(store.increment(&n, "c", 1).unwrap(), 1);
-        assert_eq!(store.increment(&n, "c", 5).unwrap(), 6);
-        store.set(&n, "text", b"abc").unwrap();
+        let q = Quota::default();
+        assert_eq!(store.increment(&n, "c", 1, &q).unwrap(), 1);
+        assert_eq!(store.increment(&n, "c", 5, &q).unwrap(), 6);
+        store.set(&n, "text", b"abc", &q).unwrap();
         assert!(matches!(
-            store.increment(&n, "text", 1),
+            store.increment(&n, "text", 1, &q),
             Err(StoreError::NotACounter(_))
         ));
+    }
+
+    #[test]
+    fn quotas_count_keys_and_bytes_and_let_shrinking_writes_through() {
+        let (_dir, store) = store();
+        let n = ns("goods");
+        let quota = Quota {
+            max_value_bytes: 10,
+            max_keys: 2,
+            max_bytes: 20,
+        };
+        assert!(matches!(
+            store.set(&n, "a", &[0; 11], &quota),
+            Err(StoreError::ValueTooLarge {
+                size: 11,
+                limit: 10
+            })
+        ));
+        store.set(&n, "a", &[0; 9], &quota).unwrap(); // 10 bytes with its key
+        store.set(&n, "b", &[0; 9], &quota).unwrap(); // 20
+        assert!(matches!(
+            store.set(&n, "c", b"", &quota),
+            Err(StoreError::QuotaExceeded { what: "keys", .. })
+        ));
+        assert!(matches!(
+            store.set(&n, "a", &[0; 10], &quota),
+            Err(StoreError::QuotaExceeded { what: "bytes", .. })
+        ));
+        store.set(&n, "a", &[0; 1], &quota).unwrap(); // shrinking: 12
+        store.delete(&n, "b").unwrap(); // 2 bytes, 1 key
+        store.set(&n, "c", &[0; 9], &quota).unwrap();
+        // Other services count on their own.
+        store.set(&ns("users"), "a", &[0; 9], &quota).unwrap();
+    }
+
+    #[test]
+    fn usage_is_counted_once_for_a_store_written_before_quotas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE kv (service TEXT NOT NULL, bucket TEXT NOT NULL, key TEXT NOT NULL,
+                value BLOB NOT NULL, PRIMARY KEY (service, bucket, key)) WITHOUT ROWID;
+             INSERT INTO kv VALUES ('goods', 'b', 'k1', x'0000'), ('goods', 'b', 'k2', x'00');",
+        )
+        .unwrap();
+        drop(old);
+        let store = SqliteStore::open(&path).unwrap();
+        let quota = Quota {
+            max_value_bytes: 10,
+            max_keys: 2,
+            max_bytes: 100,
+        };
+        assert!(matches!(
+            store.set(&ns("goods"), "k3", b"", &quota),
+            Err(StoreError::QuotaExceeded {
+                what: "keys",
+                used: 2,
+                ..
+            })
+        ));
+        // Opening again counts nothing twice.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        store.set(&ns("goods"), "k1", b"", &quota).unwrap();
     }
 }
