@@ -623,6 +623,18 @@ async fn kill_9_during_concurrent_orders_loses_no_stock() {
     let host = site.start();
     let orders = stock_accounts_for_orders(&host, &pen, INITIAL).await;
     assert!(orders > 10, "only {orders} orders were placed");
+
+    // Goods remembers the holds and returns in progress, not the history:
+    // its records stay as small as a new one however many orders there were.
+    let db = rusqlite::Connection::open(site.data().join("store.sqlite")).unwrap();
+    let largest: i64 = db
+        .query_row(
+            "SELECT max(length(value)) FROM kv WHERE service = 'goods' AND bucket = 'goods'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(largest < 200, "a goods record grew to {largest} bytes");
 }
 
 /// The slowest of `n` sequential `GET {path}` answers, each asserted 200.

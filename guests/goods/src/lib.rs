@@ -5,10 +5,12 @@
 //! Other services use the typed `switchyard:shop/catalog` interface, whose stock
 //! reservations are atomic (compare-and-swap), so concurrent orders never oversell.
 //!
-//! A hold (one order line, say) is kept in the goods record itself, next to
-//! the stock it took: taking the stock and recording who took it are one
-//! write, so a crash can never separate them, and every hold step can be
-//! retried safely.
+//! A hold (one order line being placed, say) or a return (one line of an order
+//! being cancelled) is kept in the goods record itself, next to the stock it
+//! moved: moving the stock and recording who moved it are one write, so a
+//! crash can never separate them, and every step can be retried safely. They
+//! stay only until the caller settles or forgets them: the record holds the
+//! work in progress, not the history.
 
 use guest_common::store::{StoreError, Table, next_id};
 use guest_common::{Outcome, Reply, parse_body, query_u32, require_text, segments};
@@ -42,6 +44,9 @@ struct Record {
     /// Hold id → units taken out of `stock` for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     holds: BTreeMap<String, u32>,
+    /// Return id → units put back into `stock` for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    returns: BTreeMap<String, u32>,
 }
 
 impl Record {
@@ -49,6 +54,7 @@ impl Record {
         Record {
             goods,
             holds: BTreeMap::new(),
+            returns: BTreeMap::new(),
         }
     }
 }
@@ -290,6 +296,26 @@ impl Catalog for Service {
     fn settle_hold(hold_id: String, id: String) -> Result<CatalogGoods, StockError> {
         change_stock(&id, |mut record| {
             record.holds.remove(&hold_id);
+            Ok(record)
+        })
+    }
+
+    fn restock(return_id: String, id: String, qty: u32) -> Result<CatalogGoods, StockError> {
+        if qty == 0 {
+            return Err(StockError::InvalidQuantity(qty));
+        }
+        change_stock(&id, |mut record| {
+            if !record.returns.contains_key(&return_id) {
+                put_back(&mut record.goods, qty)?;
+                record.returns.insert(return_id.clone(), qty);
+            }
+            Ok(record)
+        })
+    }
+
+    fn forget_return(return_id: String, id: String) -> Result<CatalogGoods, StockError> {
+        change_stock(&id, |mut record| {
+            record.returns.remove(&return_id);
             Ok(record)
         })
     }

@@ -9,18 +9,19 @@
 //! items already held are released. Cancelling releases the stock, shipping
 //! settles it.
 //!
-//! Placing, cancelling and shipping span two services with no transaction
-//! between them, so each is a saga: its intent is written first (a `sagas`
-//! entry naming the order and its lines, and for a placement a `pending`
-//! order), every step on goods is a hold keyed by order and line (safe to
-//! repeat), and the intent is removed only when every step is done. A crash or
-//! a trap halfway leaves the intent behind; `recover` (called by the host at
-//! start-up and then periodically) finds intents older than any request can
-//! run and finishes or undoes them by the order's status: a pending order is
-//! undone (its holds released, the order removed: the client never got its
-//! 201), a cancelled one has its holds released, a shipped one settled.
-//! So every unit held belongs to an order that exists, and
-//! stock = initial − Σ qty of the orders not cancelled.
+//! Placing and cancelling span two services with no transaction between
+//! them, so each is a saga: its intent is written first (a `sagas` entry
+//! naming the order and its lines, and for a placement a `pending` order),
+//! every step on goods is keyed by order and line (a hold when placing, a
+//! return when cancelling: safe to repeat), and the intent is removed only
+//! when every step is done. A crash or a trap halfway leaves the intent
+//! behind; `recover` (called by the host at start-up and then periodically)
+//! finds intents older than any request can run and finishes or undoes them
+//! by the order's status: a pending order is undone (its holds released, the
+//! order removed: the client never got its 201), a placed one has its holds
+//! settled, a cancelled one its stock put back. So every unit taken belongs
+//! to an order that exists, and stock = initial − Σ qty of the orders not
+//! cancelled.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,32 +70,6 @@ struct Order {
     items: Vec<Line>,
     total_cents: u64,
     status: Status,
-    /// Whether its stock is held per line (`hold`); orders placed before
-    /// holds existed moved stock with `reserve` and `release`.
-    #[serde(default)]
-    holds: bool,
-}
-
-/// An order as clients see it.
-#[derive(Serialize)]
-struct OrderView<'a> {
-    id: &'a str,
-    user_id: &'a str,
-    items: &'a [Line],
-    total_cents: u64,
-    status: Status,
-}
-
-impl<'a> From<&'a Order> for OrderView<'a> {
-    fn from(order: &'a Order) -> Self {
-        OrderView {
-            id: &order.id,
-            user_id: &order.user_id,
-            items: &order.items,
-            total_cents: order.total_cents,
-            status: order.status,
-        }
-    }
 }
 
 /// The intent of a saga on one order, written before its first step and
@@ -105,6 +80,10 @@ struct Saga {
     lines: Vec<Line>,
     /// When it began, in ms since the Unix epoch.
     started_ms: u64,
+    /// A cancellation whose stock is all back: only the returns are left to
+    /// forget (restocking again would count twice once they are forgotten).
+    #[serde(default)]
+    restocked: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -142,8 +121,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The hold of line `index` of order `order_id`.
-fn hold_id(order_id: &str, index: usize) -> String {
+/// The id of line `index` of order `order_id`, for its hold and its return.
+fn line_id(order_id: &str, index: usize) -> String {
     format!("{order_id}#{index}")
 }
 
@@ -153,6 +132,7 @@ fn begin_saga(order_id: &str, lines: &[Line]) -> Result<(), Reply> {
     let saga = Saga {
         lines: lines.to_vec(),
         started_ms: now_ms(),
+        restocked: false,
     };
     sagas_table()?.insert(order_id, &saga).map_err(|_| {
         Reply::error(
@@ -193,7 +173,7 @@ fn route(request: &Request) -> Outcome {
 
 fn read(id: &str) -> Outcome {
     match orders_table()?.get::<Order>(id)? {
-        Some(order) => Ok(Reply::json(200, &OrderView::from(&order))),
+        Some(order) => Ok(Reply::json(200, &order)),
         None => Err(Reply::not_found("order", id)),
     }
 }
@@ -205,8 +185,7 @@ fn list(query: &str) -> Outcome {
         .into_iter()
         .filter(|o| user.as_ref().is_none_or(|u| &o.user_id == u))
         .collect();
-    let views: Vec<OrderView> = orders.iter().map(OrderView::from).collect();
-    Ok(Reply::json(200, &views))
+    Ok(Reply::json(200, &orders))
 }
 
 fn place(body: &[u8]) -> Outcome {
@@ -250,7 +229,6 @@ fn place(body: &[u8]) -> Outcome {
         items: lines,
         total_cents: 0,
         status: Status::Pending,
-        holds: true,
     };
     orders_table()?.insert(&id, &pending)?;
     let held = match hold_all(&pending) {
@@ -272,10 +250,13 @@ fn place(body: &[u8]) -> Outcome {
             format!("order {id:?} vanished while placed"),
         ));
     };
-    // The order is placed and durable; a leftover intent only costs recovery
-    // a look.
-    let _ = end_saga(&id);
-    Ok(Reply::json(201, &OrderView::from(&placed)))
+    // The order is placed and durable: the 201 stands whatever happens next.
+    // Settling the holds and ending the intent are left to recovery if they
+    // fail now.
+    if settle_holds(&id, &placed.items) {
+        let _ = end_saga(&id);
+    }
+    Ok(Reply::json(201, &placed))
 }
 
 /// The lines as held, with their prices, and the order total.
@@ -292,7 +273,7 @@ fn hold_all(order: &Order) -> Result<Held, Reply> {
         total_cents: 0,
     };
     for (index, line) in order.items.iter().enumerate() {
-        let goods = catalog::hold(&hold_id(&order.id, index), &line.goods_id, line.qty)
+        let goods = catalog::hold(&line_id(&order.id, index), &line.goods_id, line.qty)
             .map_err(|e| stock_reply(&line.goods_id, line.qty, e))?;
         held.lines.push(Line {
             goods_id: line.goods_id.clone(),
@@ -335,46 +316,40 @@ fn stock_reply(goods_id: &str, qty: u32, e: StockError) -> Reply {
 /// Release the holds of `lines` of order `order_id`; whether all were.
 /// Releasing is safe to repeat, and goods that no longer exist hold nothing.
 fn release_holds(order_id: &str, lines: &[Line]) -> bool {
-    each_hold(order_id, lines, "release", catalog::release_hold)
+    each_line(order_id, lines, "release the hold of", |id, line| {
+        catalog::release_hold(id, &line.goods_id)
+    })
 }
 
-/// Settle the holds of a shipped order; whether all were.
+/// Settle the holds of a placed order; whether all were.
 fn settle_holds(order_id: &str, lines: &[Line]) -> bool {
-    each_hold(order_id, lines, "settle", catalog::settle_hold)
+    each_line(order_id, lines, "settle the hold of", |id, line| {
+        catalog::settle_hold(id, &line.goods_id)
+    })
 }
 
-fn each_hold(
+/// Do `step` for every line of order `order_id`, each under the line's id;
+/// whether all succeeded (goods that no longer exist count as done).
+fn each_line(
     order_id: &str,
     lines: &[Line],
     what: &str,
-    step: fn(&str, &str) -> Result<catalog::Goods, StockError>,
+    step: impl Fn(&str, &Line) -> Result<catalog::Goods, StockError>,
 ) -> bool {
     let mut all = true;
     for (index, line) in lines.iter().enumerate() {
-        match step(&hold_id(order_id, index), &line.goods_id) {
+        match step(&line_id(order_id, index), line) {
             Ok(_) | Err(StockError::NotFound(_)) => {}
             Err(e) => {
                 all = false;
                 guest_common::log_info(
                     "orders",
-                    &format!("could not {what} hold {index} of order {order_id}: {e:?}"),
+                    &format!("could not {what} line {index} of order {order_id}: {e:?}"),
                 );
             }
         }
     }
     all
-}
-
-/// Put the stock of an order placed before holds existed back.
-fn release_unheld(lines: &[Line]) {
-    for line in lines {
-        if let Err(e) = catalog::release(&line.goods_id, line.qty) {
-            guest_common::log_info(
-                "orders",
-                &format!("could not release {} of {}: {e:?}", line.qty, line.goods_id),
-            );
-        }
-    }
 }
 
 fn transition(id: &str, action: &str) -> Outcome {
@@ -383,8 +358,8 @@ fn transition(id: &str, action: &str) -> Outcome {
         "ship" => Status::Shipped,
         _ => Status::Cancelled,
     };
-    // Cancelling and shipping change goods too: they are sagas.
-    let saga = target != Status::Paid;
+    // Cancelling puts stock back in goods: it is a saga.
+    let saga = target == Status::Cancelled;
     if saga {
         begin_saga(id, &[])?;
     }
@@ -419,24 +394,43 @@ fn transition(id: &str, action: &str) -> Outcome {
             };
         }
     };
-    if saga && finish_steps(&order) {
-        end_saga(id)?;
+    if saga {
+        // Cancelled and durable: the 200 stands; recovery finishes the rest
+        // if this stops halfway.
+        let _ = finish_cancel(&order);
     }
-    Ok(Reply::json(200, &OrderView::from(&order)))
+    Ok(Reply::json(200, &order))
 }
 
-/// Do what `order`'s status asks of goods after a saga on it; whether all
-/// of it is done (else the intent stays, for recovery to finish).
-fn finish_steps(order: &Order) -> bool {
-    match order.status {
-        Status::Cancelled if order.holds => release_holds(&order.id, &order.items),
-        Status::Cancelled => {
-            release_unheld(&order.items);
-            true
+/// Put a cancelled order's stock back, then forget the returns and the
+/// intent. Whether all of it is done (else the intent stays, for recovery).
+/// Returns are keyed like holds, so this works for orders placed before
+/// holds existed too.
+fn finish_cancel(order: &Order) -> Result<bool, StoreError> {
+    let sagas = sagas_table()?;
+    let restocked = sagas.get::<Saga>(&order.id)?.is_some_and(|s| s.restocked);
+    if !restocked {
+        if !each_line(&order.id, &order.items, "restock", |id, line| {
+            catalog::restock(id, &line.goods_id, line.qty)
+        }) {
+            return Ok(false);
         }
-        Status::Shipped if order.holds => settle_holds(&order.id, &order.items),
-        _ => true,
+        // From here on, restocking again would count twice.
+        sagas.update(&order.id, |mut saga: Saga| {
+            saga.restocked = true;
+            Ok::<_, StoreError>(saga)
+        })?;
     }
+    if !each_line(
+        &order.id,
+        &order.items,
+        "forget the return of",
+        |id, line| catalog::forget_return(id, &line.goods_id),
+    ) {
+        return Ok(false);
+    }
+    end_saga(&order.id)?;
+    Ok(true)
 }
 
 impl Recovery for Service {
@@ -447,7 +441,8 @@ impl Recovery for Service {
     }
 }
 
-/// Finish or undo every saga that began more than `grace_ms` ago.
+/// Finish or undo every saga that began more than `grace_ms` ago, by the
+/// status its order reached.
 fn recover_older_than(grace_ms: u64) -> Result<(), StoreError> {
     let sagas = sagas_table()?;
     let orders = orders_table()?;
@@ -460,14 +455,19 @@ fn recover_older_than(grace_ms: u64) -> Result<(), StoreError> {
             continue;
         }
         let done = match orders.get::<Order>(&id)? {
-            None => release_holds(&id, &saga.lines),
+            // A placement that stopped halfway: undo it.
+            None => release_holds(&id, &saga.lines) && end_saga(&id).is_ok(),
             Some(order) if order.status == Status::Pending => {
-                release_holds(&id, &order.items) && orders.delete(&id).is_ok()
+                release_holds(&id, &order.items)
+                    && orders.delete(&id).is_ok()
+                    && end_saga(&id).is_ok()
             }
-            Some(order) => finish_steps(&order),
+            Some(order) if order.status == Status::Cancelled => finish_cancel(&order)?,
+            // A placement that completed (or a cancellation that never
+            // happened): its holds may still wait to be settled.
+            Some(order) => settle_holds(&id, &order.items) && end_saga(&id).is_ok(),
         };
         if done {
-            sagas.delete(&id)?;
             guest_common::log_info("orders", &format!("recovered order {id}"));
         }
     }
