@@ -127,6 +127,20 @@ async fn a_full_pool_answers_503_with_retry_after_instead_of_queueing_forever() 
         started.elapsed() >= Duration::from_millis(200),
         "it waited its queue timeout first"
     );
+    // Past 32 waiting calls per instance, more are refused at once.
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.get("/faulty/ok").await })
+        })
+        .collect();
+    let mut turned_away = 0;
+    for reply in burst {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        turned_away += usize::from(reply.error().contains("32 calls are waiting already"));
+    }
+    assert!(turned_away >= 8, "{turned_away} turned away at once");
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
 }

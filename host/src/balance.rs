@@ -77,14 +77,21 @@ pub struct PoolPolicy {
     pub limits: Limits,
 }
 
-/// How many calls may wait per instance before new ones are refused outright.
-const WAITERS_PER_INSTANCE: usize = 8;
+/// How many calls may wait per instance before new ones are refused outright:
+/// enough for a burst of a few dozen clients per instance (the queue timeout
+/// bounds how long they wait), few enough that waiting calls, each holding
+/// its request, cannot pile up without end.
+pub const WAITERS_PER_INSTANCE: usize = 32;
 
 /// Why no instance could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
+    /// All instances stayed busy for the queue timeout.
     #[error("all {0} instances are busy")]
     Busy(usize),
+    /// All instances are busy and as many calls as may wait already do.
+    #[error("all {0} instances are busy and {1} calls are waiting already")]
+    QueueFull(usize, usize),
     #[error("cannot instantiate: {0:#}")]
     Instantiate(anyhow::Error),
 }
@@ -231,7 +238,10 @@ impl InstancePool {
         }
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.slots.len() * WAITERS_PER_INSTANCE {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(AcquireError::Busy(self.slots.len()));
+            return Err(AcquireError::QueueFull(
+                self.slots.len(),
+                self.slots.len() * WAITERS_PER_INSTANCE,
+            ));
         }
         let slot = &self.slots[chosen];
         slot.outstanding.fetch_add(1, Ordering::Relaxed);

@@ -304,14 +304,17 @@ async fn call_service(
     loop {
         let mut lease = match version.pool.acquire(key).await {
             Ok(lease) => lease,
-            Err(AcquireError::Busy(n)) => {
-                let mut response = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "service {} is busy: all {n} instances stayed busy for {} ms",
-                        version.service,
+            Err(busy @ (AcquireError::Busy(_) | AcquireError::QueueFull(..))) => {
+                let why = match busy {
+                    AcquireError::Busy(n) => format!(
+                        "all {n} instances stayed busy for {} ms",
                         policy.queue_timeout.as_millis()
                     ),
+                    other => other.to_string(),
+                };
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("service {} is busy: {why}", version.service),
                 );
                 let retry_after = policy.queue_timeout.as_secs().max(1).to_string();
                 set_header(response.headers_mut(), "retry-after", &retry_after);
