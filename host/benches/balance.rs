@@ -8,7 +8,7 @@
 //!
 //! Writes `target/bench/balance.json` and prints a table.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/all/support/mod.rs"]
 mod support;
 
 mod measure;

@@ -7,7 +7,7 @@
 //! p99 stays under 50 ms however many hogs run. Writes
 //! `target/bench/fairness.json` and prints a table.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/all/support/mod.rs"]
 mod support;
 
 mod measure;
@@ -24,11 +24,11 @@ use measure::{load, write_report};
 const HOG_MS: u64 = 5_000;
 const PHASE: Duration = Duration::from_secs(3);
 
-fn goods(host: &Host, _: usize) -> reqwest::RequestBuilder {
+fn goods(host: &Host, _: usize) -> support::RequestBuilder {
     host.client().get(format!("{}/goods/g1", host.base))
 }
 
-fn healthz(host: &Host, _: usize) -> reqwest::RequestBuilder {
+fn healthz(host: &Host, _: usize) -> support::RequestBuilder {
     host.client().get(format!("{}/healthz", host.base))
 }
 

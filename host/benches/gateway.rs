@@ -13,7 +13,7 @@
 //! services (cold, then with the compiled cache warm), and resident memory per
 //! idle instance. Writes `target/bench/gateway.json` and prints a table.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/all/support/mod.rs"]
 mod support;
 
 mod measure;

@@ -10,7 +10,7 @@
 //!
 //! Writes `target/bench/swap.json` and prints a table.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/all/support/mod.rs"]
 mod support;
 
 mod measure;

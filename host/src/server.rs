@@ -25,13 +25,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -159,12 +162,27 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let running = tracker.request_started();
-        let answer = app.clone().oneshot(request.map(Body::new));
+        let read = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+        let watched = |inner| WatchedBody {
+            inner,
+            read: read.clone(),
+        };
+        let answer = app.clone().oneshot(request.map(|b| Body::new(watched(b))));
         // Boxed, so that the connection can be polled without shutting its
         // socket down, and the socket taken back to close it politely.
         Box::pin(async move {
-            let response = answer.await;
+            let mut response = answer.await;
             drop(running);
+            // Answered before the client's body was read (a 401 to an
+            // upload, say): the connection cannot carry another request, so
+            // the client must not try to reuse it.
+            if let Ok(response) = &mut response
+                && !read.load(Ordering::Relaxed)
+            {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             response
         })
     });
@@ -298,6 +316,36 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::Relaxed);
         self.0.traffic(false, std::time::Instant::now());
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct WatchedBody<B> {
+    inner: B,
+    read: Arc<AtomicBool>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

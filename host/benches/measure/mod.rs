@@ -32,7 +32,7 @@ pub fn summary(samples: &mut [Duration]) -> Value {
 }
 
 /// Builds the `i`-th request of a load.
-pub type MakeRequest = fn(&Host, usize) -> reqwest::RequestBuilder;
+pub type MakeRequest = fn(&Host, usize) -> crate::support::RequestBuilder;
 
 /// `clients` clients sending `request`s back to back for `phase`, while
 /// `during` runs; returns the summary with requests per second and failures.

@@ -2,17 +2,15 @@
 //! test names a promise that an adversary once broke. End to end, against the
 //! real host.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use crate::support::{Host, Site, component};
+use axum::http::{Method, StatusCode};
 use serde_json::json;
-use support::{Host, Site, component};
 
 /// Open a raw TCP connection to the host.
 fn connect(host: &Host) -> TcpStream {
@@ -748,4 +746,29 @@ async fn one_services_large_writes_do_not_stall_anothers_reads() {
         slowest < Duration::from_millis(250),
         "a goods read took {slowest:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
+    let site = Site::shop();
+    let host = site.start_with(&["--admin-token", "s3cret"]);
+    let mut stream = connect(&host);
+    let body = vec![b'x'; 200_000];
+    let head = format!(
+        "POST /admin/services/goods/versions?version=2.0.0 HTTP/1.1\r\nhost: x\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The client is still sending its body when the refusal comes.
+    let _ = stream.write_all(&body[..1000]);
+    let answer = exchange(&mut stream, "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // Whatever else the client sends is drained, then the connection ends.
+    let _ = stream.write_all(&body[1000..]);
+    time_until_closed(&mut stream);
 }

@@ -1,14 +1,12 @@
 //! What operators see and rely on: metrics, request ids and logs, health and
 //! readiness, graceful shutdown. End to end, against the real host.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use crate::support::{Site, component};
+use axum::http::StatusCode;
 use serde_json::json;
-use support::{Site, component};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_as_requests_errors_and_swaps_happen() {

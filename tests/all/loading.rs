@@ -1,11 +1,9 @@
 //! Loading services from the services folder: what is served, what is refused
 //! and why, and what the admin API reports.
 
-mod support;
-
-use reqwest::StatusCode;
+use crate::support::{Site, component};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support::{Site, component};
 
 fn service<'a>(listing: &'a Value, name: &str) -> &'a Value {
     listing["services"]

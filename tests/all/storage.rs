@@ -1,10 +1,8 @@
 //! Per-service durable data, end to end.
 
-mod support;
-
-use reqwest::{Method, StatusCode};
+use crate::support::{Site, component};
+use axum::http::{Method, StatusCode};
 use serde_json::json;
-use support::{Site, component};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_cannot_read_or_overwrite_another_services_keys() {

@@ -1,7 +1,11 @@
 //! Starting a real `switchyard` process over a scratch services/data folder,
 //! and talking HTTP to it.
 
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code)] // the benchmarks use a subset
+
+mod client;
+
+pub use client::{Client, RequestBuilder};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 /// The shop's services and the test fixtures, as `make build-guests` leaves them.
@@ -124,7 +128,7 @@ impl Site {
         Host {
             child,
             base,
-            client: reqwest::Client::new(),
+            client: Client::new(),
         }
     }
 
@@ -138,7 +142,7 @@ impl Site {
 pub struct Host {
     child: Child,
     pub base: String,
-    client: reqwest::Client,
+    client: Client,
 }
 
 /// One HTTP exchange's outcome.
@@ -181,7 +185,7 @@ impl Host {
         self.exchange(request, path).await
     }
 
-    async fn exchange(&self, request: reqwest::RequestBuilder, path: &str) -> Reply {
+    async fn exchange(&self, request: RequestBuilder, path: &str) -> Reply {
         let response = request.send().await.expect("the host answers");
         let status = response.status();
         let headers = response.headers().clone();
@@ -344,7 +348,7 @@ impl Host {
     }
 
     /// The HTTP client, for requests the helpers do not cover.
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &Client {
         &self.client
     }
 

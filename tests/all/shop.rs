@@ -1,10 +1,8 @@
 //! The shop, end to end: real host, real components, real HTTP.
 
-mod support;
-
-use reqwest::{Method, StatusCode};
+use crate::support::{Host, Site};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Host, Site};
 
 async fn create_user(host: &Host) -> String {
     host.add_user().await.str("id")
@@ -20,7 +18,7 @@ async fn stock(host: &Host, goods_id: &str) -> u64 {
         .unwrap()
 }
 
-async fn order(host: &Host, user_id: &str, items: Value) -> support::Reply {
+async fn order(host: &Host, user_id: &str, items: Value) -> crate::support::Reply {
     host.post("/orders", json!({"user_id": user_id, "items": items}))
         .await
 }

@@ -1,14 +1,12 @@
 //! Instance pools, balancing strategies, limits and failover, end to end.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use crate::support::{Host, Site, component};
+use axum::http::{Method, StatusCode};
 use serde_json::json;
-use support::{Host, Site, component};
 
 /// Install the faulty fixture as `service` with these service.toml settings.
 fn faulty(site: &Site, service: &str, settings: &str) {
@@ -17,7 +15,7 @@ fn faulty(site: &Site, service: &str, settings: &str) {
 }
 
 /// The instance (pool slot) that answered.
-fn instance(reply: &support::Reply) -> String {
+fn instance(reply: &crate::support::Reply) -> String {
     reply.header("x-switchyard-instance").to_string()
 }
 

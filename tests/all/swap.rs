@@ -2,16 +2,14 @@
 //! end: files dropped into a running host's services folder, admin calls, and
 //! traffic flowing throughout.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::{Method, StatusCode};
+use crate::support::{Host, Site, component};
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Host, Site, component};
 
 fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(component(name)).unwrap()
