@@ -8,13 +8,11 @@ DATA       ?= data
 LISTEN     ?= 127.0.0.1:8080
 # The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
 GUESTS     := goods users orders
-# Components only the tests use, built from tests/fixtures/. Some crates are
-# built twice, with a feature, and copied: goods 2.x (goods_v2.wasm), a goods
-# whose reservations panic (goods_panic.wasm), the second half of a cycle
-# of services (pong.wasm; the first is cycle.wasm), and a service importing
-# what it exports (self_import.wasm).
+# Components only the tests use, built from tests/fixtures/.
 FIXTURES   := kv-probe goods-broken faulty cycle
-WASM_DIR   := target/wasm32-wasip2/release
+# Every component (services and fixtures) is built by tests/artifacts' build
+# script, which the tests depend on; its files end up here.
+WASM_DIR   := target/wasm/wasm32-wasip2/release/components
 
 .PHONY: build run test bench setup build-guests build-host install-services lint
 
@@ -23,13 +21,13 @@ build: build-host install-services
 run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
-test: setup build-guests
+test: setup
 	$(CARGO) test --release -p switchyard -p guest-common -p users
 
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
 # log is turned down to warnings while they run. wrk is the load generator.
-bench: setup build-guests
+bench: setup
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
 	$(CARGO) build --release -p switchyard --example native_goods
 	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness
@@ -44,15 +42,7 @@ setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 build-guests: setup
-	$(CARGO) build --release --target wasm32-wasip2 -p goods --features fixture-v2
-	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_v2.wasm
-	$(CARGO) build --release --target wasm32-wasip2 -p goods --features fixture-panic
-	cp $(WASM_DIR)/goods.wasm $(WASM_DIR)/goods_panic.wasm
-	$(CARGO) build --release --target wasm32-wasip2 -p cycle --features pong
-	cp $(WASM_DIR)/cycle.wasm $(WASM_DIR)/pong.wasm
-	$(CARGO) build --release --target wasm32-wasip2 -p cycle --features self-import
-	cp $(WASM_DIR)/cycle.wasm $(WASM_DIR)/self_import.wasm
-	$(CARGO) build --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES))
+	$(CARGO) build --release -p test-artifacts
 
 build-host: setup
 	$(CARGO) build --release -p switchyard

@@ -473,7 +473,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_service_importing_what_it_exports_is_refused_for_that_reason() {
+pub(crate) async fn a_service_importing_what_it_exports_is_refused_for_that_reason() {
     let site = Site::new();
     site.install("selfish", "1.0.0", &component("self_import"));
     let host = site.start();

@@ -20,7 +20,7 @@ fn instance(reply: &crate::support::Reply) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy() {
+pub(crate) async fn limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy() {
     let site = Site::new();
     faulty(
         &site,
@@ -259,7 +259,7 @@ async fn each_strategy_spreads_calls_as_it_promises() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cycle_of_service_calls_ends_at_the_depth_limit() {
+pub(crate) async fn a_cycle_of_service_calls_ends_at_the_depth_limit() {
     let site = Site::new();
     site.install("ping", "1.0.0", &component("cycle"));
     site.install("pong", "1.0.0", &component("pong"));
@@ -350,7 +350,7 @@ async fn rollback_then_upgrade(host: &Host, service: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn orders_keep_being_accepted_after_a_panicking_goods_fails_over() {
+pub(crate) async fn orders_keep_being_accepted_after_a_panicking_goods_fails_over() {
     let site = Site::shop();
     let host = Arc::new(site.start());
     let user = host.add_user().await.str("id");

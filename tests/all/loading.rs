@@ -36,7 +36,7 @@ async fn broken_files_are_refused_and_healthy_services_still_serve() {
     // A newer goods cut off half-way: refused, and 1.0.0 serves instead.
     site.write("goods", "2.0.0", &goods[..goods.len() / 2]);
     // A component that does not export the platform handler.
-    site.install("lonely", "1.0.0", &component("kv-probe"));
+    site.install("lonely", "1.0.0", &component("kv_probe"));
     std::fs::remove_file(site.services().join("lonely/1.0.0.wasm")).unwrap();
     site.write("lonely", "1.0.0", &wasm_component_without_handler());
     let host = site.start();

@@ -12,3 +12,31 @@ mod operations;
 mod shop;
 mod storage;
 mod swap;
+
+/// For every component the tests build, the test that puts it through its
+/// paces. A component added to `test-artifacts` without a line here fails
+/// the build (see `foreach_component!` below).
+mod exercised_by {
+    pub(crate) use crate::hardening::a_service_importing_what_it_exports_is_refused_for_that_reason as self_import;
+    pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as cycle;
+    pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as pong;
+    pub(crate) use crate::limits::limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy as faulty;
+    pub(crate) use crate::limits::orders_keep_being_accepted_after_a_panicking_goods_fails_over as goods_panic;
+    pub(crate) use crate::shop::shop_flow_walks_every_order_transition as goods;
+    pub(crate) use crate::shop::shop_flow_walks_every_order_transition as users;
+    pub(crate) use crate::shop::shop_flow_walks_every_order_transition as orders;
+    pub(crate) use crate::storage::a_service_cannot_read_or_overwrite_another_services_keys as kv_probe;
+    pub(crate) use crate::swap::a_traffic_split_sends_each_version_its_share as goods_v2;
+    pub(crate) use crate::swap::bad_components_are_refused_with_a_reason_while_the_old_version_serves as goods_broken;
+}
+
+macro_rules! exercised {
+    ($component:ident) => {
+        const _: () = {
+            #[allow(unused_imports)]
+            use crate::exercised_by::$component as _;
+        };
+    };
+}
+
+test_artifacts::foreach_component!(exercised);

@@ -24,7 +24,7 @@ async fn order(host: &Host, user_id: &str, items: Value) -> crate::support::Repl
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn shop_flow_walks_every_order_transition() {
+pub(crate) async fn shop_flow_walks_every_order_transition() {
     let site = Site::shop();
     let host = site.start();
 

@@ -5,9 +5,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_service_cannot_read_or_overwrite_another_services_keys() {
+pub(crate) async fn a_service_cannot_read_or_overwrite_another_services_keys() {
     let site = Site::shop();
-    site.install("probe", "1.0.0", &component("kv-probe"));
+    site.install("probe", "1.0.0", &component("kv_probe"));
     let host = site.start();
 
     let goods = host.add_goods("pen", 150, 10).await;

@@ -166,7 +166,7 @@ async fn upgrade_by_file_drop_and_rollback_under_load_drop_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bad_components_are_refused_with_a_reason_while_the_old_version_serves() {
+pub(crate) async fn bad_components_are_refused_with_a_reason_while_the_old_version_serves() {
     let site = Site::shop();
     let host = site.start();
     let pen = create_goods(&host, 10).await;
@@ -382,7 +382,7 @@ async fn a_rollback_survives_a_restart_and_nothing_is_recompiled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_traffic_split_sends_each_version_its_share() {
+pub(crate) async fn a_traffic_split_sends_each_version_its_share() {
     let site = Site::shop();
     site.install("goods", "1.1.0", &component("goods_v2"));
     let host = Arc::new(site.start());

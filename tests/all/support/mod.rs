@@ -16,18 +16,10 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
-/// The shop's services and the test fixtures, as `make build-guests` leaves them.
-pub fn component(crate_name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-    let file = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        file.exists(),
-        "{} is missing: run `make test` (it builds the guest components first)",
-        file.display()
-    );
-    file
+/// The file of a shop service or test fixture, built from source by the
+/// `test-artifacts` crate (`"goods"`, `"goods_v2"`, ...).
+pub fn component(name: &str) -> PathBuf {
+    PathBuf::from(test_artifacts::path(name))
 }
 
 /// A services folder and a data folder that outlive host restarts.
