@@ -21,7 +21,7 @@ use anyhow::Result;
 use serde_json::json;
 use switchyard::platform::Platform;
 use switchyard::runtime::{BoxFuture, Limits, Runtime, ServiceCalls};
-use switchyard::store::SqliteStore;
+use switchyard_store::SqliteStore;
 use wasmtime::component::Val;
 
 use measure::{MakeRequest, load, ms, write_report};

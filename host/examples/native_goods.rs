@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use switchyard::store::{KeyValueStore, Namespace, SqliteStore};
+use switchyard_store::{KeyValueStore, Namespace, SqliteStore};
 
 #[derive(Parser)]
 struct Args {
@@ -41,7 +41,7 @@ async fn goods(State(store): State<Arc<SqliteStore>>, Path(id): Path<String>) ->
         service: "goods".into(),
         bucket: "goods".into(),
     };
-    match store.get(&ns, &id) {
+    match store.get(&ns, &id).await {
         Ok(Some(bytes)) => match serde_json::from_slice::<Goods>(&bytes) {
             Ok(goods) => axum::Json(goods).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -11,8 +11,6 @@
 //! - [`runtime`]: wasmtime: compiling (and the compiled cache), linking,
 //!   instantiating, calling.
 //! - [`platform`]: the host side of the imports every service gets.
-//! - [`store`]: durable data: the services' key-value data and the
-//!   registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
 //! - [`recovery`]: letting services finish or undo work a crash left
 //!   half-done.
@@ -32,7 +30,6 @@ pub mod recovery;
 pub mod registry;
 pub mod runtime;
 pub mod server;
-pub mod store;
 pub mod telemetry;
 pub mod watcher;
 
@@ -79,7 +76,7 @@ pub async fn serve(settings: Settings) -> Result<()> {
     })?;
     let telemetry = Arc::new(telemetry::Telemetry::install()?);
     let store = Arc::new(
-        store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
+        switchyard_store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
             .context("cannot open the store")?,
     );
     let runtime = Arc::new(runtime::Runtime::new(settings.pool_instances)?);

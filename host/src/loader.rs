@@ -24,7 +24,7 @@ use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Registry, VersionEntry, now_ms,
 };
 use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
-use crate::store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
+use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
 
 /// The largest component accepted, from a file or an upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;

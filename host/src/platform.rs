@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::store::{KeyValueStore, Namespace, Quota, StoreError};
 use crate::telemetry;
+use switchyard_store::{KeyValueStore, Namespace, Quota, StoreError};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -23,7 +23,14 @@ mod bindings {
             "../wit/platform",
         ],
         world: "switchyard:platform/service",
-        imports: { default: trappable },
+        // Key-value calls are async: the store may have to wait (for a
+        // database across the network, or a writer), and must never make the
+        // async worker wait with it.
+        imports: {
+            "wasi:keyvalue": async | trappable,
+            "switchyard:platform/keyvalue-cas": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": super::Bucket,
@@ -161,7 +168,7 @@ fn guest_error(e: StoreError) -> store::Error {
 // === impl wasi:keyvalue/store ===
 
 impl store::Host for PlatformView<'_> {
-    fn open(
+    async fn open(
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
@@ -175,16 +182,21 @@ impl store::Host for PlatformView<'_> {
 }
 
 impl store::HostBucket for PlatformView<'_> {
-    fn get(
+    async fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self.platform.store.get(&ns, &key).map_err(guest_error))
+        Ok(self
+            .platform
+            .store
+            .get(&ns, &key)
+            .await
+            .map_err(guest_error))
     }
 
-    fn set(
+    async fn set(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
@@ -195,28 +207,39 @@ impl store::HostBucket for PlatformView<'_> {
             .platform
             .store
             .set(&ns, &key, &value, &self.platform.quota)
+            .await
             .map_err(guest_error))
     }
 
-    fn delete(
+    async fn delete(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self.platform.store.delete(&ns, &key).map_err(guest_error))
+        Ok(self
+            .platform
+            .store
+            .delete(&ns, &key)
+            .await
+            .map_err(guest_error))
     }
 
-    fn exists(
+    async fn exists(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self.platform.store.exists(&ns, &key).map_err(guest_error))
+        Ok(self
+            .platform
+            .store
+            .exists(&ns, &key)
+            .await
+            .map_err(guest_error))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
@@ -226,6 +249,7 @@ impl store::HostBucket for PlatformView<'_> {
             .platform
             .store
             .list_keys(&ns, cursor.unwrap_or(0))
+            .await
             .map(|page| store::KeyResponse {
                 keys: page.keys,
                 cursor: page.cursor,
@@ -233,7 +257,7 @@ impl store::HostBucket for PlatformView<'_> {
             .map_err(guest_error))
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
@@ -242,7 +266,7 @@ impl store::HostBucket for PlatformView<'_> {
 // === impl wasi:keyvalue/atomics ===
 
 impl atomics::Host for PlatformView<'_> {
-    fn increment(
+    async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
@@ -253,6 +277,7 @@ impl atomics::Host for PlatformView<'_> {
             .platform
             .store
             .increment(&ns, &key, delta, &self.platform.quota)
+            .await
             .map_err(guest_error))
     }
 }
@@ -260,7 +285,7 @@ impl atomics::Host for PlatformView<'_> {
 // === impl switchyard:platform/keyvalue-cas ===
 
 impl keyvalue_cas::Host for PlatformView<'_> {
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
@@ -272,6 +297,7 @@ impl keyvalue_cas::Host for PlatformView<'_> {
             .platform
             .store
             .compare_and_swap(&ns, &key, expected.as_deref(), &new, &self.platform.quota)
+            .await
             .map_err(guest_error))
     }
 }

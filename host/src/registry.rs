@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::balance::{HashKey, InstancePool};
 use crate::compat;
 use crate::runtime::{CallError, InterfaceUse, Provider};
-use crate::store::DeploymentStore;
 use crate::telemetry;
+use switchyard_store::DeploymentStore;
 
 /// How many history events each service keeps.
 const HISTORY_LEN: usize = 50;

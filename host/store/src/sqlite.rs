@@ -1,112 +1,19 @@
-//! Durable key-value data, namespaced per service.
-//!
-//! This module owns the data the services keep. [`KeyValueStore`] is the seam that
-//! lets a shared database (PostgreSQL, for several hosts) replace the embedded
-//! [`SqliteStore`] later without touching the platform code above it. A
-//! [`Namespace`] always names the owning service: nothing here lets one service
-//! reach another's keys.
+//! The embedded backend: one SQLite database file under the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, TryLockError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-/// The longest key a service may use, in bytes: keys are identifiers, not data.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// How many keys one `list_keys` page returns before handing back a cursor.
-pub const LIST_PAGE: usize = 1000;
+use crate::{
+    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError, check_key,
+    check_value,
+};
 
-/// Where a key lives: the owning service's name and one of its buckets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace {
-    pub service: String,
-    pub bucket: String,
-}
-
-/// What one service may keep: the size of one value, and how many keys and
-/// bytes (keys and values together, across its buckets) in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub max_value_bytes: usize,
-    pub max_keys: u64,
-    pub max_bytes: u64,
-}
-
-/// The largest value a service may be allowed (`[storage] max_value_bytes`).
-pub const MAX_VALUE_CEILING: usize = 64 << 20;
-
-impl Default for Quota {
-    fn default() -> Quota {
-        Quota {
-            max_value_bytes: 1 << 20,
-            max_keys: 1_000_000,
-            max_bytes: 1 << 30,
-        }
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(Box::new(e))
     }
-}
-
-/// A failure of the store; its message is shown to the guest.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage failure: {0}")]
-    Backend(#[from] rusqlite::Error),
-    #[error("key is longer than {MAX_KEY_BYTES} bytes")]
-    KeyTooLong,
-    #[error("the value is {size} bytes; the limit is {limit} ([storage] max_value_bytes)")]
-    ValueTooLarge { size: usize, limit: usize },
-    #[error("the service's storage quota is full: {used} of {limit} {what} ([storage] max_{what})")]
-    QuotaExceeded {
-        what: &'static str,
-        used: u64,
-        limit: u64,
-    },
-    #[error("value under {0:?} is not a decimal counter")]
-    NotACounter(String),
-    #[error("counter {0:?} would overflow")]
-    Overflow(String),
-}
-
-/// One page of keys, and where the next page starts (`None` at the end).
-pub struct KeyPage {
-    pub keys: Vec<String>,
-    pub cursor: Option<u64>,
-}
-
-/// The operations the platform's key-value imports need. Every call is
-/// atomic; writes keep within the service's [`Quota`].
-pub trait KeyValueStore: Send + Sync {
-    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn set(&self, ns: &Namespace, key: &str, value: &[u8], quota: &Quota)
-    -> Result<(), StoreError>;
-    fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError>;
-    fn exists(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError>;
-    /// Keys in ascending order, starting `cursor` keys in.
-    fn list_keys(&self, ns: &Namespace, cursor: u64) -> Result<KeyPage, StoreError>;
-    /// Add `delta` to the decimal counter under `key` (absent counts as 0).
-    fn increment(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        delta: u64,
-        quota: &Quota,
-    ) -> Result<u64, StoreError>;
-    /// Write `new` if the current value equals `expected` (`None`: absent).
-    fn compare_and_swap(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-        quota: &Quota,
-    ) -> Result<bool, StoreError>;
-}
-
-/// Where the registry keeps each service's deployment record (active version,
-/// rollback stack, traffic split, history) so that it survives a restart. The
-/// record is opaque text to the store.
-pub trait DeploymentStore: Send + Sync {
-    fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError>;
-    fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
 }
 
 /// Values larger than this are written off the async workers.
@@ -272,24 +179,6 @@ const SCHEMA: &str = "
     END;
 ";
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.len() > MAX_KEY_BYTES {
-        Err(StoreError::KeyTooLong)
-    } else {
-        Ok(())
-    }
-}
-
-fn check_value(value: &[u8], quota: &Quota) -> Result<(), StoreError> {
-    if value.len() > quota.max_value_bytes {
-        return Err(StoreError::ValueTooLarge {
-            size: value.len(),
-            limit: quota.max_value_bytes,
-        });
-    }
-    Ok(())
-}
-
 /// Whether writing `new` under `key` keeps `ns.service` within `quota`;
 /// within the write's transaction. Writes that shrink are always allowed.
 fn check_quota(
@@ -350,13 +239,14 @@ fn write(conn: &Connection, ns: &Namespace, key: &str, value: &[u8]) -> Result<(
     Ok(())
 }
 
+#[async_trait::async_trait]
 impl KeyValueStore for SqliteStore {
-    fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         self.read(|conn| read(conn, ns, key))
     }
 
-    fn set(
+    async fn set(
         &self,
         ns: &Namespace,
         key: &str,
@@ -374,7 +264,7 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         self.write(false, |conn| {
             conn.prepare_cached("DELETE FROM kv WHERE service = ?1 AND bucket = ?2 AND key = ?3")?
@@ -383,7 +273,7 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn exists(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
+    async fn exists(&self, ns: &Namespace, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -393,7 +283,7 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn list_keys(&self, ns: &Namespace, cursor: u64) -> Result<KeyPage, StoreError> {
+    async fn list_keys(&self, ns: &Namespace, cursor: u64) -> Result<KeyPage, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key FROM kv WHERE service = ?1 AND bucket = ?2
@@ -414,7 +304,7 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn increment(
+    async fn increment(
         &self,
         ns: &Namespace,
         key: &str,
@@ -442,7 +332,7 @@ impl KeyValueStore for SqliteStore {
         })
     }
 
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &self,
         ns: &Namespace,
         key: &str,
@@ -489,6 +379,7 @@ impl DeploymentStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::*;
 
     fn ns(service: &str) -> Namespace {
         Namespace {
@@ -503,68 +394,88 @@ mod tests {
         (dir, store)
     }
 
-    #[test]
-    fn services_do_not_share_keys() {
+    #[tokio::test]
+    async fn services_do_not_share_keys() {
         let (_dir, store) = store();
         store
             .set(&ns("goods"), "k", b"goods data", &Quota::default())
+            .await
             .unwrap();
-        assert_eq!(store.get(&ns("users"), "k").unwrap(), None);
-        assert_eq!(store.list_keys(&ns("users"), 0).unwrap().keys.len(), 0);
+        assert_eq!(store.get(&ns("users"), "k").await.unwrap(), None);
+        assert_eq!(
+            store.list_keys(&ns("users"), 0).await.unwrap().keys.len(),
+            0
+        );
     }
 
-    #[test]
-    fn compare_and_swap_writes_only_on_match() {
+    #[tokio::test]
+    async fn compare_and_swap_writes_only_on_match() {
         let (_dir, store) = store();
         let n = ns("goods");
         let q = Quota::default();
-        assert!(store.compare_and_swap(&n, "k", None, b"1", &q).unwrap());
-        assert!(!store.compare_and_swap(&n, "k", None, b"2", &q).unwrap());
+        assert!(
+            store
+                .compare_and_swap(&n, "k", None, b"1", &q)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .compare_and_swap(&n, "k", None, b"2", &q)
+                .await
+                .unwrap()
+        );
         assert!(
             !store
                 .compare_and_swap(&n, "k", Some(b"0"), b"2", &q)
+                .await
                 .unwrap()
         );
         assert!(
             store
                 .compare_and_swap(&n, "k", Some(b"1"), b"2", &q)
+                .await
                 .unwrap()
         );
-        assert_eq!(store.get(&n, "k").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(
+            store.get(&n, "k").await.unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
     }
 
-    #[test]
-    fn list_keys_pages_with_a_cursor() {
+    #[tokio::test]
+    async fn list_keys_pages_with_a_cursor() {
         let (_dir, store) = store();
         let n = ns("goods");
         for i in 0..LIST_PAGE + 5 {
             store
                 .set(&n, &format!("{i:05}"), b"", &Quota::default())
+                .await
                 .unwrap();
         }
-        let first = store.list_keys(&n, 0).unwrap();
+        let first = store.list_keys(&n, 0).await.unwrap();
         assert_eq!(first.keys.len(), LIST_PAGE);
-        let second = store.list_keys(&n, first.cursor.unwrap()).unwrap();
+        let second = store.list_keys(&n, first.cursor.unwrap()).await.unwrap();
         assert_eq!(second.keys.len(), 5);
         assert_eq!(second.cursor, None);
     }
 
-    #[test]
-    fn increment_counts_and_refuses_non_counters() {
+    #[tokio::test]
+    async fn increment_counts_and_refuses_non_counters() {
         let (_dir, store) = store();
         let n = ns("goods");
         let q = Quota::default();
-        assert_eq!(store.increment(&n, "c", 1, &q).unwrap(), 1);
-        assert_eq!(store.increment(&n, "c", 5, &q).unwrap(), 6);
-        store.set(&n, "text", b"abc", &q).unwrap();
+        assert_eq!(store.increment(&n, "c", 1, &q).await.unwrap(), 1);
+        assert_eq!(store.increment(&n, "c", 5, &q).await.unwrap(), 6);
+        store.set(&n, "text", b"abc", &q).await.unwrap();
         assert!(matches!(
-            store.increment(&n, "text", 1, &q),
+            store.increment(&n, "text", 1, &q).await,
             Err(StoreError::NotACounter(_))
         ));
     }
 
-    #[test]
-    fn quotas_count_keys_and_bytes_and_let_shrinking_writes_through() {
+    #[tokio::test]
+    async fn quotas_count_keys_and_bytes_and_let_shrinking_writes_through() {
         let (_dir, store) = store();
         let n = ns("goods");
         let quota = Quota {
@@ -573,31 +484,31 @@ mod tests {
             max_bytes: 20,
         };
         assert!(matches!(
-            store.set(&n, "a", &[0; 11], &quota),
+            store.set(&n, "a", &[0; 11], &quota).await,
             Err(StoreError::ValueTooLarge {
                 size: 11,
                 limit: 10
             })
         ));
-        store.set(&n, "a", &[0; 9], &quota).unwrap(); // 10 bytes with its key
-        store.set(&n, "b", &[0; 9], &quota).unwrap(); // 20
+        store.set(&n, "a", &[0; 9], &quota).await.unwrap(); // 10 bytes with its key
+        store.set(&n, "b", &[0; 9], &quota).await.unwrap(); // 20
         assert!(matches!(
-            store.set(&n, "c", b"", &quota),
+            store.set(&n, "c", b"", &quota).await,
             Err(StoreError::QuotaExceeded { what: "keys", .. })
         ));
         assert!(matches!(
-            store.set(&n, "a", &[0; 10], &quota),
+            store.set(&n, "a", &[0; 10], &quota).await,
             Err(StoreError::QuotaExceeded { what: "bytes", .. })
         ));
-        store.set(&n, "a", &[0; 1], &quota).unwrap(); // shrinking: 12
-        store.delete(&n, "b").unwrap(); // 2 bytes, 1 key
-        store.set(&n, "c", &[0; 9], &quota).unwrap();
+        store.set(&n, "a", &[0; 1], &quota).await.unwrap(); // shrinking: 12
+        store.delete(&n, "b").await.unwrap(); // 2 bytes, 1 key
+        store.set(&n, "c", &[0; 9], &quota).await.unwrap();
         // Other services count on their own.
-        store.set(&ns("users"), "a", &[0; 9], &quota).unwrap();
+        store.set(&ns("users"), "a", &[0; 9], &quota).await.unwrap();
     }
 
-    #[test]
-    fn usage_is_counted_once_for_a_store_written_before_quotas() {
+    #[tokio::test]
+    async fn usage_is_counted_once_for_a_store_written_before_quotas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.sqlite");
         let old = Connection::open(&path).unwrap();
@@ -615,7 +526,7 @@ mod tests {
             max_bytes: 100,
         };
         assert!(matches!(
-            store.set(&ns("goods"), "k3", b"", &quota),
+            store.set(&ns("goods"), "k3", b"", &quota).await,
             Err(StoreError::QuotaExceeded {
                 what: "keys",
                 used: 2,
@@ -625,6 +536,6 @@ mod tests {
         // Opening again counts nothing twice.
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        store.set(&ns("goods"), "k1", b"", &quota).unwrap();
+        store.set(&ns("goods"), "k1", b"", &quota).await.unwrap();
     }
 }
