@@ -11,6 +11,8 @@
 //! - [`runtime`]: wasmtime: compiling (and the compiled cache), linking,
 //!   instantiating, calling.
 //! - [`platform`]: the host side of the imports every service gets.
+//! - `switchyard_store` (its own crate, `host/store`): durable data, the
+//!   services' key-value data and the registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
 //! - [`recovery`]: letting services finish or undo work a crash left
 //!   half-done.

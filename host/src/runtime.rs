@@ -285,7 +285,9 @@ impl Runtime {
         if entry.exists() {
             // SAFETY: the entry was written by `Component::serialize` below, into
             // the host's own data directory, by an engine with this same hash.
-            match unsafe { Component::deserialize_file(&self.engine, &entry) } {
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &entry) };
+            match cached {
                 Ok(component) => {
                     return Ok(Compiled {
                         component,
