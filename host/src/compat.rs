@@ -8,17 +8,104 @@
 //! Types are compared structurally, so separately built components of the same
 //! WIT match. A refusal names the interface, the function and who depends on it.
 
+use std::fmt;
 use std::sync::Arc;
+
+use semver::Version;
+use serde::Serialize;
 
 use crate::registry::LoadedVersion;
 use crate::runtime::InterfaceUse;
+
+/// Why a version cannot serve alongside the versions of other services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Incompatibility {
+    /// Another service exports the same interface.
+    #[error("exports {interface}, which service {provider} already provides")]
+    AlreadyProvided { interface: String, provider: String },
+    /// It imports an interface it exports: calls cannot loop back through the host.
+    #[error(
+        "imports {interface}, which it exports itself: a service cannot call itself \
+         through the host"
+    )]
+    ImportsItself { interface: String },
+    /// Nothing serving exports an interface it imports.
+    #[error("imports {interface} ({}), which no loaded service exports", functions.join(", "))]
+    NoProvider {
+        interface: String,
+        functions: Vec<String>,
+    },
+    /// The service providing an interface it imports lacks what it needs.
+    #[error(
+        "imports {interface}, but {provider} {version} {}",
+        Gaps(interface, gaps)
+    )]
+    ProviderLacks {
+        interface: String,
+        provider: String,
+        #[serde(serialize_with = "crate::compat::as_text")]
+        version: Version,
+        gaps: Vec<Gap>,
+    },
+    /// It no longer offers what a serving consumer imports from its service.
+    #[error(
+        "breaks {consumer} {version}, which imports {interface}: this version {}",
+        Gaps(interface, gaps)
+    )]
+    BreaksConsumer {
+        consumer: String,
+        #[serde(serialize_with = "crate::compat::as_text")]
+        version: Version,
+        interface: String,
+        gaps: Vec<Gap>,
+    },
+}
+
+/// One thing a provider lacks of an imported interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Gap {
+    /// It does not export the interface at all.
+    NoInterface,
+    /// It does not export this function.
+    Missing { function: String },
+    /// It exports this function with other parameter or result types.
+    DifferentType { function: String },
+}
+
+/// `gaps` of `interface` as one phrase each, joined.
+struct Gaps<'a>(&'a str, &'a [Gap]);
+
+impl fmt::Display for Gaps<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Gaps(interface, gaps) = self;
+        for (i, gap) in gaps.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match gap {
+                Gap::NoInterface => write!(f, "does not export {interface}")?,
+                Gap::Missing { function } => write!(f, "does not export {interface}#{function}")?,
+                Gap::DifferentType { function } => {
+                    write!(f, "exports {interface}#{function} with a different type")?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn as_text<S: serde::Serializer>(version: &Version, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(version)
+}
 
 /// What serves now: each service's name with the versions its traffic goes to.
 pub type Serving = [(String, Vec<Arc<LoadedVersion>>)];
 
 /// Can `candidate` serve alongside `serving`? Entries of the candidate's own
 /// service in `serving` are the versions it would join or replace.
-pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), String> {
+pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), Incompatibility> {
     let others = || {
         serving
             .iter()
@@ -32,38 +119,34 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), String>
 
     for export in candidate.service_exports() {
         if let Some((name, _)) = provider_of(&export.name, "") {
-            return Err(format!(
-                "exports {}, which service {name} already provides",
-                export.name
-            ));
+            return Err(Incompatibility::AlreadyProvided {
+                interface: export.name.clone(),
+                provider: name.clone(),
+            });
         }
     }
 
     for import in candidate.service_imports() {
         if candidate.export(&import.name).is_some() {
-            return Err(format!(
-                "imports {}, which it exports itself: a service cannot call itself \
-                 through the host",
-                import.name
-            ));
+            return Err(Incompatibility::ImportsItself {
+                interface: import.name.clone(),
+            });
         }
         let Some((_, providers)) = provider_of(&import.name, "") else {
-            return Err(format!(
-                "imports {} ({}), which no loaded service exports",
-                import.name,
-                function_names(import)
-            ));
+            return Err(Incompatibility::NoProvider {
+                interface: import.name.clone(),
+                functions: import.functions.iter().map(|f| f.name.clone()).collect(),
+            });
         };
         for provider in providers {
             let gaps = gaps(import, provider);
             if !gaps.is_empty() {
-                return Err(format!(
-                    "imports {}, but {} {} {}",
-                    import.name,
-                    provider.service,
-                    provider.version,
-                    gaps.join("; ")
-                ));
+                return Err(Incompatibility::ProviderLacks {
+                    interface: import.name.clone(),
+                    provider: provider.service.clone(),
+                    version: provider.version.clone(),
+                    gaps,
+                });
             }
         }
     }
@@ -83,12 +166,12 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), String>
                 }
                 let gaps = gaps(import, candidate);
                 if !gaps.is_empty() {
-                    return Err(format!(
-                        "breaks {consumer_service} {}, which imports {}: this version {}",
-                        consumer.version,
-                        import.name,
-                        gaps.join("; ")
-                    ));
+                    return Err(Incompatibility::BreaksConsumer {
+                        consumer: consumer_service.clone(),
+                        version: consumer.version.clone(),
+                        interface: import.name.clone(),
+                        gaps,
+                    });
                 }
             }
         }
@@ -96,32 +179,24 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), String>
     Ok(())
 }
 
-/// What `provider` lacks of what `import` needs, one phrase per function.
-fn gaps(import: &InterfaceUse, provider: &LoadedVersion) -> Vec<String> {
+/// What `provider` lacks of what `import` needs, one gap per function.
+fn gaps(import: &InterfaceUse, provider: &LoadedVersion) -> Vec<Gap> {
     let Some(export) = provider.export(&import.name) else {
-        return vec![format!("does not export {}", import.name)];
+        return vec![Gap::NoInterface];
     };
     import
         .functions
         .iter()
         .filter_map(
             |needed| match export.functions.iter().find(|f| f.name == needed.name) {
-                None => Some(format!("does not export {}#{}", import.name, needed.name)),
-                Some(found) if !found.same_type(needed) => Some(format!(
-                    "exports {}#{} with a different type",
-                    import.name, needed.name
-                )),
+                None => Some(Gap::Missing {
+                    function: needed.name.clone(),
+                }),
+                Some(found) if !found.same_type(needed) => Some(Gap::DifferentType {
+                    function: needed.name.clone(),
+                }),
                 Some(_) => None,
             },
         )
         .collect()
-}
-
-fn function_names(interface: &InterfaceUse) -> String {
-    let names: Vec<&str> = interface
-        .functions
-        .iter()
-        .map(|f| f.name.as_str())
-        .collect();
-    names.join(", ")
 }

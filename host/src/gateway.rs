@@ -134,11 +134,13 @@ impl IntoResponse for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         let status = match e {
-            RegistryError::UnknownService(_) | RegistryError::UnknownVersion(..) => {
+            RegistryError::UnknownService { .. } | RegistryError::UnknownVersion { .. } => {
                 StatusCode::NOT_FOUND
             }
-            RegistryError::Rejected(..) | RegistryError::NoPrevious(_) => StatusCode::CONFLICT,
-            RegistryError::Incompatible(..) | RegistryError::InvalidSplit(_) => {
+            RegistryError::Rejected { .. } | RegistryError::NoPrevious { .. } => {
+                StatusCode::CONFLICT
+            }
+            RegistryError::Incompatible { .. } | RegistryError::InvalidSplit { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
         };
@@ -744,7 +746,10 @@ async fn upload_version(
         Ok(state) => state,
         Err(reason) => {
             let _ = std::fs::remove_file(&staged);
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                reason.to_string(),
+            ));
         }
     };
     if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {

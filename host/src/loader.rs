@@ -21,7 +21,7 @@ use crate::balance::{HashKey, InstancePool, Isolation, PoolPolicy, ServiceLinks,
 use crate::files;
 use crate::platform::{HANDLER_INTERFACE, Platform};
 use crate::registry::{
-    Activation, FailoverPolicy, Found, LoadedVersion, Registry, VersionEntry, now_ms,
+    Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
 use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
 use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
@@ -345,7 +345,7 @@ impl Loader {
             };
             let entry = match &settings {
                 Ok(_) => self.load_file(name, &version, &path).await,
-                Err(e) => VersionEntry::Rejected(e.clone()),
+                Err(e) => VersionEntry::Rejected(Refusal::Load { reason: e.clone() }),
             };
             found.versions.insert(version, entry);
         }
@@ -417,7 +417,7 @@ impl Loader {
 
     fn rejected(&self, path: &Path, reason: String) -> VersionEntry {
         tracing::error!(file = %path.display(), "rejected: {reason}");
-        VersionEntry::Rejected(reason)
+        VersionEntry::Rejected(Refusal::Load { reason })
     }
 
     /// Compile (or fetch from the cache), validate and link one component.

@@ -19,7 +19,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::balance::{HashKey, InstancePool};
-use crate::compat;
+use crate::compat::{self, Incompatibility};
 use crate::runtime::{CallError, InterfaceUse, Provider};
 use crate::telemetry;
 use switchyard_store::DeploymentStore;
@@ -136,7 +136,7 @@ pub enum VersionState {
 #[derive(Clone)]
 pub enum VersionEntry {
     Loaded(Arc<LoadedVersion>),
-    Rejected(String),
+    Rejected(Refusal),
 }
 
 /// Whether a new highest version takes traffic when it arrives.
@@ -234,11 +234,66 @@ impl Routing {
     }
 }
 
+/// What happened to a service, in its history (and as a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A version took all traffic.
+    Activated,
+    /// A new build of a serving version took its place.
+    Replaced,
+    /// Traffic was split across versions.
+    Traffic,
+    /// A failing version's traffic moved elsewhere.
+    Failover,
+    /// A version was refused.
+    Rejected,
+    /// A new build of a serving version was refused; the old one serves on.
+    Refused,
+    /// A version arrived on standby.
+    Added,
+    /// A version's file was removed.
+    Removed,
+}
+
+impl Action {
+    /// The name it goes by in the history and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Activated => "activated",
+            Action::Replaced => "replaced",
+            Action::Traffic => "traffic",
+            Action::Failover => "failover",
+            Action::Rejected => "rejected",
+            Action::Refused => "refused",
+            Action::Added => "added",
+            Action::Removed => "removed",
+        }
+    }
+}
+
+/// Why a version was refused: the loader's reason (the file, the component,
+/// its settings, its start-up), or how it does not fit the other services.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Refusal {
+    #[error("{reason}")]
+    Load { reason: String },
+    #[error("{why}")]
+    Incompatible { why: Incompatibility },
+}
+
+impl From<Incompatibility> for Refusal {
+    fn from(why: Incompatibility) -> Refusal {
+        Refusal::Incompatible { why }
+    }
+}
+
 /// Something that happened to a service, for its history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub at_ms: u64,
-    pub action: String,
+    pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     pub reason: String,
@@ -277,7 +332,7 @@ struct Book {
 }
 
 impl Book {
-    fn log(&mut self, action: &str, version: Option<&Version>, reason: impl Into<String>) {
+    fn log(&mut self, action: Action, version: Option<&Version>, reason: impl ToString) {
         self.log_at(now_ms(), action, version, reason);
     }
 
@@ -286,17 +341,17 @@ impl Book {
     fn log_at(
         &mut self,
         at_ms: u64,
-        action: &str,
+        action: Action,
         version: Option<&Version>,
-        reason: impl Into<String>,
+        reason: impl ToString,
     ) {
-        let reason = reason.into();
+        let reason = reason.to_string();
         let shown = version.map_or_else(String::new, Version::to_string);
-        tracing::info!(service = %self.service, action, version = %shown, "{reason}");
+        tracing::info!(service = %self.service, action = action.as_str(), version = %shown, "{reason}");
         telemetry::deployment_event(&self.service, action);
         self.history.push_back(Event {
             at_ms,
-            action: action.to_string(),
+            action,
             version: version.map(Version::to_string),
             reason,
         });
@@ -319,15 +374,15 @@ impl Book {
         version: &Version,
     ) -> Result<Arc<LoadedVersion>, RegistryError> {
         match self.versions.get(version) {
-            None => Err(RegistryError::UnknownVersion(
-                service.to_string(),
-                version.clone(),
-            )),
-            Some(VersionEntry::Rejected(why)) => Err(RegistryError::Rejected(
-                service.to_string(),
-                version.clone(),
-                why.clone(),
-            )),
+            None => Err(RegistryError::UnknownVersion {
+                service: service.to_string(),
+                version: version.clone(),
+            }),
+            Some(VersionEntry::Rejected(why)) => Err(RegistryError::Rejected {
+                service: service.to_string(),
+                version: version.clone(),
+                why: Box::new(why.clone()),
+            }),
             Some(VersionEntry::Loaded(loaded)) => Ok(loaded.clone()),
         }
     }
@@ -438,18 +493,35 @@ impl Service {
 /// Why an admin request could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("no service named {0:?}")]
-    UnknownService(String),
-    #[error("service {0} has no version {1}")]
-    UnknownVersion(String, Version),
-    #[error("{0} {1} was rejected: {2}")]
-    Rejected(String, Version, String),
-    #[error("{0} {1} cannot serve: {2}")]
-    Incompatible(String, Version, String),
-    #[error("service {0} has no earlier version to roll back to")]
-    NoPrevious(String),
-    #[error("invalid traffic split: {0}")]
-    InvalidSplit(String),
+    #[error("no service named {service:?}")]
+    UnknownService { service: String },
+    #[error("service {service} has no version {version}")]
+    UnknownVersion { service: String, version: Version },
+    #[error("{service} {version} was rejected: {why}")]
+    Rejected {
+        service: String,
+        version: Version,
+        why: Box<Refusal>,
+    },
+    #[error("{service} {version} cannot serve: {why}")]
+    Incompatible {
+        service: String,
+        version: Version,
+        why: Box<Incompatibility>,
+    },
+    #[error("service {service} has no earlier version to roll back to")]
+    NoPrevious { service: String },
+    #[error("invalid traffic split: {why}")]
+    InvalidSplit { why: SplitError },
+}
+
+/// Why a traffic split was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    #[error("weight {weight} is above the largest allowed, {MAX_WEIGHT}")]
+    WeightTooLarge { weight: u32 },
+    #[error("at least one version needs a weight above 0")]
+    NothingWeighted,
 }
 
 /// Whether `weights` make a usable split: each at most [`MAX_WEIGHT`], and
@@ -458,16 +530,16 @@ pub fn check_split<'a>(weights: impl IntoIterator<Item = &'a u32>) -> Result<(),
     let mut total = 0u64;
     for &weight in weights {
         if weight > MAX_WEIGHT {
-            return Err(RegistryError::InvalidSplit(format!(
-                "weight {weight} is above the largest allowed, {MAX_WEIGHT}"
-            )));
+            return Err(RegistryError::InvalidSplit {
+                why: SplitError::WeightTooLarge { weight },
+            });
         }
         total += u64::from(weight);
     }
     if total == 0 {
-        return Err(RegistryError::InvalidSplit(
-            "at least one version needs a weight above 0".into(),
-        ));
+        return Err(RegistryError::InvalidSplit {
+            why: SplitError::NothingWeighted,
+        });
     }
     Ok(())
 }
@@ -526,8 +598,9 @@ impl Registry {
     }
 
     fn service(&self, name: &str) -> Result<Arc<Service>, RegistryError> {
-        self.get(name)
-            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))
+        self.get(name).ok_or_else(|| RegistryError::UnknownService {
+            service: name.to_string(),
+        })
     }
 
     fn service_or_new(&self, name: &str) -> Arc<Service> {
@@ -662,9 +735,11 @@ impl Registry {
             let rejected = choices.get_mut(&name).expect("from choices").remove(0);
             let service = self.service_or_new(&name);
             let mut book = service.book();
-            book.log("rejected", Some(&rejected.version), &reason);
-            book.versions
-                .insert(rejected.version.clone(), VersionEntry::Rejected(reason));
+            book.log(Action::Rejected, Some(&rejected.version), &reason);
+            book.versions.insert(
+                rejected.version.clone(),
+                VersionEntry::Rejected(reason.into()),
+            );
         }
 
         for (name, chosen) in choices {
@@ -703,7 +778,7 @@ impl Registry {
             {
                 let reason = "the highest version, added while the host was stopped (auto)";
                 if let Err(e) = self.activate_locked(&service, &mut book, &newest, reason) {
-                    book.log("rejected", Some(&newest), e.to_string());
+                    book.log(Action::Rejected, Some(&newest), e.to_string());
                 }
             }
             if let Some(primary) = service.routing().primary() {
@@ -713,7 +788,7 @@ impl Registry {
                     .back()
                     .is_none_or(|e| e.version.as_ref() != Some(&primary.to_string()))
                 {
-                    book.log("activated", Some(&primary), "serving after start-up");
+                    book.log(Action::Activated, Some(&primary), "serving after start-up");
                 }
             }
             book.known.extend(arrivals);
@@ -729,7 +804,7 @@ impl Registry {
         mode: Activation,
         version: Version,
         entry: VersionEntry,
-    ) -> Result<VersionState, String> {
+    ) -> Result<VersionState, Refusal> {
         let _changing = self.changing();
         let service = self.service_or_new(service);
         let mut book = service.book();
@@ -746,19 +821,19 @@ impl Registry {
         book: &mut Book,
         version: Version,
         entry: VersionEntry,
-    ) -> Result<VersionState, String> {
+    ) -> Result<VersionState, Refusal> {
         let routing = service.routing();
         let serving_now = routing.weight_of(&version).is_some();
         let loaded = match entry {
             VersionEntry::Rejected(reason) => {
                 if serving_now {
                     book.log(
-                        "refused",
+                        Action::Refused,
                         Some(&version),
                         format!("the new file was refused, the old build keeps serving: {reason}"),
                     );
                 } else {
-                    book.log("rejected", Some(&version), &reason);
+                    book.log(Action::Rejected, Some(&version), &reason);
                     book.versions
                         .insert(version, VersionEntry::Rejected(reason.clone()));
                 }
@@ -768,11 +843,13 @@ impl Registry {
         };
         if let Err(reason) = compat::check(&loaded, &self.serving(&service.name, None)) {
             if !serving_now {
-                book.versions
-                    .insert(version.clone(), VersionEntry::Rejected(reason.clone()));
+                book.versions.insert(
+                    version.clone(),
+                    VersionEntry::Rejected(reason.clone().into()),
+                );
             }
-            book.log("rejected", Some(&version), &reason);
-            return Err(reason);
+            book.log(Action::Rejected, Some(&version), &reason);
+            return Err(reason.into());
         }
         book.versions
             .insert(version.clone(), VersionEntry::Loaded(loaded.clone()));
@@ -780,7 +857,7 @@ impl Registry {
             let at = service.route(routing.with_replaced(&loaded));
             book.log_at(
                 at,
-                "replaced",
+                Action::Replaced,
                 Some(&version),
                 "a new build of a serving version",
             );
@@ -789,10 +866,15 @@ impl Registry {
         let higher = routing.primary().is_none_or(|p| version > p.version);
         if book.mode == Activation::Auto && higher {
             self.activate_locked(service, book, &version, "the highest version (auto)")
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match e {
+                    RegistryError::Incompatible { why, .. } => Refusal::from(*why),
+                    other => Refusal::Load {
+                        reason: other.to_string(),
+                    },
+                })?;
             Ok(VersionState::Active)
         } else {
-            book.log("added", Some(&version), "on standby");
+            book.log(Action::Added, Some(&version), "on standby");
             Ok(VersionState::Standby)
         }
     }
@@ -808,7 +890,7 @@ impl Registry {
         if book.versions.remove(version).is_none() {
             return;
         }
-        book.log("removed", Some(version), "its file was removed");
+        book.log(Action::Removed, Some(version), "its file was removed");
         let routing = service.routing();
         if routing.weight_of(version).is_some() {
             let rest = routing.without(version);
@@ -825,7 +907,7 @@ impl Registry {
                         let at = service.route(Routing::single(fallback.clone()));
                         book.log_at(
                             at,
-                            "activated",
+                            Action::Activated,
                             Some(&fallback.version),
                             format!("{version} was removed"),
                         );
@@ -865,8 +947,10 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let loaded = book.usable(&service.name, version)?;
         let serving = self.serving(&service.name, Some(std::slice::from_ref(&loaded)));
-        compat::check(&loaded, &serving).map_err(|why| {
-            RegistryError::Incompatible(service.name.clone(), version.clone(), why)
+        compat::check(&loaded, &serving).map_err(|why| RegistryError::Incompatible {
+            service: service.name.clone(),
+            version: version.clone(),
+            why: Box::new(why),
         })?;
         if let Some(current) = service.routing().primary()
             && &current.version != version
@@ -875,7 +959,7 @@ impl Registry {
         }
         let at = service.route(Routing::single(loaded));
         book.failed.remove(version);
-        book.log_at(at, "activated", Some(version), reason);
+        book.log_at(at, Action::Activated, Some(version), reason);
         Ok(())
     }
 
@@ -896,22 +980,24 @@ impl Registry {
             if let Err(why) = compat::check(&loaded, &serving) {
                 book.previous.push(previous.clone());
                 self.persist(&service, &book);
-                return Err(RegistryError::Incompatible(
-                    service.name.clone(),
-                    previous,
-                    why,
-                ));
+                return Err(RegistryError::Incompatible {
+                    service: service.name.clone(),
+                    version: previous,
+                    why: Box::new(why),
+                });
             }
             let at = service.route(Routing::single(loaded));
             let from = current
                 .map(|c| format!("rollback from {c}"))
                 .unwrap_or_else(|| "rollback".into());
-            book.log_at(at, "activated", Some(&previous), from);
+            book.log_at(at, Action::Activated, Some(&previous), from);
             self.persist(&service, &book);
             return Ok(previous);
         }
         self.persist(&service, &book);
-        Err(RegistryError::NoPrevious(service.name.clone()))
+        Err(RegistryError::NoPrevious {
+            service: service.name.clone(),
+        })
     }
 
     /// Split `service`'s traffic across versions by relative weight.
@@ -933,8 +1019,10 @@ impl Registry {
         let versions: Vec<Arc<LoadedVersion>> = entries.iter().map(|(v, _)| v.clone()).collect();
         let serving = self.serving(&service.name, Some(&versions));
         for version in &versions {
-            compat::check(version, &serving).map_err(|why| {
-                RegistryError::Incompatible(service.name.clone(), version.version.clone(), why)
+            compat::check(version, &serving).map_err(|why| RegistryError::Incompatible {
+                service: service.name.clone(),
+                version: version.version.clone(),
+                why: Box::new(why),
             })?;
         }
         if let Some(current) = service.routing().primary()
@@ -947,7 +1035,12 @@ impl Registry {
             .map(|(v, w)| format!("{} {w}", v.version))
             .collect();
         let at = service.route(Routing { entries });
-        book.log_at(at, "traffic", None, format!("split: {}", split.join(", ")));
+        book.log_at(
+            at,
+            Action::Traffic,
+            None,
+            format!("split: {}", split.join(", ")),
+        );
         self.persist(&service, &book);
         Ok(())
     }
@@ -1025,7 +1118,7 @@ impl Registry {
                 let at = service.route(Routing::single(fallback.clone()));
                 book.log_at(
                     at,
-                    "failover",
+                    Action::Failover,
                     Some(&fallback.version),
                     format!("{} {} failed: {reason}", service.name, failing.version),
                 );
@@ -1036,7 +1129,7 @@ impl Registry {
                     service.route(rest);
                 }
                 book.log(
-                    "failover",
+                    Action::Failover,
                     Some(&failing.version),
                     format!("failed ({reason}), and no healthy version is left to take over"),
                 );
@@ -1101,6 +1194,7 @@ impl Registry {
                         (state, _) => state,
                     },
                     reason: book.failed.get(version).cloned(),
+                    refusal: None,
                     weight: routing.weight_of(version),
                     compile_ms: Some(v.compile_time.as_secs_f64() * 1e3),
                     from_cache: Some(v.from_cache),
@@ -1112,7 +1206,8 @@ impl Registry {
                 VersionEntry::Rejected(reason) => VersionView {
                     version: version.to_string(),
                     state: VersionState::Rejected,
-                    reason: Some(reason.clone()),
+                    reason: Some(reason.to_string()),
+                    refusal: Some(reason.clone()),
                     weight: None,
                     compile_ms: None,
                     from_cache: None,
@@ -1180,7 +1275,11 @@ pub struct ServiceView {
 pub struct VersionView {
     pub version: String,
     pub state: VersionState,
+    /// Why it is rejected or failed, as a sentence.
     pub reason: Option<String>,
+    /// Why it is rejected, as structured data (`kind` says which reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     pub weight: Option<u32>,
     pub compile_ms: Option<f64>,
     pub from_cache: Option<bool>,

@@ -109,10 +109,22 @@ pub enum CallError {
     TooMuchData,
     /// A call it made to another service failed; the message names that service.
     #[error("{0}")]
-    Dependency(String),
+    Dependency(DependencyFailure),
     /// The guest trapped (a panic, a stack overflow, ...).
     #[error("trapped: {0:#}")]
     Trap(anyhow::Error),
+}
+
+/// A call to another service's interface failed (that service trapped, timed
+/// out, is unavailable...). The error a guest's import call fails with, so the
+/// caller's own failure can be told from its dependency's by downcasting.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cause}")]
+pub struct DependencyFailure {
+    pub interface: String,
+    pub function: String,
+    /// What went wrong, naming the service that was called.
+    pub cause: String,
 }
 
 /// What a guest's store holds: its WASI context, its resources, its platform
@@ -128,7 +140,6 @@ pub struct ServiceState {
     depth: u32,
     timed_out: bool,
     out_of_memory: bool,
-    dependency_failure: Option<String>,
 }
 
 impl ResourceLimiter for ServiceState {
@@ -381,28 +392,26 @@ impl Runtime {
             for function in &import.functions {
                 let calls = calls.clone();
                 let (interface, function_name) = (import.name.clone(), function.name.clone());
-                instance.func_new_async(
-                    &function.name,
-                    move |mut store, _ty, params, results| {
-                        let calls = calls.clone();
-                        let interface = interface.clone();
-                        let function = function_name.clone();
-                        Box::new(async move {
-                            let depth = store.data().depth;
-                            let outcome = calls
-                                .call(depth, &interface, &function, params, results)
-                                .await;
-                            if let Err(e) = &outcome {
-                                // Remembered so that the caller's trap can be told
-                                // apart from a failure of the service it called.
-                                store.data_mut().dependency_failure = Some(format!("{e:#}"));
-                            }
-                            outcome
-                                .with_context(|| format!("calling {interface}#{function}"))
-                                .map_err(wasmtime::Error::from_anyhow)
-                        })
-                    },
-                )?;
+                instance.func_new_async(&function.name, move |store, _ty, params, results| {
+                    let calls = calls.clone();
+                    let interface = interface.clone();
+                    let function = function_name.clone();
+                    Box::new(async move {
+                        let depth = store.data().depth;
+                        calls
+                            .call(depth, &interface, &function, params, results)
+                            .await
+                            // Typed, so that the caller's trap can be told
+                            // apart from a failure of the service it called.
+                            .map_err(|e| {
+                                wasmtime::Error::new(DependencyFailure {
+                                    interface: interface.clone(),
+                                    function: function.clone(),
+                                    cause: format!("{e:#}"),
+                                })
+                            })
+                    })
+                })?;
             }
         }
         let pre = linker
@@ -459,7 +468,6 @@ impl Runtime {
             depth: 0,
             timed_out: false,
             out_of_memory: false,
-            dependency_failure: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
@@ -565,7 +573,6 @@ impl LiveInstance {
         state.platform.begin_call();
         state.timed_out = false;
         state.out_of_memory = false;
-        state.dependency_failure = None;
     }
 
     fn finish<R>(&mut self, outcome: wasmtime::Result<R>) -> Result<R, CallError> {
@@ -579,8 +586,8 @@ impl LiveInstance {
             CallError::Timeout(state.limits.deadline)
         } else if state.out_of_memory {
             CallError::OutOfMemory(state.limits.memory_bytes >> 20)
-        } else if let Some(failure) = state.dependency_failure.take() {
-            CallError::Dependency(failure)
+        } else if let Some(failure) = error.downcast_ref::<DependencyFailure>() {
+            CallError::Dependency(failure.clone())
         } else if is_out_of_hostcall_fuel(&error) {
             CallError::TooMuchData
         } else {

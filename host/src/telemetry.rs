@@ -11,7 +11,7 @@ use anyhow::Result;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::Registry;
+use crate::registry::{Action, Registry};
 use crate::runtime::CallError;
 
 const REQUESTS: &str = "switchyard_requests_total";
@@ -108,15 +108,15 @@ pub fn call_failed(service: &str, version: &str, failure: &CallError) {
 }
 
 /// A change in what serves: counted by kind of history event.
-pub fn deployment_event(service: &str, action: &str) {
+pub fn deployment_event(service: &str, action: Action) {
     let name = match action {
-        "activated" | "replaced" | "traffic" => SWAPS,
-        "failover" => {
+        Action::Activated | Action::Replaced | Action::Traffic => SWAPS,
+        Action::Failover => {
             counter!(SWAPS, "service" => service.to_string()).increment(1);
             FAILOVERS
         }
-        "rejected" => REJECTED,
-        _ => return,
+        Action::Rejected => REJECTED,
+        Action::Refused | Action::Added | Action::Removed => return,
     };
     counter!(name, "service" => service.to_string()).increment(1);
 }

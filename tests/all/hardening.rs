@@ -479,6 +479,14 @@ pub(crate) async fn a_service_importing_what_it_exports_is_refused_for_that_reas
     let host = site.start();
     let reason = rejection(&host, "selfish", "1.0.0").await;
     assert!(reason.contains("which it exports itself"), "{reason}");
+    // The same refusal, as data for tools.
+    let entry = host.wait_state("selfish", "1.0.0", "rejected").await;
+    assert_eq!(entry["refusal"]["kind"], "incompatible", "{entry}");
+    assert_eq!(entry["refusal"]["why"]["kind"], "imports-itself", "{entry}");
+    assert_eq!(
+        entry["refusal"]["why"]["interface"], "switchyard:cycle/ping@1.0.0",
+        "{entry}"
+    );
 }
 
 /// Orders settings that make recovery quick: a 1 s deadline, so sagas older
