@@ -34,12 +34,7 @@ fn healthz(host: &Host, _: usize) -> support::RequestBuilder {
 
 /// Start `n` hogs, measure both routes, and wait for the hogs to end.
 async fn with_hogs(host: &Arc<Host>, n: usize) -> (Value, Value) {
-    let hogs: Vec<_> = (0..n)
-        .map(|_| {
-            let host = host.clone();
-            tokio::spawn(async move { host.get("/hog/loop").await.status })
-        })
-        .collect();
+    let hogs = host.get_at_once(n, "/hog/loop");
     // Let the hogs get going before measuring.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let goods = load(host, 2, PHASE, goods, async {}).await;

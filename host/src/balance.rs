@@ -339,21 +339,30 @@ pub enum HashKey {
     PathSegment(usize),
 }
 
+/// Why a `hash_key` setting is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum HashKeyError {
+    #[error("hash_key {text:?}: the path segment must be a number from 1")]
+    BadSegment { text: String },
+    #[error("hash_key {text:?} must be \"header:<name>\" or \"path:<n>\"")]
+    Unknown { text: String },
+}
+
 impl HashKey {
-    pub fn parse(text: &str) -> Result<HashKey, String> {
+    pub fn parse(text: &str) -> Result<HashKey, HashKeyError> {
         match text.split_once(':') {
             Some(("header", name)) if !name.is_empty() => {
                 Ok(HashKey::Header(name.to_ascii_lowercase()))
             }
             Some(("path", n)) => match n.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(HashKey::PathSegment(n)),
-                _ => Err(format!(
-                    "hash_key {text:?}: the path segment must be a number from 1"
-                )),
+                _ => Err(HashKeyError::BadSegment {
+                    text: text.to_string(),
+                }),
             },
-            _ => Err(format!(
-                "hash_key {text:?} must be \"header:<name>\" or \"path:<n>\""
-            )),
+            _ => Err(HashKeyError::Unknown {
+                text: text.to_string(),
+            }),
         }
     }
 

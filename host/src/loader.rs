@@ -67,6 +67,21 @@ pub struct ServiceSettings {
     pub config: BTreeMap<String, String>,
 }
 
+/// Why a `service.toml` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: files::FileError,
+    },
+    #[error("{} is invalid: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
 /// `[instances]`: how many instances each version may have.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,14 +270,14 @@ impl Loader {
     }
 
     /// Read `services/<name>/service.toml` (absent: the defaults).
-    pub fn settings(&self, service: &str) -> Result<ServiceSettings, String> {
+    pub fn settings(&self, service: &str) -> Result<ServiceSettings, SettingsError> {
         let path = self.service_dir(service).join("service.toml");
         let text = match files::read_regular(&path, MAX_SETTINGS_BYTES) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.is_not_found() => return Ok(ServiceSettings::default()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(SettingsError::Unreadable { path, source }),
         };
-        toml::from_str(&text).map_err(|e| format!("{} is invalid: {e}", path.display()))
+        toml::from_str(&text).map_err(|source| SettingsError::Invalid { path, source })
     }
 
     /// Load every service under the services directory, then let the registry
@@ -345,7 +360,9 @@ impl Loader {
             };
             let entry = match &settings {
                 Ok(_) => self.load_file(name, &version, &path).await,
-                Err(e) => VersionEntry::Rejected(Refusal::Load { reason: e.clone() }),
+                Err(e) => VersionEntry::Rejected(Refusal::Load {
+                    reason: e.to_string(),
+                }),
             };
             found.versions.insert(version, entry);
         }
@@ -427,7 +444,7 @@ impl Loader {
         version: &Version,
         bytes: Vec<u8>,
     ) -> Result<Arc<LoadedVersion>> {
-        let settings = self.settings(service).map_err(anyhow::Error::msg)?;
+        let settings = self.settings(service)?;
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
         let compiled =
@@ -468,8 +485,7 @@ impl Loader {
             .hash_key
             .as_deref()
             .map(HashKey::parse)
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
+            .transpose()?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
         let quota = settings
             .storage

@@ -126,12 +126,7 @@ async fn a_full_pool_answers_503_with_retry_after_instead_of_queueing_forever() 
         "it waited its queue timeout first"
     );
     // Past 32 waiting calls per instance, more are refused at once.
-    let burst: Vec<_> = (0..40)
-        .map(|_| {
-            let host = host.clone();
-            tokio::spawn(async move { host.get("/faulty/ok").await })
-        })
-        .collect();
+    let burst = host.get_at_once(40, "/faulty/ok");
     let mut turned_away = 0;
     for reply in burst {
         let reply = reply.await.unwrap();

@@ -10,11 +10,12 @@ pub use client::{Client, RequestBuilder};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 /// The file of a shop service or test fixture, built from source by the
 /// `test-artifacts` crate (`"goods"`, `"goods_v2"`, ...).
@@ -284,6 +285,16 @@ impl Host {
         let reply = self.post("/goods", goods).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
         reply
+    }
+
+    /// Start `n` `GET {path}` requests at once, each in a task of its own.
+    pub fn get_at_once(self: &Arc<Self>, n: usize, path: &str) -> Vec<JoinHandle<Reply>> {
+        (0..n)
+            .map(|_| {
+                let (host, path) = (self.clone(), path.to_string());
+                tokio::spawn(async move { host.get(&path).await })
+            })
+            .collect()
     }
 
     pub async fn get(&self, path: &str) -> Reply {
