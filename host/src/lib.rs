@@ -59,52 +59,75 @@ pub struct Settings {
     pub connections: server::ConnectionLimits,
 }
 
+/// The host, loaded and ready to serve: its routes, and what must live as
+/// long as they do.
+pub struct App {
+    /// The gateway's and the admin API's routes. Serve them with connect info
+    /// (`ConnectInfo<SocketAddr>` in each request's extensions).
+    pub router: axum::Router,
+    store: Arc<switchyard_store::SqliteStore>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl App {
+    /// Load every service, start watching the folder and recovering, and
+    /// build the routes; nothing listens yet. Tests drive `router` in process.
+    pub async fn load(settings: &Settings, telemetry: Arc<telemetry::Telemetry>) -> Result<App> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+        std::fs::create_dir_all(&settings.services_dir).with_context(|| {
+            format!(
+                "cannot create the services directory {}",
+                settings.services_dir.display()
+            )
+        })?;
+        let store = Arc::new(
+            switchyard_store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
+                .context("cannot open the store")?,
+        );
+        let runtime = Arc::new(runtime::Runtime::new(settings.pool_instances)?);
+        let registry = Arc::new(registry::Registry::new(store.clone()));
+        let loader = Arc::new(loader::Loader {
+            runtime,
+            registry: registry.clone(),
+            store: store.clone(),
+            // Canonical, so that the watcher's event paths can be matched against it.
+            services_dir: settings.services_dir.canonicalize()?,
+            cache_dir: settings.data_dir.join("compiled"),
+            default_deadline: settings.request_timeout,
+        });
+        loader.load_all().await?;
+        let watcher = watcher::watch(loader.clone())?;
+        recovery::recover_all(&registry).await;
+        tokio::spawn(recovery::run(Arc::downgrade(&registry)));
+
+        let router = gateway::router(Arc::new(gateway::Gateway {
+            registry,
+            telemetry,
+            loader,
+            admin_token: settings.admin_token.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            request_timeout: settings.request_timeout,
+        }));
+        Ok(App {
+            router,
+            store,
+            _watcher: watcher,
+        })
+    }
+}
+
 /// Load the services, then serve until interrupted (Ctrl-C or SIGTERM).
 ///
 /// Prints `switchyard listening on http://ADDR` on stdout once the gateway
 /// accepts connections, with the actual port when `listen` asks for port 0.
 pub async fn serve(settings: Settings) -> Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    std::fs::create_dir_all(&settings.services_dir).with_context(|| {
-        format!(
-            "cannot create the services directory {}",
-            settings.services_dir.display()
-        )
-    })?;
     let telemetry = Arc::new(telemetry::Telemetry::install()?);
-    let store = Arc::new(
-        switchyard_store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
-            .context("cannot open the store")?,
-    );
-    let runtime = Arc::new(runtime::Runtime::new(settings.pool_instances)?);
-    let registry = Arc::new(registry::Registry::new(store.clone()));
-    let loader = Arc::new(loader::Loader {
-        runtime,
-        registry: registry.clone(),
-        store: store.clone(),
-        // Canonical, so that the watcher's event paths can be matched against it.
-        services_dir: settings.services_dir.canonicalize()?,
-        cache_dir: settings.data_dir.join("compiled"),
-        default_deadline: settings.request_timeout,
-    });
-    loader.load_all().await?;
-    let _watcher = watcher::watch(loader.clone())?;
-    recovery::recover_all(&registry).await;
-    tokio::spawn(recovery::run(Arc::downgrade(&registry)));
-
-    let app = gateway::router(Arc::new(gateway::Gateway {
-        registry,
-        telemetry,
-        loader,
-        admin_token: settings.admin_token.clone(),
-        max_body_bytes: settings.max_body_bytes,
-        request_timeout: settings.request_timeout,
-    }));
+    let app = App::load(&settings, telemetry).await?;
     let mut connections = settings.connections;
     connections.max_connections = server::raise_fd_limit(connections.max_connections);
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -116,13 +139,13 @@ pub async fn serve(settings: Settings) -> Result<()> {
     // longer than the shutdown timeout; then make the store's writes durable.
     server::serve(
         listener,
-        app,
+        app.router.clone(),
         connections,
         shutdown_signal(),
         settings.shutdown_timeout,
     )
     .await;
-    store.checkpoint().context("cannot flush the store")?;
+    app.store.checkpoint().context("cannot flush the store")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -40,10 +40,21 @@ pub struct Telemetry {
 impl Telemetry {
     /// Install the process-wide recorder (once per process).
     pub fn install() -> Result<Telemetry> {
-        let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), &BUCKETS)?
-            .install_recorder()?;
+        let handle = Self::builder()?.install_recorder()?;
         Ok(Telemetry { handle })
+    }
+
+    /// A recorder of its own, not the process's: for a host built in process
+    /// next to others (tests). What the host records still goes to the
+    /// process-wide recorder, if any; this one renders empty.
+    pub fn detached() -> Result<Telemetry> {
+        let handle = Self::builder()?.build_recorder().handle();
+        Ok(Telemetry { handle })
+    }
+
+    fn builder() -> Result<PrometheusBuilder> {
+        Ok(PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.into()), &BUCKETS)?)
     }
 
     /// Every metric in the Prometheus text format.

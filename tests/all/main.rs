@@ -1,11 +1,13 @@
 //! Every end-to-end test, in one binary: each starts a real `switchyard`
 //! process on a scratch services and data folder, with real components built
-//! from source, and talks HTTP to it. One module per area; `support` holds
-//! what they share.
+//! from source, and talks HTTP to it; `in_process` drives the same routes
+//! without a process or a socket. One module per area; `support` holds what
+//! they share.
 
 mod support;
 
 mod hardening;
+mod in_process;
 mod limits;
 mod loading;
 mod operations;
