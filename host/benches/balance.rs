@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::json;
-use switchyard::platform::Platform;
 use switchyard::runtime::{BoxFuture, Limits, Runtime, ServiceCalls};
+use switchyard_platform::Platform;
 use switchyard_store::SqliteStore;
 use wasmtime::component::Val;
 

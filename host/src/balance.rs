@@ -33,11 +33,11 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
-use crate::platform::{Platform, ServiceBindingsPre, handler};
 use crate::registry::Registry;
 use crate::runtime::{
     BoxFuture, CallError, Limits, LiveInstance, Runtime, ServiceCalls, ServiceState,
 };
+use switchyard_platform::{Platform, ServiceBindingsPre, handler};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;

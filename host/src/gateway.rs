@@ -26,10 +26,10 @@ use subtle::ConstantTimeEq;
 
 use crate::balance::AcquireError;
 use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
-use crate::platform::handler;
 use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
 use crate::runtime::CallError;
 use crate::telemetry::{self, Telemetry};
+use switchyard_platform::handler;
 use tracing::Instrument;
 
 /// Headers naming the service and version that answered.

@@ -10,7 +10,8 @@
 //! - [`balance`]: which instance serves it; service-to-service forwarding.
 //! - [`runtime`]: wasmtime: compiling (and the compiled cache), linking,
 //!   instantiating, calling.
-//! - [`platform`]: the host side of the imports every service gets.
+//! - `switchyard_platform` (its own crate, `host/platform`): the host side of
+//!   the imports every service gets.
 //! - `switchyard_store` (its own crate, `host/store`): durable data, the
 //!   services' key-value data and the registry's deployment records.
 //! - [`loader`]: turning component files and uploads into versions.
@@ -27,7 +28,6 @@ pub mod compat;
 pub mod files;
 pub mod gateway;
 pub mod loader;
-pub mod platform;
 pub mod recovery;
 pub mod registry;
 pub mod runtime;

@@ -19,11 +19,11 @@ use serde::Deserialize;
 
 use crate::balance::{HashKey, InstancePool, Isolation, PoolPolicy, ServiceLinks, Strategy};
 use crate::files;
-use crate::platform::{HANDLER_INTERFACE, Platform};
 use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
 use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
+use switchyard_platform::{HANDLER_INTERFACE, Platform};
 use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
 
 /// The largest component accepted, from a file or an upload.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use wasmtime::component::Val;
 
-use crate::platform::RECOVERY_INTERFACE;
 use crate::registry::{LoadedVersion, Registry};
+use switchyard_platform::RECOVERY_INTERFACE;
 
 /// How often recovery runs while serving.
 pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(5);

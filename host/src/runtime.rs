@@ -27,7 +27,9 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::platform::{self, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler};
+use switchyard_platform::{
+    self as platform, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler,
+};
 
 /// How often the epoch advances. Every tick, a running guest yields to the async
 /// executor, so a long computation delays other requests by at most this much

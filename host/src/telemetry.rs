@@ -23,7 +23,6 @@ const INSTANCES: &str = "switchyard_instances";
 const SWAPS: &str = "switchyard_swaps_total";
 const REJECTED: &str = "switchyard_rejected_versions_total";
 const FAILOVERS: &str = "switchyard_failovers_total";
-const LOG_DROPPED: &str = "switchyard_log_dropped_total";
 
 /// Latency buckets, in seconds: the gateway's own cost is tens of
 /// microseconds, a service's work milliseconds, a deadline seconds.
@@ -130,10 +129,4 @@ pub fn deployment_event(service: &str, action: Action) {
         Action::Refused | Action::Added | Action::Removed => return,
     };
     counter!(name, "service" => service.to_string()).increment(1);
-}
-
-/// A log message a service wrote past its budget, and that was dropped.
-pub fn log_dropped(service: &str, version: &str) {
-    counter!(LOG_DROPPED, "service" => service.to_string(), "version" => version.to_string())
-        .increment(1);
 }

@@ -1,26 +1,28 @@
 //! The host side of what every service may import: key-value storage
 //! (`wasi:keyvalue` plus our `keyvalue-cas` extension), configuration
-//! (`wasi:config`) and logging (`wasi:logging`).
+//! (`wasi:config`) and logging (`wasi:logging`); and the bindings of the
+//! `switchyard:platform/service` world every service targets.
 //!
-//! This module owns [`Platform`], the per-instance context those imports act on.
-//! It always acts in the name of the service the instance belongs to: the
-//! namespace passed to the store comes from here, never from the guest.
+//! This crate owns [`Platform`], the per-instance context those imports act
+//! on. It always acts in the name of the service the instance belongs to: the
+//! namespace passed to the store comes from here, never from the guest. It
+//! must never reach another service's data, nor know about HTTP, versions or
+//! routing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::telemetry;
 use switchyard_store::{KeyValueStore, Namespace, Quota, StoreError};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: [
-            "../wit/deps/keyvalue",
-            "../wit/deps/config",
-            "../wit/deps/logging",
-            "../wit/platform",
+            "../../wit/deps/keyvalue",
+            "../../wit/deps/config",
+            "../../wit/deps/logging",
+            "../../wit/platform",
         ],
         world: "switchyard:platform/service",
         // Key-value calls are async: the store may have to wait (for a
@@ -53,6 +55,9 @@ const MAX_BUCKET_NAME: usize = 256;
 pub struct Bucket {
     name: String,
 }
+
+/// Counts the log messages dropped past a call's budget.
+pub const LOG_DROPPED_METRIC: &str = "switchyard_log_dropped_total";
 
 /// The longest `wasi:logging` message passed on whole; longer ones are cut.
 pub const MAX_LOG_MESSAGE_BYTES: usize = 4 << 10;
@@ -336,7 +341,12 @@ impl logging::Host for PlatformView<'_> {
         if size > platform.log_budget {
             platform.log_budget = 0;
             platform.log_dropped += 1;
-            telemetry::log_dropped(service, version);
+            metrics::counter!(
+                LOG_DROPPED_METRIC,
+                "service" => service.clone(),
+                "version" => version.clone()
+            )
+            .increment(1);
             if platform.log_dropped == 1 {
                 tracing::warn!(
                     service,
