@@ -22,7 +22,7 @@ run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
 test: setup
-	$(CARGO) test --release -p switchyard -p switchyard-store -p switchyard-platform -p guest-common -p users
+	$(CARGO) test --release -p switchyard -p switchyard-store -p switchyard-platform -p switchyard-runtime -p guest-common -p users
 
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
@@ -34,7 +34,7 @@ bench: setup
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release -p switchyard -p switchyard-store -p switchyard-platform --all-targets -- -D warnings
+	$(CARGO) clippy --release -p switchyard -p switchyard-store -p switchyard-platform -p switchyard-runtime --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES)) -- -D warnings
 
 setup:

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::json;
-use switchyard::runtime::{BoxFuture, Limits, Runtime, ServiceCalls};
 use switchyard_platform::Platform;
+use switchyard_runtime::{BoxFuture, Limits, Runtime, ServiceCalls};
 use switchyard_store::SqliteStore;
 use wasmtime::component::Val;
 
@@ -72,7 +72,7 @@ impl ServiceCalls for NoCalls {
 }
 
 async fn instantiation_time() -> serde_json::Value {
-    let runtime = Runtime::new(switchyard::runtime::POOLED_INSTANCES).unwrap();
+    let runtime = Runtime::new(switchyard_runtime::POOLED_INSTANCES).unwrap();
     let component = runtime
         .compile(&std::fs::read(component("faulty")).unwrap())
         .unwrap();

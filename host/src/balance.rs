@@ -34,10 +34,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
 use crate::registry::Registry;
-use crate::runtime::{
+use switchyard_platform::{Platform, ServiceBindingsPre, handler};
+use switchyard_runtime::{
     BoxFuture, CallError, Limits, LiveInstance, Runtime, ServiceCalls, ServiceState,
 };
-use switchyard_platform::{Platform, ServiceBindingsPre, handler};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;

@@ -15,7 +15,7 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::registry::LoadedVersion;
-use crate::runtime::InterfaceUse;
+use switchyard_runtime::InterfaceUse;
 
 /// Why a version cannot serve alongside the versions of other services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]

@@ -27,9 +27,9 @@ use subtle::ConstantTimeEq;
 use crate::balance::AcquireError;
 use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
 use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
-use crate::runtime::CallError;
 use crate::telemetry::{self, Telemetry};
 use switchyard_platform::handler;
+use switchyard_runtime::CallError;
 use tracing::Instrument;
 
 /// Headers naming the service and version that answered.
@@ -377,7 +377,7 @@ fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
             StatusCode::BAD_GATEWAY,
             format!(
                 "{name} answered with more than the {} MiB one call may return",
-                crate::runtime::MAX_CALL_DATA >> 20
+                switchyard_runtime::MAX_CALL_DATA >> 20
             ),
         ),
         CallError::Trap(trap) => error(

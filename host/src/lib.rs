@@ -8,8 +8,8 @@
 //!   rollback, traffic splits, history.
 //! - [`compat`]: whether a version fits the versions of other services.
 //! - [`balance`]: which instance serves it; service-to-service forwarding.
-//! - [`runtime`]: wasmtime: compiling (and the compiled cache), linking,
-//!   instantiating, calling.
+//! - `switchyard_runtime` (its own crate, `host/runtime`): wasmtime:
+//!   compiling (and the compiled cache), linking, instantiating, calling.
 //! - `switchyard_platform` (its own crate, `host/platform`): the host side of
 //!   the imports every service gets.
 //! - `switchyard_store` (its own crate, `host/store`): durable data, the
@@ -30,7 +30,6 @@ pub mod gateway;
 pub mod loader;
 pub mod recovery;
 pub mod registry;
-pub mod runtime;
 pub mod server;
 pub mod telemetry;
 pub mod watcher;
@@ -89,7 +88,7 @@ impl App {
             switchyard_store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
                 .context("cannot open the store")?,
         );
-        let runtime = Arc::new(runtime::Runtime::new(settings.pool_instances)?);
+        let runtime = Arc::new(switchyard_runtime::Runtime::new(settings.pool_instances)?);
         let registry = Arc::new(registry::Registry::new(store.clone()));
         let loader = Arc::new(loader::Loader {
             runtime,

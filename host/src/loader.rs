@@ -22,8 +22,8 @@ use crate::files;
 use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
-use crate::runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
 use switchyard_platform::{HANDLER_INTERFACE, Platform};
+use switchyard_runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
 use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
 
 /// The largest component accepted, from a file or an upload.
@@ -393,17 +393,16 @@ impl Loader {
                 return;
             }
         };
-        let (digest, bytes) = match tokio::task::spawn_blocking(move || {
-            (crate::runtime::digest(&bytes), bytes)
-        })
-        .await
-        {
-            Ok(hashed) => hashed,
-            Err(e) => {
-                tracing::error!(file = %path.display(), "cannot hash: {e}");
-                return;
-            }
-        };
+        let (digest, bytes) =
+            match tokio::task::spawn_blocking(move || (switchyard_runtime::digest(&bytes), bytes))
+                .await
+            {
+                Ok(hashed) => hashed,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "cannot hash: {e}");
+                    return;
+                }
+            };
         if self.registry.has_build(service, version, &digest) {
             return;
         }

@@ -67,7 +67,7 @@ struct ServeArgs {
     max_connections: u64,
     /// Instances of all services and versions together that can exist at
     /// once (wasmtime's pooling allocator reserves room for them at start).
-    #[arg(long, env = "SWITCHYARD_POOL_INSTANCES", default_value_t = switchyard::runtime::POOLED_INSTANCES,
+    #[arg(long, env = "SWITCHYARD_POOL_INSTANCES", default_value_t = switchyard_runtime::POOLED_INSTANCES,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pool_instances: u32,
     /// Log lines as `text` for people or `json` for machines (filter: RUST_LOG).

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::balance::{HashKey, InstancePool};
 use crate::compat::{self, Incompatibility};
-use crate::runtime::{CallError, InterfaceUse, Provider};
 use crate::telemetry;
+use switchyard_runtime::{CallError, InterfaceUse, Provider};
 use switchyard_store::DeploymentStore;
 
 /// How many history events each service keeps.

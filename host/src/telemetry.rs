@@ -12,7 +12,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::registry::{Action, Registry};
-use crate::runtime::CallError;
+use switchyard_runtime::CallError;
 
 const REQUESTS: &str = "switchyard_requests_total";
 const REQUEST_SECONDS: &str = "switchyard_request_duration_seconds";

@@ -1,4 +1,4 @@
-//! The one place that knows wasmtime in depth: the [`Engine`], compiling
+//! The one crate that knows wasmtime in depth: the [`Engine`], compiling
 //! components, building each component's [`Linker`], and running instances.
 //!
 //! It owns the rules of what a guest may touch: the platform imports, a WASI
