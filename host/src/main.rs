@@ -42,7 +42,8 @@ struct ServeArgs {
     max_body_bytes: usize,
     /// Milliseconds a request may run before it gets 504 (a service's
     /// `[limits] deadline_ms` overrides it); also bounds reading a request body.
-    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     request_timeout_ms: u64,
     /// Token that admin changes (activate, rollback, traffic, upload) must
     /// present as `Authorization: Bearer <token>`. Without one, admin changes
@@ -54,11 +55,13 @@ struct ServeArgs {
     shutdown_timeout_ms: u64,
     /// Milliseconds a client has to send a complete request head, from its
     /// first byte (for a new connection: from connecting); then it is closed.
-    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     header_timeout_ms: u64,
     /// Milliseconds a connection may sit with no request running and no bytes
     /// moving before it is closed.
-    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "SWITCHYARD_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     idle_timeout_ms: u64,
     /// Open connections at most; more wait until one closes. Lowered to fit
     /// the limit on open files (whose soft limit is raised to the hard one).

@@ -770,3 +770,25 @@ async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
     let _ = stream.write_all(&body[1000..]);
     time_until_closed(&mut stream);
 }
+
+#[test]
+fn settings_that_would_close_every_connection_are_refused_at_start() {
+    for flag in [
+        "--header-timeout-ms",
+        "--idle-timeout-ms",
+        "--request-timeout-ms",
+        "--max-connections",
+        "--pool-instances",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", flag, "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} 0 was accepted");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(flag) && said.contains("not in"),
+            "{flag}: {said}"
+        );
+    }
+}
