@@ -1,32 +1,26 @@
 //! The HTTP front door: routes `/<service>/...` to a version of that service,
-//! and serves the admin API under `/admin`.
+//! answers health and metrics, and mounts the admin API ([`crate::admin`]).
 //!
 //! Thin by design: it turns HTTP into a handler call and back, and maps host-side
 //! failures to JSON errors. It holds no business logic and no state of its own
 //! beyond its limits; which version serves is the registry's answer, what a file
 //! becomes is the loader's.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use http_body_util::BodyExt;
-use semver::Version;
-use serde::de::DeserializeOwned;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use crate::balance::AcquireError;
-use crate::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
-use crate::registry::{LoadedVersion, Registry, RegistryError, VersionEntry};
+use crate::loader::Loader;
+use crate::registry::{LoadedVersion, Registry, RegistryError};
 use crate::telemetry::{self, Telemetry};
 use switchyard_platform::handler;
 use switchyard_runtime::CallError;
@@ -70,24 +64,11 @@ pub struct Gateway {
 /// The gateway's routes. Serve them with connect info (`SocketAddr`): admin
 /// changes without a configured token are accepted from loopback only.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let admin_changes = Router::new()
-        .route("/admin/services/{name}/versions", post(upload_version))
-        .route("/admin/services/{name}/activate", post(activate))
-        .route("/admin/services/{name}/rollback", post(rollback))
-        .route("/admin/services/{name}/traffic", put(set_traffic))
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            read_admin_body,
-        ))
-        .route_layer(middleware::from_fn_with_state(gateway.clone(), authorize));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/admin/services", get(list_services))
-        .route("/admin/services/{name}", get(show_service))
-        .merge(admin_changes)
+        .merge(crate::admin::router(gateway.clone()))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(forward)
         .with_state(gateway)
@@ -399,7 +380,7 @@ fn root_cause(e: &anyhow::Error) -> String {
 const DISCARD_LIMIT: usize = 16 << 20;
 
 /// A request body of at most `limit` bytes, read within the request timeout.
-async fn read_body_in_time(
+pub(crate) async fn read_body_in_time(
     gateway: &Gateway,
     body: Body,
     headers: &HeaderMap,
@@ -538,226 +519,6 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
-}
-
-// === the admin API ===
-
-async fn list_services(State(gateway): State<Arc<Gateway>>) -> Response {
-    let services: Vec<_> = gateway
-        .registry
-        .list()
-        .iter()
-        .filter_map(|s| gateway.registry.describe(&s.name))
-        .collect();
-    axum::Json(json!({ "services": services })).into_response()
-}
-
-async fn show_service(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match gateway.registry.describe(&name) {
-        Some(view) => axum::Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
-    }
-}
-
-/// Admin changes: a bearer token when one is configured, else loopback only.
-async fn authorize(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &gateway.admin_token else {
-        if peer.ip().is_loopback() {
-            return next.run(request).await;
-        }
-        return error(
-            StatusCode::FORBIDDEN,
-            "no admin token is configured, so admin changes are accepted from loopback only",
-        );
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
-            next.run(request).await
-        }
-        _ => {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "admin changes need a valid Authorization: Bearer <token> header",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
-    }
-}
-
-/// The token of an `Authorization: Bearer <token>` value; the scheme is
-/// case-insensitive (RFC 9110 §11.1).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
-}
-
-/// Admin changes read their whole body (up to the largest component) within
-/// the request timeout, as service requests do: a client that stalls gets a
-/// 408, not a task held open forever.
-async fn read_admin_body(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    match read_body_in_time(&gateway, body, &parts.headers, MAX_COMPONENT_BYTES).await {
-        Ok(bytes) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON body ({e}); expected {expected}"),
-        )
-    })
-}
-
-fn parse_version(text: &str) -> Result<Version, ApiError> {
-    Version::parse(text).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{text:?} is not a semver version (like 1.2.0): {e}"),
-        )
-    })
-}
-
-/// The service after a change, as `GET /admin/services/{name}` shows it, once
-/// the versions now serving have an instance ready.
-async fn changed(gateway: &Gateway, name: &str) -> Result<Response, ApiError> {
-    gateway.loader.warm_serving().await;
-    let view = gateway.registry.describe(name);
-    let view = view.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}"))
-    })?;
-    Ok(axum::Json(view).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Activate {
-    version: String,
-}
-
-async fn activate(
-    State(gateway): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
-    let version = parse_version(&request.version)?;
-    gateway
-        .registry
-        .activate(&name, &version, "activated through the admin API")?;
-    changed(&gateway, &name).await
-}
-
-async fn rollback(
-    State(gateway): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    gateway.registry.rollback(&name)?;
-    changed(&gateway, &name).await
-}
-
-async fn set_traffic(
-    State(gateway): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let weights: BTreeMap<String, u32> =
-        parse_json(&body, r#"{"X.Y.Z": weight, ...} with whole-number weights"#)?;
-    let mut split = BTreeMap::new();
-    for (version, weight) in weights {
-        split.insert(parse_version(&version)?, weight);
-    }
-    gateway.registry.set_traffic(&name, split)?;
-    changed(&gateway, &name).await
-}
-
-/// Upload a component as a new version: validated like a dropped file, then
-/// stored as `services/<name>/<version>.wasm`.
-async fn upload_version(
-    State(gateway): State<Arc<Gateway>>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    valid_service_name(&name)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
-    let version = query.get("version").ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "give the version: ?version=X.Y.Z")
-    })?;
-    let version = parse_version(version)?;
-    if gateway.registry.has_version(&name, &version) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{name} {version} exists already; upload under a new version"),
-        ));
-    }
-    let loaded = gateway
-        .loader
-        .load_bytes(&name, &version, body.to_vec())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
-    // Written hidden first, moved into place only once accepted: the watcher
-    // never sees a partial file, and sees the final one as already loaded.
-    let dir = gateway.loader.service_dir(&name);
-    let staged = dir.join(format!(".{version}.wasm.upload"));
-    let writing = {
-        let (dir, staged, body) = (dir.clone(), staged.clone(), body.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).and_then(|()| crate::files::write_new(&staged, &body))
-        })
-    };
-    if let Err(e) = writing.await.map_err(std::io::Error::other).and_then(|w| w) {
-        tracing::error!(file = %staged.display(), "cannot store an upload: {e}");
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot store the component",
-        ));
-    }
-    let mode = gateway.loader.activation(&name);
-    let offered =
-        gateway
-            .registry
-            .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded));
-    let state = match offered {
-        Ok(state) => state,
-        Err(reason) => {
-            let _ = std::fs::remove_file(&staged);
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                reason.to_string(),
-            ));
-        }
-    };
-    if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {
-        tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
-    }
-    gateway.loader.warm_serving().await;
-    let created = json!({ "service": name, "version": version.to_string(), "state": state });
-    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! A request travels straight through the modules, each owning one concept:
 //!
-//! - [`gateway`]: HTTP in and out; `/<service>/...` and the admin API.
+//! - [`gateway`]: HTTP in and out: `/<service>/...`, health and metrics.
+//! - [`admin`]: the admin API under `/admin`.
 //! - [`registry`]: which version of a service serves a call; activation,
 //!   rollback, traffic splits, history.
 //! - [`compat`]: whether a version fits the versions of other services.
@@ -23,6 +24,7 @@
 //! - [`telemetry`]: metrics for operators.
 //! - [`server`]: the listening socket: connection limits and timeouts.
 
+pub mod admin;
 pub mod balance;
 pub mod compat;
 pub mod files;
