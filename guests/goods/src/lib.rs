@@ -220,10 +220,15 @@ fn change_stock(
         .ok_or_else(|| StockError::NotFound(id.to_string()))
 }
 
-fn take(goods: &mut Goods, qty: u32) -> Result<(), StockError> {
+/// Stock moves by at least one unit; checked before the goods are looked up.
+fn require_quantity(qty: u32) -> Result<(), StockError> {
     if qty == 0 {
         return Err(StockError::InvalidQuantity(qty));
     }
+    Ok(())
+}
+
+fn take(goods: &mut Goods, qty: u32) -> Result<(), StockError> {
     goods.stock = goods
         .stock
         .checked_sub(qty)
@@ -257,6 +262,7 @@ impl Catalog for Service {
 
     fn reserve(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
         panic_if_fixture();
+        require_quantity(qty)?;
         change_stock(&id, |mut record| {
             take(&mut record.goods, qty)?;
             Ok(record)
@@ -264,9 +270,7 @@ impl Catalog for Service {
     }
 
     fn release(id: String, qty: u32) -> Result<CatalogGoods, StockError> {
-        if qty == 0 {
-            return Err(StockError::InvalidQuantity(qty));
-        }
+        require_quantity(qty)?;
         change_stock(&id, |mut record| {
             put_back(&mut record.goods, qty)?;
             Ok(record)
@@ -275,6 +279,7 @@ impl Catalog for Service {
 
     fn hold(hold_id: String, id: String, qty: u32) -> Result<CatalogGoods, StockError> {
         panic_if_fixture();
+        require_quantity(qty)?;
         change_stock(&id, |mut record| {
             if !record.holds.contains_key(&hold_id) {
                 take(&mut record.goods, qty)?;
@@ -301,9 +306,7 @@ impl Catalog for Service {
     }
 
     fn restock(return_id: String, id: String, qty: u32) -> Result<CatalogGoods, StockError> {
-        if qty == 0 {
-            return Err(StockError::InvalidQuantity(qty));
-        }
+        require_quantity(qty)?;
         change_stock(&id, |mut record| {
             if !record.returns.contains_key(&return_id) {
                 put_back(&mut record.goods, qty)?;
