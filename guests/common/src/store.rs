@@ -53,11 +53,17 @@ impl Table {
 
     /// Store a new record under `key`; fails if the key is already taken.
     pub fn insert<T: Serialize>(&self, key: &str, record: &T) -> Result<(), StoreError> {
-        if compare_and_swap(&self.bucket, key, None, &encode(record)?)? {
+        if self.insert_new(key, record)? {
             Ok(())
         } else {
             Err(StoreError(format!("key {key:?} is already taken")))
         }
+    }
+
+    /// Store a new record under `key` unless the key is taken; whether it was
+    /// stored. Unlike [`Table::insert`], a taken key is an answer, not an error.
+    pub fn insert_new<T: Serialize>(&self, key: &str, record: &T) -> Result<bool, StoreError> {
+        Ok(compare_and_swap(&self.bucket, key, None, &encode(record)?)?)
     }
 
     /// Atomically replace the record under `key` with `change(record)`, retrying

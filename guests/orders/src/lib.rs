@@ -134,12 +134,15 @@ fn begin_saga(order_id: &str, lines: &[Line]) -> Result<(), Reply> {
         started_ms: now_ms(),
         restocked: false,
     };
-    sagas_table()?.insert(order_id, &saga).map_err(|_| {
-        Reply::error(
+    // A storage failure is a 503 (through `?`), not a conflict.
+    if sagas_table()?.insert_new(order_id, &saga)? {
+        Ok(())
+    } else {
+        Err(Reply::error(
             409,
             format!("order {order_id:?} is being changed; try again"),
-        )
-    })
+        ))
+    }
 }
 
 /// Every step of the saga on `order_id` is done.
