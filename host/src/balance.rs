@@ -87,8 +87,8 @@ pub const WAITERS_PER_INSTANCE: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
     /// All instances stayed busy for the queue timeout.
-    #[error("all {0} instances are busy")]
-    Busy(usize),
+    #[error("all {instances} instances stayed busy for {} ms", waited.as_millis())]
+    Busy { instances: usize, waited: Duration },
     /// All instances are busy and as many calls as may wait already do.
     #[error("all {0} instances are busy and {1} calls are waiting already")]
     QueueFull(usize, usize),
@@ -257,7 +257,10 @@ impl InstancePool {
                 .lease(chosen, guard)
                 .await
                 .map_err(AcquireError::Instantiate),
-            Err(_) => Err(AcquireError::Busy(self.slots.len())),
+            Err(_) => Err(AcquireError::Busy {
+                instances: self.slots.len(),
+                waited: self.policy.queue_timeout,
+            }),
         }
     }
 

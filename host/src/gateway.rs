@@ -287,17 +287,10 @@ async fn call_service(
     loop {
         let mut lease = match version.pool.acquire(key).await {
             Ok(lease) => lease,
-            Err(busy @ (AcquireError::Busy(_) | AcquireError::QueueFull(..))) => {
-                let why = match busy {
-                    AcquireError::Busy(n) => format!(
-                        "all {n} instances stayed busy for {} ms",
-                        policy.queue_timeout.as_millis()
-                    ),
-                    other => other.to_string(),
-                };
+            Err(busy @ (AcquireError::Busy { .. } | AcquireError::QueueFull(..))) => {
                 let mut response = error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("service {} is busy: {why}", version.service),
+                    format!("service {} is busy: {busy}", version.service),
                 );
                 let retry_after = policy.queue_timeout.as_secs().max(1).to_string();
                 set_header(response.headers_mut(), "retry-after", &retry_after);
