@@ -62,7 +62,8 @@ pub struct ServiceSettings {
     pub instances: InstanceSettings,
     pub limits: LimitSettings,
     pub failover: FailoverSettings,
-    pub storage: StorageSettings,
+    /// `[storage]`: what the service may keep in the key-value store.
+    pub storage: Quota,
     /// Values the service reads through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
 }
@@ -147,44 +148,15 @@ impl Default for FailoverSettings {
     }
 }
 
-/// `[storage]`: what the service may keep in the key-value store.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageSettings {
-    /// The largest value one key may hold.
-    pub max_value_bytes: usize,
-    /// Keys across all the service's buckets.
-    pub max_keys: u64,
-    /// Bytes of keys and values across all its buckets.
-    pub max_bytes: u64,
-}
-
-impl Default for StorageSettings {
-    fn default() -> Self {
-        let quota = Quota::default();
-        StorageSettings {
-            max_value_bytes: quota.max_value_bytes,
-            max_keys: quota.max_keys,
-            max_bytes: quota.max_bytes,
-        }
+/// Whether a `[storage]` table asks for a usable quota.
+fn check_quota(quota: &Quota) -> Result<()> {
+    if quota.max_value_bytes == 0 || quota.max_value_bytes > MAX_VALUE_CEILING {
+        bail!("[storage] max_value_bytes must be from 1 to {MAX_VALUE_CEILING}");
     }
-}
-
-impl StorageSettings {
-    /// The quota these settings ask for, or what is wrong with them.
-    fn quota(&self) -> Result<Quota> {
-        if self.max_value_bytes == 0 || self.max_value_bytes > MAX_VALUE_CEILING {
-            bail!("[storage] max_value_bytes must be from 1 to {MAX_VALUE_CEILING}");
-        }
-        if self.max_keys == 0 || self.max_bytes == 0 {
-            bail!("[storage] max_keys and max_bytes must be at least 1");
-        }
-        Ok(Quota {
-            max_value_bytes: self.max_value_bytes,
-            max_keys: self.max_keys,
-            max_bytes: self.max_bytes,
-        })
+    if quota.max_keys == 0 || quota.max_bytes == 0 {
+        bail!("[storage] max_keys and max_bytes must be at least 1");
     }
+    Ok(())
 }
 
 impl ServiceSettings {
@@ -486,10 +458,9 @@ impl Loader {
             .map(HashKey::parse)
             .transpose()?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
-        let quota = settings
-            .storage
-            .quota()
+        check_quota(&settings.storage)
             .with_context(|| format!("services/{service}/service.toml"))?;
+        let quota = settings.storage;
         let config = Arc::new(settings.config);
         let platform = Box::new(move || {
             Platform::new(

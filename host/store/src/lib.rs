@@ -27,11 +27,16 @@ pub struct Namespace {
 }
 
 /// What one service may keep: the size of one value, and how many keys and
-/// bytes (keys and values together, across its buckets) in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// bytes (keys and values together, across its buckets) in all. Read from
+/// the `[storage]` table of a service's `service.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Quota {
+    /// The largest value one key may hold.
     pub max_value_bytes: usize,
+    /// Keys across all the service's buckets.
     pub max_keys: u64,
+    /// Bytes of keys and values across all its buckets.
     pub max_bytes: u64,
 }
 
