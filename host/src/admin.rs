@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::gateway::{ApiError, Gateway, error, read_body_in_time};
 use crate::loader::{MAX_COMPONENT_BYTES, valid_service_name};
-use crate::registry::VersionEntry;
+use crate::registry::{Cause, VersionEntry};
 
 /// The admin routes, reads open, changes authorized.
 pub fn router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
@@ -168,9 +168,7 @@ async fn activate(
 ) -> Result<Response, ApiError> {
     let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
     let version = parse_version(&request.version)?;
-    gateway
-        .registry
-        .activate(&name, &version, "activated through the admin API")?;
+    gateway.registry.activate(&name, &version, Cause::Admin)?;
     changed(&gateway, &name).await
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use semver::Version;
 use serde::Serialize;
 
-use crate::registry::LoadedVersion;
+use crate::registry::Deployable;
 use switchyard_runtime::InterfaceUse;
 
 /// Why a version cannot serve alongside the versions of other services.
@@ -101,15 +101,15 @@ fn as_text<S: serde::Serializer>(version: &Version, s: S) -> Result<S::Ok, S::Er
 }
 
 /// What serves now: each service's name with the versions its traffic goes to.
-pub type Serving = [(String, Vec<Arc<LoadedVersion>>)];
+pub type Serving<V> = [(String, Vec<Arc<V>>)];
 
 /// Can `candidate` serve alongside `serving`? Entries of the candidate's own
 /// service in `serving` are the versions it would join or replace.
-pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), Incompatibility> {
+pub fn check<V: Deployable>(candidate: &V, serving: &Serving<V>) -> Result<(), Incompatibility> {
     let others = || {
         serving
             .iter()
-            .filter(|(name, _)| *name != candidate.service)
+            .filter(|(name, _)| name != candidate.service())
     };
     let provider_of = |interface: &str, except: &str| {
         others()
@@ -139,21 +139,21 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), Incompa
             });
         };
         for provider in providers {
-            let gaps = gaps(import, provider);
+            let gaps = gaps(import, &**provider);
             if !gaps.is_empty() {
                 return Err(Incompatibility::ProviderLacks {
                     interface: import.name.clone(),
-                    provider: provider.service.clone(),
-                    version: provider.version.clone(),
+                    provider: provider.service().to_string(),
+                    version: provider.version().clone(),
                     gaps,
                 });
             }
         }
     }
 
-    let own: Vec<&Arc<LoadedVersion>> = serving
+    let own: Vec<&Arc<V>> = serving
         .iter()
-        .filter(|(name, _)| *name == candidate.service)
+        .filter(|(name, _)| name == candidate.service())
         .flat_map(|(_, versions)| versions)
         .collect();
     for (consumer_service, consumers) in others() {
@@ -168,7 +168,7 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), Incompa
                 if !gaps.is_empty() {
                     return Err(Incompatibility::BreaksConsumer {
                         consumer: consumer_service.clone(),
-                        version: consumer.version.clone(),
+                        version: consumer.version().clone(),
                         interface: import.name.clone(),
                         gaps,
                     });
@@ -180,7 +180,7 @@ pub fn check(candidate: &LoadedVersion, serving: &Serving) -> Result<(), Incompa
 }
 
 /// What `provider` lacks of what `import` needs, one gap per function.
-fn gaps(import: &InterfaceUse, provider: &LoadedVersion) -> Vec<Gap> {
+fn gaps<V: Deployable>(import: &InterfaceUse, provider: &V) -> Vec<Gap> {
     let Some(export) = provider.export(&import.name) else {
         return vec![Gap::NoInterface];
     };
@@ -192,9 +192,11 @@ fn gaps(import: &InterfaceUse, provider: &LoadedVersion) -> Vec<Gap> {
                 None => Some(Gap::Missing {
                     function: needed.name.clone(),
                 }),
-                Some(found) if !found.same_type(needed) => Some(Gap::DifferentType {
-                    function: needed.name.clone(),
-                }),
+                Some(found) if !found.signature.same_type(&needed.signature) => {
+                    Some(Gap::DifferentType {
+                        function: needed.name.clone(),
+                    })
+                }
                 Some(_) => None,
             },
         )

@@ -223,7 +223,7 @@ async fn route_to_service(
     let Some(version) = service.pick() else {
         let mut response = error(
             StatusCode::SERVICE_UNAVAILABLE,
-            service.unavailable_reason(),
+            gateway.registry.unavailable_reason(name),
         );
         set_header(response.headers_mut(), SERVICE_HEADER, &service.name);
         return (response, None);

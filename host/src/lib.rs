@@ -92,6 +92,7 @@ impl App {
         );
         let runtime = Arc::new(switchyard_runtime::Runtime::new(settings.pool_instances)?);
         let registry = Arc::new(registry::Registry::new(store.clone()));
+        telemetry.follow(&registry);
         let loader = Arc::new(loader::Loader {
             runtime,
             registry: registry.clone(),

@@ -298,7 +298,7 @@ impl Loader {
         }
     }
 
-    async fn load_service(&self, name: &str, dir: &Path) -> Found {
+    async fn load_service(&self, name: &str, dir: &Path) -> Found<LoadedVersion> {
         let settings = self.settings(name);
         let mut found = Found {
             name: name.to_string(),

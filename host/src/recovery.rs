@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use wasmtime::component::Val;
 
-use crate::registry::{LoadedVersion, Registry};
+use crate::registry::{Deployable, LoadedVersion, Registry};
 use switchyard_platform::RECOVERY_INTERFACE;
 
 /// How often recovery runs while serving.

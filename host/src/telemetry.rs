@@ -11,7 +11,11 @@ use anyhow::Result;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::registry::{Action, Registry};
+use std::sync::Mutex;
+
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+use crate::registry::{Action, Event, Registry};
 use switchyard_runtime::CallError;
 
 const REQUESTS: &str = "switchyard_requests_total";
@@ -34,13 +38,16 @@ const BUCKETS: [f64; 14] = [
 /// The process's metrics recorder.
 pub struct Telemetry {
     handle: PrometheusHandle,
+    /// The registry's events, counted when metrics are scraped (so a scrape
+    /// always includes every change made before it).
+    deployments: Mutex<Option<broadcast::Receiver<Event>>>,
 }
 
 impl Telemetry {
     /// Install the process-wide recorder (once per process).
     pub fn install() -> Result<Telemetry> {
         let handle = Self::builder()?.install_recorder()?;
-        Ok(Telemetry { handle })
+        Ok(Telemetry::new(handle))
     }
 
     /// A recorder of its own, not the process's: for a host built in process
@@ -48,7 +55,37 @@ impl Telemetry {
     /// process-wide recorder, if any; this one renders empty.
     pub fn detached() -> Result<Telemetry> {
         let handle = Self::builder()?.build_recorder().handle();
-        Ok(Telemetry { handle })
+        Ok(Telemetry::new(handle))
+    }
+
+    fn new(handle: PrometheusHandle) -> Telemetry {
+        Telemetry {
+            handle,
+            deployments: Mutex::default(),
+        }
+    }
+
+    /// Count `registry`'s changes in the metrics, and log each as it happens.
+    pub fn follow(&self, registry: &Registry) {
+        *self.deployments.lock().unwrap_or_else(|p| p.into_inner()) = Some(registry.subscribe());
+        tokio::spawn(log_events(registry.subscribe()));
+    }
+
+    /// Count the changes since the last scrape.
+    fn count_deployments(&self) {
+        let mut events = self.deployments.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(events) = events.as_mut() else {
+            return;
+        };
+        loop {
+            match events.try_recv() {
+                Ok(event) => deployment_event(&event.service, event.change.action()),
+                Err(TryRecvError::Lagged(missed)) => {
+                    tracing::warn!("{missed} deployment events were not counted in the metrics");
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
     }
 
     fn builder() -> Result<PrometheusBuilder> {
@@ -58,15 +95,15 @@ impl Telemetry {
 
     /// Every metric in the Prometheus text format.
     pub fn render(&self, registry: &Registry) -> String {
-        for service in registry.list() {
-            for version in service.loaded_versions() {
-                let (name, v) = (service.name.clone(), version.version.to_string());
-                let busy = version.pool.leased();
-                let idle = version.pool.instances().saturating_sub(busy);
-                gauge!(INSTANCES, "service" => name.clone(), "version" => v.clone(), "state" => "busy").set(busy as f64);
-                gauge!(INSTANCES, "service" => name, "version" => v, "state" => "idle")
-                    .set(idle as f64);
-            }
+        self.count_deployments();
+        for version in registry.loaded_versions() {
+            let (name, v) = (version.service.clone(), version.version.to_string());
+            let busy = version.pool.leased();
+            let idle = version.pool.instances().saturating_sub(busy);
+            gauge!(INSTANCES, "service" => name.clone(), "version" => v.clone(), "state" => "busy")
+                .set(busy as f64);
+            gauge!(INSTANCES, "service" => name, "version" => v, "state" => "idle")
+                .set(idle as f64);
         }
         self.handle.render()
     }
@@ -117,8 +154,29 @@ pub fn call_failed(service: &str, version: &str, failure: &CallError) {
     }
 }
 
+/// Log every change of `events` as it happens.
+async fn log_events(mut events: broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                let version = event.change.version().map(ToString::to_string);
+                tracing::info!(
+                    service = %event.service,
+                    action = event.change.action().as_str(),
+                    version = version.as_deref().unwrap_or_default(),
+                    "{event}"
+                );
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!("{missed} deployment events were not logged");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// A change in what serves: counted by kind of history event.
-pub fn deployment_event(service: &str, action: Action) {
+fn deployment_event(service: &str, action: Action) {
     let name = match action {
         Action::Activated | Action::Replaced | Action::Traffic => SWAPS,
         Action::Failover => {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable, Val};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
@@ -64,6 +64,9 @@ const WASI_SYSTEM_PREFIXES: [&str; 6] = [
     "wasi:filesystem/",
     "wasi:sockets/",
 ];
+
+mod signature;
+pub use signature::{Signature, WitType};
 
 /// A boxed future, as the dynamic-call seam needs.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -203,19 +206,7 @@ pub struct InterfaceUse {
 #[derive(Debug, Clone)]
 pub struct FunctionUse {
     pub name: String,
-    pub ty: ComponentFunc,
-}
-
-impl FunctionUse {
-    /// Same parameter and result types (names aside), compared structurally
-    /// even when the two types come from different components.
-    pub fn same_type(&self, other: &FunctionUse) -> bool {
-        let (a, b) = (&self.ty, &other.ty);
-        a.params().len() == b.params().len()
-            && a.params().zip(b.params()).all(|((_, x), (_, y))| x == y)
-            && a.results().len() == b.results().len()
-            && a.results().zip(b.results()).all(|(x, y)| x == y)
-    }
+    pub signature: Signature,
 }
 
 impl InterfaceUse {
@@ -367,7 +358,7 @@ impl Runtime {
                 match item.ty {
                     ComponentItem::ComponentFunc(ty) => use_.functions.push(FunctionUse {
                         name: export.to_string(),
-                        ty,
+                        signature: Signature::from(&ty),
                     }),
                     ComponentItem::Resource(_) => use_.uses_resources = true,
                     _ => {}

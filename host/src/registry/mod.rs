@@ -1,0 +1,535 @@
+//! The one place that answers "which version of a service serves this call".
+//!
+//! The decisions are made by [`machine::Deployments`], a state machine over
+//! plain data. [`Registry`] is the thin shell around it for the host's
+//! [`LoadedVersion`]s: it serialises changes behind one lock, publishes each
+//! service's new routing with a pointer swap, persists what changed through
+//! a [`DeploymentStore`], and sends the events out on a broadcast channel
+//! (metrics and logs subscribe; see [`Registry::subscribe`]).
+//!
+//! Routing is an [`ArcSwap`]: a request loads it once and keeps the version it
+//! picked, so a swap never disturbs a call already running; the next request
+//! sees the new routing.
+
+pub mod events;
+pub mod machine;
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use semver::Version;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::balance::{HashKey, InstancePool};
+use switchyard_runtime::{CallError, InterfaceUse, Provider};
+use switchyard_store::DeploymentStore;
+
+pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};
+pub use machine::Found;
+pub use model::{
+    Activation, Deployable, FailoverPolicy, FailureWindow, MAX_WEIGHT, Refusal, RegistryError,
+    SplitError, VersionState, check_split,
+};
+
+/// The registry's state machine over the host's versions.
+type Deployments = machine::Deployments<LoadedVersion>;
+pub type Routing = model::Routing<LoadedVersion>;
+pub type VersionEntry = model::VersionEntry<LoadedVersion>;
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 1024;
+
+/// A version compiled, validated and linked: able to take traffic.
+pub struct LoadedVersion {
+    pub service: String,
+    pub version: Version,
+    pub imports: Vec<InterfaceUse>,
+    pub exports: Vec<InterfaceUse>,
+    pub pool: Arc<InstancePool>,
+    /// SHA-256 of the component file.
+    pub digest: String,
+    pub compile_time: Duration,
+    pub from_cache: bool,
+    pub loaded_at_ms: u64,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// Where a consistent-hash service finds a request's key.
+    pub hash_key: Option<HashKey>,
+    pub failover: FailoverPolicy,
+    pub failures: Mutex<FailureWindow>,
+}
+
+impl Deployable for LoadedVersion {
+    fn service(&self) -> &str {
+        &self.service
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn imports(&self) -> &[InterfaceUse] {
+        &self.imports
+    }
+    fn exports(&self) -> &[InterfaceUse] {
+        &self.exports
+    }
+}
+
+impl LoadedVersion {
+    /// Count one call served (an HTTP request, or a call from another service),
+    /// and whether it failed on the service's side (see [`CallError`]).
+    fn record(&self, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Note a failure of this version's own (not of a service it called);
+    /// true when it crosses the failover threshold.
+    fn failed(&self) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.crosses(&self.failover, Instant::now())
+    }
+}
+
+/// A service's routing, read on every call.
+pub struct Service {
+    pub name: String,
+    routing: ArcSwap<Routing>,
+}
+
+impl Service {
+    /// Where this service's traffic goes now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Whether some version takes this service's traffic.
+    pub fn is_serving(&self) -> bool {
+        self.routing.load().primary().is_some()
+    }
+
+    /// The version for one call, or `None` when nothing serves.
+    pub fn pick(&self) -> Option<Arc<LoadedVersion>> {
+        self.routing.load().pick()
+    }
+
+    /// Route as `routing` says: instances for the versions it adds, retirement
+    /// for those it leaves.
+    fn publish(&self, routing: Arc<Routing>) {
+        for version in routing.versions() {
+            version.pool.revive();
+        }
+        let old = self.routing.swap(routing);
+        let new = self.routing.load();
+        for version in old.versions() {
+            if !new.routes_to(version) {
+                version.pool.retire();
+            }
+        }
+    }
+}
+
+/// Every service the host knows.
+pub struct Registry {
+    /// What requests read: each service's published routing.
+    services: RwLock<BTreeMap<String, Arc<Service>>>,
+    /// The decisions' state; every change holds this lock from decision to
+    /// publication, so the compatibility check always sees a stable world.
+    state: Mutex<Deployments>,
+    deployments: Arc<dyn DeploymentStore>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Registry {
+    pub fn new(deployments: Arc<dyn DeploymentStore>) -> Registry {
+        Registry {
+            services: RwLock::default(),
+            state: Mutex::default(),
+            deployments,
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+
+    /// Every change from now on, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Service>> {
+        let services = self.services.read().unwrap_or_else(|p| p.into_inner());
+        services.get(name).cloned()
+    }
+
+    /// Every service, by name.
+    pub fn list(&self) -> Vec<Arc<Service>> {
+        let services = self.services.read().unwrap_or_else(|p| p.into_inner());
+        services.values().cloned().collect()
+    }
+
+    /// The version that serves a call to `interface`, drawn by its service's
+    /// routing like any other call to that service.
+    pub fn provider_of(&self, interface: &str) -> Option<Arc<LoadedVersion>> {
+        self.list()
+            .into_iter()
+            .find(|s| {
+                s.routing()
+                    .versions()
+                    .any(|v| v.export(interface).is_some())
+            })?
+            .pick()
+    }
+
+    fn state(&self) -> MutexGuard<'_, Deployments> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `transition` on the state, then publish what it changed: routing
+    /// swapped, records persisted, events sent.
+    fn change<T>(&self, transition: impl FnOnce(&mut Deployments, u64) -> T) -> T {
+        let mut state = self.state();
+        let outcome = transition(&mut state, now_ms());
+        let events = state.take_events();
+        let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
+        for (name, book) in state.books() {
+            let service = services.entry(name.clone()).or_insert_with(|| {
+                Arc::new(Service {
+                    name: name.clone(),
+                    routing: ArcSwap::from_pointee(Routing::none()),
+                })
+            });
+            if !Arc::ptr_eq(&service.routing.load(), &book.routing) {
+                service.publish(book.routing.clone());
+            }
+        }
+        drop(services);
+        let touched: BTreeSet<&str> = events.iter().map(|e| e.service.as_str()).collect();
+        for name in touched {
+            self.persist(&state, name);
+        }
+        // Sent under the lock, so that subscribers see changes in order.
+        for event in events {
+            // No subscriber is not an error.
+            let _ = self.events.send(event);
+        }
+        outcome
+    }
+
+    fn persist(&self, state: &Deployments, service: &str) {
+        let Some(book) = state.book(service) else {
+            return;
+        };
+        let record = serde_json::to_string(&book.record()).expect("a deployment serialises");
+        if let Err(e) = self.deployments.save_deployment(service, &record) {
+            tracing::error!(%service, "cannot persist the deployment: {e}");
+        }
+    }
+
+    /// Set up every service found at start-up from what was stored before
+    /// the restart (see [`machine::Deployments::bootstrap`]).
+    pub fn bootstrap(&self, found: Vec<Found<LoadedVersion>>) {
+        let saved = match self.deployments.load_deployments() {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|(name, record)| match serde_json::from_str::<model::Deployment>(&record) {
+                    Ok(mut d) => {
+                        // Stored by an older host, before weights were checked.
+                        if !d.traffic.is_empty()
+                            && let Err(e) = check_split(d.traffic.iter().map(|(_, w)| w))
+                        {
+                            tracing::warn!(service = %name, "ignoring the stored traffic split: {e}");
+                            d.traffic.clear();
+                        }
+                        Some((name, d))
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %name, "ignoring an unreadable deployment record: {e}");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!("cannot read the deployment records: {e}");
+                BTreeMap::new()
+            }
+        };
+        let names = self.change(|state, now| {
+            state.bootstrap(now, found, saved);
+            state
+                .books()
+                .map(|(name, _)| name.clone())
+                .collect::<Vec<_>>()
+        });
+        // Every service's record, changed or not, so that versions seen now
+        // are known at the next start.
+        let state = self.state();
+        for name in names {
+            self.persist(&state, &name);
+        }
+    }
+
+    /// A new or rebuilt version of `service` (a dropped file or an upload).
+    /// Returns the state it ended up in, or why it was refused.
+    pub fn offer(
+        &self,
+        service: &str,
+        mode: Activation,
+        version: Version,
+        entry: VersionEntry,
+    ) -> Result<VersionState, Refusal> {
+        let outcome = self.change(|state, now| state.offer(now, service, mode, version, entry));
+        // Known versions must persist even when nothing else changed.
+        self.persist(&self.state(), service);
+        outcome
+    }
+
+    /// The file of `version` is gone: forget it (see
+    /// [`machine::Deployments::withdraw`]).
+    pub fn withdraw(&self, service: &str, version: &Version) {
+        self.change(|state, now| state.withdraw(now, service, version));
+    }
+
+    /// Send all of `service`'s traffic to `version`.
+    pub fn activate(
+        &self,
+        service: &str,
+        version: &Version,
+        cause: Cause,
+    ) -> Result<(), RegistryError> {
+        self.change(|state, now| state.activate(now, service, version, cause))
+    }
+
+    /// Back to the version that was active before the current one.
+    pub fn rollback(&self, service: &str) -> Result<Version, RegistryError> {
+        let outcome = self.change(|state, now| state.rollback(now, service));
+        // A rollback that found nothing still consumed the stale entries.
+        self.persist(&self.state(), service);
+        outcome
+    }
+
+    /// Split `service`'s traffic across versions by relative weight.
+    pub fn set_traffic(
+        &self,
+        service: &str,
+        weights: BTreeMap<Version, u32>,
+    ) -> Result<(), RegistryError> {
+        self.change(|state, now| state.split(now, service, &weights))
+    }
+
+    /// Account for one call `version` served, and apply the failover rule: when
+    /// its own failures cross the threshold while it serves, traffic moves to
+    /// the previous good version.
+    pub fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
+        version.record(failure.is_some());
+        let Some(failure) = failure else { return };
+        crate::telemetry::call_failed(&version.service, &version.version.to_string(), failure);
+        let own = match failure {
+            CallError::Trap(_)
+            | CallError::Timeout(_)
+            | CallError::OutOfMemory(_)
+            | CallError::TooMuchData
+            | CallError::Start(_) => true,
+            CallError::Dependency(_) => false,
+        };
+        if own && version.failed() {
+            let failing = Failing {
+                failures: version.failover.threshold,
+                window: version.failover.window,
+                last: failure.to_string(),
+            };
+            self.change(|state, now| state.fail_over(now, version, failing));
+        }
+    }
+
+    /// A file in `service`'s folder that is not a version (its name is not semver).
+    pub fn refuse_file(&self, service: &str, file: &str, reason: &str) {
+        self.change(|state, _| state.refuse_file(service, file, reason));
+    }
+
+    /// A refused file is gone again.
+    pub fn forget_file(&self, service: &str, file: &str) {
+        self.state().forget_file(service, file);
+    }
+
+    /// Is `digest` already what `service` `version` runs? (An upload's own file
+    /// showing up in the folder, or a file touched without change.)
+    pub fn has_build(&self, service: &str, version: &Version, digest: &str) -> bool {
+        self.state()
+            .book(service)
+            .and_then(|b| b.loaded(version))
+            .is_some_and(|v| v.digest == digest)
+    }
+
+    /// Every version `service` knows, loaded or rejected.
+    pub fn versions_of(&self, service: &str) -> Vec<Version> {
+        self.state()
+            .book(service)
+            .map(|b| b.versions.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Does `service` know `version` at all?
+    pub fn has_version(&self, service: &str, version: &Version) -> bool {
+        self.state()
+            .book(service)
+            .is_some_and(|b| b.versions.contains_key(version))
+    }
+
+    /// Every loaded version of every service.
+    pub fn loaded_versions(&self) -> Vec<Arc<LoadedVersion>> {
+        self.state()
+            .books()
+            .flat_map(|(_, b)| b.loaded_versions().cloned())
+            .collect()
+    }
+
+    /// Why nothing serves `service`, for the error a client gets.
+    pub fn unavailable_reason(&self, service: &str) -> String {
+        let state = self.state();
+        let rejected = state.book(service).and_then(|book| {
+            book.versions.iter().rev().find_map(|(v, e)| match e {
+                model::VersionEntry::Rejected(reason) => Some((v.clone(), reason.clone())),
+                model::VersionEntry::Loaded(_) => None,
+            })
+        });
+        match rejected {
+            Some((v, reason)) => {
+                format!("service {service} has no active version ({v} was rejected: {reason})")
+            }
+            None => format!("service {service} has no active version"),
+        }
+    }
+
+    /// The admin view of one service.
+    pub fn describe(&self, name: &str) -> Option<ServiceView> {
+        let state = self.state();
+        let book = state.book(name)?;
+        let routing = &book.routing;
+        let active = routing.primary();
+        let versions: Vec<VersionView> = book
+            .versions
+            .iter()
+            .rev()
+            .map(|(version, entry)| match entry {
+                model::VersionEntry::Loaded(v) => VersionView {
+                    version: version.to_string(),
+                    state: if routing.routes_to(v) {
+                        VersionState::Active
+                    } else if v.pool.leased() > 0 {
+                        VersionState::Draining
+                    } else if book.failed.contains_key(version) {
+                        VersionState::Failed
+                    } else {
+                        VersionState::Standby
+                    },
+                    reason: book.failed.get(version).cloned(),
+                    refusal: None,
+                    weight: routing.weight_of(version),
+                    compile_ms: Some(v.compile_time.as_secs_f64() * 1e3),
+                    from_cache: Some(v.from_cache),
+                    loaded_at_ms: Some(v.loaded_at_ms),
+                    requests: v.requests.load(Ordering::Relaxed),
+                    errors: v.errors.load(Ordering::Relaxed),
+                    instances: v.pool.instances(),
+                },
+                model::VersionEntry::Rejected(reason) => VersionView {
+                    version: version.to_string(),
+                    state: VersionState::Rejected,
+                    reason: Some(reason.to_string()),
+                    refusal: Some(reason.clone()),
+                    weight: None,
+                    compile_ms: None,
+                    from_cache: None,
+                    loaded_at_ms: None,
+                    requests: 0,
+                    errors: 0,
+                    instances: 0,
+                },
+            })
+            .collect();
+        let names =
+            |uses: &mut dyn Iterator<Item = &InterfaceUse>| uses.map(|u| u.name.clone()).collect();
+        Some(ServiceView {
+            name: name.to_string(),
+            mode: book.mode,
+            active_version: active.map(|v| v.version.to_string()),
+            traffic: routing.weights().map(|(v, w)| (v.to_string(), w)).collect(),
+            instances: versions.iter().map(|v| v.instances).sum(),
+            exports: active.map_or_else(Vec::new, |v| names(&mut v.exports.iter())),
+            imports: active.map_or_else(Vec::new, |v| {
+                names(
+                    &mut v
+                        .imports
+                        .iter()
+                        .filter(|i| i.provider() != Provider::WasiSystem),
+                )
+            }),
+            versions,
+            history: book.history.iter().rev().cloned().collect(),
+            refused_files: book
+                .refused_files
+                .iter()
+                .map(|(file, reason)| RefusedFile {
+                    file: file.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The admin view of a service.
+#[derive(Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub mode: Activation,
+    pub active_version: Option<String>,
+    /// Version → weight; one entry at 100 when a single version is active.
+    pub traffic: BTreeMap<String, u32>,
+    pub versions: Vec<VersionView>,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub instances: usize,
+    /// Newest first.
+    pub history: Vec<HistoryEntry>,
+    pub refused_files: Vec<RefusedFile>,
+}
+
+/// The admin view of one version.
+#[derive(Serialize)]
+pub struct VersionView {
+    pub version: String,
+    pub state: VersionState,
+    /// Why it is rejected or failed, as a sentence.
+    pub reason: Option<String>,
+    /// Why it is rejected, as structured data (`kind` says which reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    pub weight: Option<u32>,
+    pub compile_ms: Option<f64>,
+    pub from_cache: Option<bool>,
+    pub loaded_at_ms: Option<u64>,
+    pub requests: u64,
+    pub errors: u64,
+    pub instances: usize,
+}
+
+#[derive(Serialize)]
+pub struct RefusedFile {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
