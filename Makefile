@@ -10,6 +10,9 @@ LISTEN     ?= 127.0.0.1:8080
 GUESTS     := goods users orders
 # Components only the tests use, built from tests/fixtures/.
 FIXTURES   := kv-probe goods-broken faulty cycle
+# The host's crates (host/ and host/*/).
+HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
+               switchyard-runtime switchyard-platform switchyard-store
 # Every component (services and fixtures) is built by tests/artifacts' build
 # script, which the tests depend on; its files end up here.
 WASM_DIR   := target/wasm/wasm32-wasip2/release/components
@@ -22,7 +25,7 @@ run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
 test: setup
-	$(CARGO) test --release -p switchyard -p switchyard-store -p switchyard-platform -p switchyard-runtime -p guest-common -p users
+	$(CARGO) test --release $(addprefix -p ,$(HOST_CRATES)) -p guest-common -p users
 
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
@@ -34,7 +37,7 @@ bench: setup
 
 lint: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release -p switchyard -p switchyard-store -p switchyard-platform -p switchyard-runtime --all-targets -- -D warnings
+	$(CARGO) clippy --release $(addprefix -p ,$(HOST_CRATES)) --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES)) -- -D warnings
 
 setup:

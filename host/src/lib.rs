@@ -1,40 +1,21 @@
 //! Switchyard runs microservices as WebAssembly components inside one host
 //! process and serves them through one HTTP gateway.
 //!
-//! A request travels straight through the modules, each owning one concept:
+//! This crate is the `switchyard` binary's library: its settings, and
+//! [`App::load`], which builds the host from its crates. A request travels
+//! straight through them, each owning one concept (README, "Layout"):
 //!
-//! - [`gateway`]: HTTP in and out: `/<service>/...`, health and metrics.
-//! - [`admin`]: the admin API under `/admin`.
-//! - [`registry`]: which version of a service serves a call; activation,
-//!   rollback, traffic splits, history.
-//! - [`compat`]: whether a version fits the versions of other services.
-//! - [`balance`]: which instance serves it; service-to-service forwarding.
-//! - `switchyard_runtime` (its own crate, `host/runtime`): wasmtime:
-//!   compiling (and the compiled cache), linking, instantiating, calling.
-//! - `switchyard_platform` (its own crate, `host/platform`): the host side of
-//!   the imports every service gets.
-//! - `switchyard_store` (its own crate, `host/store`): durable data, the
-//!   services' key-value data and the registry's deployment records.
-//! - [`loader`]: turning component files and uploads into versions.
-//! - [`recovery`]: letting services finish or undo work a crash left
-//!   half-done.
-//! - [`watcher`]: noticing files added, replaced or removed while serving.
-//! - [`files`]: reading what sits in the services folder without ever
-//!   blocking on a pipe, a device or an endless file.
-//! - [`telemetry`]: metrics for operators.
-//! - [`server`]: the listening socket: connection limits and timeouts.
-
-pub mod admin;
-pub mod balance;
-pub mod compat;
-pub mod files;
-pub mod gateway;
-pub mod loader;
-pub mod recovery;
-pub mod registry;
-pub mod server;
-pub mod telemetry;
-pub mod watcher;
+//! - `switchyard_gateway` (`host/gateway`): the listening socket, HTTP in and
+//!   out for `/<service>/...`, health and metrics;
+//! - `switchyard_admin` (`host/admin`): the admin API under `/admin`;
+//! - `switchyard_control` (`host/control`): which version serves (the
+//!   registry), whether versions fit together, loading and watching files,
+//!   which instance takes the call;
+//! - `switchyard_runtime` (`host/runtime`): wasmtime: compiling, linking,
+//!   instantiating, calling;
+//! - `switchyard_platform` (`host/platform`): the host side of the imports
+//!   every service gets;
+//! - `switchyard_store` (`host/store`): durable data.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use switchyard_admin::Admin;
+use switchyard_control::{loader, recovery, registry, watcher};
+use switchyard_gateway::{Gateway, server, telemetry};
 
 /// Everything `switchyard serve` can be told.
 #[derive(Debug, Clone)]
@@ -107,14 +92,19 @@ impl App {
         recovery::recover_all(&registry).await;
         tokio::spawn(recovery::run(Arc::downgrade(&registry)));
 
-        let router = gateway::router(Arc::new(gateway::Gateway {
-            registry,
-            telemetry,
+        let admin = switchyard_admin::router(Arc::new(Admin {
+            registry: registry.clone(),
             loader,
             admin_token: settings.admin_token.clone(),
-            max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
         }));
+        let gateway = Arc::new(Gateway {
+            registry,
+            telemetry,
+            max_body_bytes: settings.max_body_bytes,
+            request_timeout: settings.request_timeout,
+        });
+        let router = switchyard_gateway::router(gateway, admin);
         Ok(App {
             router,
             store,

@@ -126,7 +126,7 @@ async fn run() -> anyhow::Result<()> {
                 admin_token: args.admin_token.filter(|t| !t.is_empty()),
                 shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
                 pool_instances: args.pool_instances,
-                connections: switchyard::server::ConnectionLimits {
+                connections: switchyard_gateway::server::ConnectionLimits {
                     header_timeout: Duration::from_millis(args.header_timeout_ms),
                     idle_timeout: Duration::from_millis(args.idle_timeout_ms),
                     max_connections: args.max_connections as usize,

@@ -14,9 +14,9 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use switchyard::server::ConnectionLimits;
-use switchyard::telemetry::Telemetry;
 use switchyard::{App, Settings};
+use switchyard_gateway::server::ConnectionLimits;
+use switchyard_gateway::telemetry::Telemetry;
 use tower::ServiceExt;
 
 use crate::support::component;

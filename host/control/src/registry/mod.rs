@@ -329,7 +329,7 @@ impl Registry {
     pub fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.record(failure.is_some());
         let Some(failure) = failure else { return };
-        crate::telemetry::call_failed(&version.service, &version.version.to_string(), failure);
+        crate::metrics::call_failed(&version.service, &version.version.to_string(), failure);
         let own = match failure {
             CallError::Trap(_)
             | CallError::Timeout(_)

@@ -1,5 +1,7 @@
 //! The HTTP front door: routes `/<service>/...` to a version of that service,
-//! answers health and metrics, and mounts the admin API ([`crate::admin`]).
+//! and answers health and metrics. The admin API (`switchyard_admin`) is
+//! mounted next to these routes and uses the same conventions ([`error`],
+//! [`ApiError`], [`read_body_in_time`]).
 //!
 //! Thin by design: it turns HTTP into a handler call and back, and maps host-side
 //! failures to JSON errors. It holds no business logic and no state of its own
@@ -18,12 +20,14 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use crate::balance::AcquireError;
-use crate::loader::Loader;
-use crate::registry::{LoadedVersion, Registry, RegistryError};
-use crate::telemetry::{self, Telemetry};
+pub mod server;
+pub mod telemetry;
+
+use switchyard_control::balance::AcquireError;
+use switchyard_control::registry::{LoadedVersion, Registry, RegistryError};
 use switchyard_platform::handler;
 use switchyard_runtime::CallError;
+use telemetry::Telemetry;
 use tracing::Instrument;
 
 /// Headers naming the service and version that answered.
@@ -51,27 +55,23 @@ const HOP_BY_HOP_HEADERS: [&str; 10] = [
 pub struct Gateway {
     pub registry: Arc<Registry>,
     pub telemetry: Arc<Telemetry>,
-    pub loader: Arc<Loader>,
-    /// When set, admin changes need `Authorization: Bearer <token>`; when not,
-    /// they are accepted from loopback clients only.
-    pub admin_token: Option<String>,
     /// Request bodies larger than this get a 413.
     pub max_body_bytes: usize,
     /// A request still running after this gets a 504; its instance is discarded.
     pub request_timeout: Duration,
 }
 
-/// The gateway's routes. Serve them with connect info (`SocketAddr`): admin
-/// changes without a configured token are accepted from loopback only.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The gateway's routes, with `admin` mounted next to them.
+pub fn router(gateway: Arc<Gateway>, admin: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::admin::router(gateway.clone()))
-        .method_not_allowed_fallback(method_not_allowed)
         .fallback(forward)
         .with_state(gateway)
+        .merge(admin)
+        // After the merge: it applies to the routes registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn method_not_allowed(request: Request) -> Response {
@@ -259,7 +259,13 @@ async fn call_service(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body_in_time(gateway, body, &parts.headers, gateway.max_body_bytes).await
+    let body = match read_body_in_time(
+        gateway.request_timeout,
+        body,
+        &parts.headers,
+        gateway.max_body_bytes,
+    )
+    .await
     {
         Ok(body) => body,
         Err(refusal) => return refusal.into_response(),
@@ -373,14 +379,14 @@ fn root_cause(e: &anyhow::Error) -> String {
 const DISCARD_LIMIT: usize = 16 << 20;
 
 /// A request body of at most `limit` bytes, read within the request timeout.
-pub(crate) async fn read_body_in_time(
-    gateway: &Gateway,
+pub async fn read_body_in_time(
+    timeout: Duration,
     body: Body,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     let reading = read_body(body, headers, limit);
-    match tokio::time::timeout(gateway.request_timeout, reading).await {
+    match tokio::time::timeout(timeout, reading).await {
         Ok(read) => read,
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,

@@ -1,28 +1,23 @@
 //! What the host tells its operators: Prometheus metrics, served at
 //! `GET /metrics`, and the names they go by.
 //!
-//! Counters and histograms are recorded where things happen (the gateway, the
-//! registry) through the functions below; gauges of instances are read from
-//! the registry when metrics are scraped, so they are never stale.
+//! Counters and histograms are recorded where things happen: requests here,
+//! failed calls by the control plane (`switchyard_control::metrics`), changes
+//! of what serves from the registry's events; gauges of instances are read
+//! from the registry when metrics are scraped, so they are never stale.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use std::sync::Mutex;
-
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use crate::registry::{Action, Event, Registry};
-use switchyard_runtime::CallError;
+use switchyard_control::registry::{Action, Event, Registry};
 
 const REQUESTS: &str = "switchyard_requests_total";
 const REQUEST_SECONDS: &str = "switchyard_request_duration_seconds";
-const ERRORS: &str = "switchyard_errors_total";
-const TRAPS: &str = "switchyard_traps_total";
-const TIMEOUTS: &str = "switchyard_timeouts_total";
 const INSTANCES: &str = "switchyard_instances";
 const SWAPS: &str = "switchyard_swaps_total";
 const REJECTED: &str = "switchyard_rejected_versions_total";
@@ -126,32 +121,6 @@ pub fn request_served(service: &str, version: &str, status: u16, elapsed: Durati
     )
     .increment(1);
     histogram!(REQUEST_SECONDS, &labels).record(elapsed.as_secs_f64());
-}
-
-/// A call (HTTP or from another service) that failed on the service's side.
-pub fn call_failed(service: &str, version: &str, failure: &CallError) {
-    let kind = match failure {
-        CallError::Timeout(_) => "timeout",
-        CallError::OutOfMemory(_) => "memory",
-        CallError::Dependency(_) => "dependency",
-        CallError::Trap(_) => "trap",
-        CallError::TooMuchData => "oversized",
-        CallError::Start(_) => "start",
-    };
-    let labels = [
-        ("service", service.to_string()),
-        ("version", version.to_string()),
-    ];
-    counter!(
-        ERRORS,
-        &[&labels[..], &[("kind", kind.to_string())]].concat()
-    )
-    .increment(1);
-    match failure {
-        CallError::Trap(_) | CallError::OutOfMemory(_) => counter!(TRAPS, &labels).increment(1),
-        CallError::Timeout(_) => counter!(TIMEOUTS, &labels).increment(1),
-        CallError::Dependency(_) | CallError::TooMuchData | CallError::Start(_) => {}
-    }
 }
 
 /// Log every change of `events` as it happens.

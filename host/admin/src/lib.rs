@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,12 +22,25 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::gateway::{ApiError, Gateway, error, read_body_in_time};
-use crate::loader::{MAX_COMPONENT_BYTES, valid_service_name};
-use crate::registry::{Cause, VersionEntry};
+use switchyard_control::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
+use switchyard_control::registry::{Cause, Registry, VersionEntry};
+use switchyard_gateway::{ApiError, error, read_body_in_time};
 
-/// The admin routes, reads open, changes authorized.
-pub fn router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+/// What the admin API works with.
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub loader: Arc<Loader>,
+    /// When set, admin changes need `Authorization: Bearer <token>`; when not,
+    /// they are accepted from loopback clients only.
+    pub admin_token: Option<String>,
+    /// An admin request body still arriving after this gets a 408.
+    pub request_timeout: Duration,
+}
+
+/// The admin routes, reads open, changes authorized. Serve them with connect
+/// info (`ConnectInfo<SocketAddr>`): without a token, changes are accepted
+/// from loopback only.
+pub fn router(admin: Arc<Admin>) -> Router {
     let changes = Router::new()
         .route("/admin/services/{name}/versions", post(upload_version))
         .route("/admin/services/{name}/activate", post(activate))
@@ -34,28 +48,29 @@ pub fn router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/admin/services/{name}/traffic", put(set_traffic))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .layer(middleware::from_fn_with_state(
-            gateway.clone(),
+            admin.clone(),
             read_admin_body,
         ))
-        .route_layer(middleware::from_fn_with_state(gateway, authorize));
+        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize));
     Router::new()
         .route("/admin/services", get(list_services))
         .route("/admin/services/{name}", get(show_service))
         .merge(changes)
+        .with_state(admin)
 }
 
-async fn list_services(State(gateway): State<Arc<Gateway>>) -> Response {
-    let services: Vec<_> = gateway
+async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
+    let services: Vec<_> = admin
         .registry
         .list()
         .iter()
-        .filter_map(|s| gateway.registry.describe(&s.name))
+        .filter_map(|s| admin.registry.describe(&s.name))
         .collect();
     axum::Json(json!({ "services": services })).into_response()
 }
 
-async fn show_service(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    match gateway.registry.describe(&name) {
+async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    match admin.registry.describe(&name) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
     }
@@ -63,12 +78,12 @@ async fn show_service(State(gateway): State<Arc<Gateway>>, Path(name): Path<Stri
 
 /// Admin changes: a bearer token when one is configured, else loopback only.
 async fn authorize(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &gateway.admin_token else {
+    let Some(token) = &admin.admin_token else {
         if peer.ip().is_loopback() {
             return next.run(request).await;
         }
@@ -112,12 +127,19 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// the request timeout, as service requests do: a client that stalls gets a
 /// 408, not a task held open forever.
 async fn read_admin_body(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     request: Request,
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    match read_body_in_time(&gateway, body, &parts.headers, MAX_COMPONENT_BYTES).await {
+    match read_body_in_time(
+        admin.request_timeout,
+        body,
+        &parts.headers,
+        MAX_COMPONENT_BYTES,
+    )
+    .await
+    {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
@@ -146,9 +168,9 @@ fn parse_version(text: &str) -> Result<Version, ApiError> {
 
 /// The service after a change, as `GET /admin/services/{name}` shows it, once
 /// the versions now serving have an instance ready.
-async fn changed(gateway: &Gateway, name: &str) -> Result<Response, ApiError> {
-    gateway.loader.warm_serving().await;
-    let view = gateway.registry.describe(name);
+async fn changed(admin: &Admin, name: &str) -> Result<Response, ApiError> {
+    admin.loader.warm_serving().await;
+    let view = admin.registry.describe(name);
     let view = view.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}"))
     })?;
@@ -162,26 +184,26 @@ struct Activate {
 }
 
 async fn activate(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
     let version = parse_version(&request.version)?;
-    gateway.registry.activate(&name, &version, Cause::Admin)?;
-    changed(&gateway, &name).await
+    admin.registry.activate(&name, &version, Cause::Admin)?;
+    changed(&admin, &name).await
 }
 
 async fn rollback(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    gateway.registry.rollback(&name)?;
-    changed(&gateway, &name).await
+    admin.registry.rollback(&name)?;
+    changed(&admin, &name).await
 }
 
 async fn set_traffic(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -191,14 +213,14 @@ async fn set_traffic(
     for (version, weight) in weights {
         split.insert(parse_version(&version)?, weight);
     }
-    gateway.registry.set_traffic(&name, split)?;
-    changed(&gateway, &name).await
+    admin.registry.set_traffic(&name, split)?;
+    changed(&admin, &name).await
 }
 
 /// Upload a component as a new version: validated like a dropped file, then
 /// stored as `services/<name>/<version>.wasm`.
 async fn upload_version(
-    State(gateway): State<Arc<Gateway>>,
+    State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
@@ -209,25 +231,26 @@ async fn upload_version(
         ApiError::new(StatusCode::BAD_REQUEST, "give the version: ?version=X.Y.Z")
     })?;
     let version = parse_version(version)?;
-    if gateway.registry.has_version(&name, &version) {
+    if admin.registry.has_version(&name, &version) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("{name} {version} exists already; upload under a new version"),
         ));
     }
-    let loaded = gateway
+    let loaded = admin
         .loader
         .load_bytes(&name, &version, body.to_vec())
         .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     // Written hidden first, moved into place only once accepted: the watcher
     // never sees a partial file, and sees the final one as already loaded.
-    let dir = gateway.loader.service_dir(&name);
+    let dir = admin.loader.service_dir(&name);
     let staged = dir.join(format!(".{version}.wasm.upload"));
     let writing = {
         let (dir, staged, body) = (dir.clone(), staged.clone(), body.clone());
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir).and_then(|()| crate::files::write_new(&staged, &body))
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| switchyard_control::files::write_new(&staged, &body))
         })
     };
     if let Err(e) = writing.await.map_err(std::io::Error::other).and_then(|w| w) {
@@ -237,11 +260,10 @@ async fn upload_version(
             "cannot store the component",
         ));
     }
-    let mode = gateway.loader.activation(&name);
-    let offered =
-        gateway
-            .registry
-            .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded));
+    let mode = admin.loader.activation(&name);
+    let offered = admin
+        .registry
+        .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded));
     let state = match offered {
         Ok(state) => state,
         Err(reason) => {
@@ -255,7 +277,7 @@ async fn upload_version(
     if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {
         tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
     }
-    gateway.loader.warm_serving().await;
+    admin.loader.warm_serving().await;
     let created = json!({ "service": name, "version": version.to_string(), "state": state });
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }

@@ -1,0 +1,26 @@
+//! Switchyard's control plane: which versions exist, which serve, and which
+//! instance takes a call.
+//!
+//! - [`registry`]: the registry, a state machine ([`registry::machine`]) over
+//!   plain data with a thin shell that publishes routing, persists and sends
+//!   events; activation, rollback, traffic splits, failover, history.
+//! - [`compat`]: whether a version fits the versions of other services.
+//! - [`balance`]: instance pools and strategies; service-to-service calls.
+//! - [`loader`]: turning component files and uploads into versions.
+//! - [`watcher`]: noticing files added, replaced or removed while serving.
+//! - [`recovery`]: letting services finish or undo work a crash left
+//!   half-done.
+//! - [`files`]: reading what sits in the services folder without ever
+//!   blocking on a pipe, a device or an endless file.
+//! - [`metrics`]: the failures it counts.
+//!
+//! It knows nothing of HTTP: the gateway and the admin API drive it.
+
+pub mod balance;
+pub mod compat;
+pub mod files;
+pub mod loader;
+pub mod metrics;
+pub mod recovery;
+pub mod registry;
+pub mod watcher;
