@@ -1,5 +1,5 @@
 //! Builds every guest component for `wasm32-wasip2` (the shop's services and
-//! the test fixtures, some crates more than once with a feature), then writes
+//! the test fixtures, each a crate of its own), then writes
 //! `components.rs`: a path constant per component and a `foreach_component!`
 //! macro listing them.
 //!
@@ -10,20 +10,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Each component: its name, the package it is built from, and the feature
-/// it is built with, if any.
-const COMPONENTS: &[(&str, &str, Option<&str>)] = &[
-    ("goods", "goods", None),
-    ("users", "users", None),
-    ("orders", "orders", None),
-    ("goods_v2", "goods", Some("fixture-v2")),
-    ("goods_panic", "goods", Some("fixture-panic")),
-    ("goods_broken", "goods-broken", None),
-    ("kv_probe", "kv-probe", None),
-    ("faulty", "faulty", None),
-    ("cycle", "cycle", None),
-    ("pong", "cycle", Some("pong")),
-    ("self_import", "cycle", Some("self-import")),
+/// Each component's package: the shop's services, then the test fixtures.
+/// A component is named after its package, with `_` for `-`.
+const PACKAGES: &[&str] = &[
+    "goods",
+    "users",
+    "orders",
+    "goods-v2",
+    "goods-panic",
+    "goods-broken",
+    "kv-probe",
+    "faulty",
+    "cycle",
+    "pong",
+    "self-import",
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -43,14 +43,12 @@ fn main() {
     let mut constants = String::new();
     let mut names = String::new();
     let mut list = String::new();
-    for (name, package, feature) in COMPONENTS {
-        build(&root, &target_dir, package, *feature);
+    build(&root, &target_dir, PACKAGES);
+    for package in PACKAGES {
+        let name = package.replace('-', "_");
         let file = out.join(format!("{name}.wasm"));
-        std::fs::copy(
-            built.join(format!("{}.wasm", package.replace('-', "_"))),
-            &file,
-        )
-        .unwrap_or_else(|e| panic!("copying {name}: {e}"));
+        std::fs::copy(built.join(format!("{name}.wasm")), &file)
+            .unwrap_or_else(|e| panic!("copying {name}: {e}"));
         let path = file.display().to_string();
         constants.push_str(&format!(
             "/// `{name}.wasm`.\npub const {}: &str = {path:?};\n",
@@ -69,23 +67,25 @@ fn main() {
     std::fs::write(dest, generated).unwrap();
 }
 
-/// `cargo build --release --target wasm32-wasip2 -p <package>`, as a build of
-/// its own: none of the outer build's flags or target directory leak in.
-fn build(root: &Path, target_dir: &Path, package: &str, feature: Option<&str>) {
+/// `cargo build --release --target wasm32-wasip2 -p <package>...`, as a
+/// build of its own: none of the outer build's flags or target directory
+/// leak in. One cargo for all, so that the packages build in parallel.
+fn build(root: &Path, target_dir: &Path, packages: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(root)
-        .args(["build", "--release", "--target", TARGET, "-p", package])
+        .args(["build", "--release", "--target", TARGET])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET");
-    if let Some(feature) = feature {
-        command.args(["--features", feature]);
-    }
     let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building {package} for {TARGET} failed");
+    assert!(
+        status.success(),
+        "building the components for {TARGET} failed"
+    );
 }
 
 /// The guests are built for `wasm32-wasip2`: add the target when rustup can.

@@ -38,15 +38,29 @@ pub mod bindings {
 #[macro_export]
 macro_rules! service_bindings {
     ($world:literal) => {
+        $crate::service_bindings!(@paths $world, [
+            "../../wit/deps/keyvalue",
+            "../../wit/deps/config",
+            "../../wit/deps/logging",
+            "../../wit/platform",
+            "../../wit/shop",
+        ]);
+    };
+    // A test fixture in `tests/fixtures/<name>` built from a service's source:
+    // the WIT folder is one level further up.
+    (fixture $world:literal) => {
+        $crate::service_bindings!(@paths $world, [
+            "../../../wit/deps/keyvalue",
+            "../../../wit/deps/config",
+            "../../../wit/deps/logging",
+            "../../../wit/platform",
+            "../../../wit/shop",
+        ]);
+    };
+    (@paths $world:literal, [$($path:literal),* $(,)?]) => {
         wit_bindgen::generate!({
             world: $world,
-            path: [
-                "../../wit/deps/keyvalue",
-                "../../wit/deps/config",
-                "../../wit/deps/logging",
-                "../../wit/platform",
-                "../../wit/shop",
-            ],
+            path: [$($path),*],
             with: {
                 "wasi:keyvalue/store@0.2.0-draft": guest_common::bindings::wasi::keyvalue::store,
                 "wasi:keyvalue/atomics@0.2.0-draft": guest_common::bindings::wasi::keyvalue::atomics,
@@ -80,14 +94,16 @@ macro_rules! fixture_bindings {
 /// Implement the platform handler for `$service` by calling `$route`, a
 /// `fn(&Request) -> Outcome`: both a success and an error reply go back as they are.
 #[macro_export]
+// `crate` is meant: the bindings are the calling crate's, wherever it calls this.
+#[allow(clippy::crate_in_macro_def)]
 macro_rules! http_handler {
     ($service:ident, $route:path) => {
-        impl exports::switchyard::platform::handler::Guest for $service {
+        impl crate::exports::switchyard::platform::handler::Guest for $service {
             fn handle(
-                request: exports::switchyard::platform::handler::Request,
-            ) -> exports::switchyard::platform::handler::Response {
+                request: crate::exports::switchyard::platform::handler::Request,
+            ) -> crate::exports::switchyard::platform::handler::Response {
                 let reply = $route(&request).unwrap_or_else(|error| error);
-                exports::switchyard::platform::handler::Response {
+                crate::exports::switchyard::platform::handler::Response {
                     status: reply.status,
                     headers: reply.headers(),
                     body: reply.body,
