@@ -190,7 +190,10 @@ async fn activate(
 ) -> Result<Response, ApiError> {
     let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
     let version = parse_version(&request.version)?;
-    admin.registry.activate(&name, &version, Cause::Admin)?;
+    admin
+        .registry
+        .activate(&name, &version, Cause::Admin)
+        .await?;
     changed(&admin, &name).await
 }
 
@@ -198,7 +201,7 @@ async fn rollback(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin.registry.rollback(&name)?;
+    admin.registry.rollback(&name).await?;
     changed(&admin, &name).await
 }
 
@@ -213,7 +216,7 @@ async fn set_traffic(
     for (version, weight) in weights {
         split.insert(parse_version(&version)?, weight);
     }
-    admin.registry.set_traffic(&name, split)?;
+    admin.registry.set_traffic(&name, split).await?;
     changed(&admin, &name).await
 }
 
@@ -263,7 +266,8 @@ async fn upload_version(
     let mode = admin.loader.activation(&name);
     let offered = admin
         .registry
-        .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded));
+        .offer(&name, mode, version.clone(), VersionEntry::Loaded(loaded))
+        .await;
     let state = match offered {
         Ok(state) => state,
         Err(reason) => {

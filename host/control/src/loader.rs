@@ -280,7 +280,7 @@ impl Loader {
             }
             found.push(self.load_service(&name, &dir).await);
         }
-        self.registry.bootstrap(found);
+        self.registry.bootstrap(found).await;
         self.warm_serving().await;
         Ok(())
     }
@@ -359,9 +359,11 @@ impl Loader {
             Ok(bytes) => bytes,
             Err(e) => {
                 let entry = self.rejected(path, format!("{e:#}"));
-                let _ =
-                    self.registry
-                        .offer(service, self.activation(service), version.clone(), entry);
+                let mode = self.activation(service);
+                let _ = self
+                    .registry
+                    .offer(service, mode, version.clone(), entry)
+                    .await;
                 return;
             }
         };
@@ -382,9 +384,11 @@ impl Loader {
             Ok(loaded) => VersionEntry::Loaded(loaded),
             Err(e) => self.rejected(path, format!("{e:#}")),
         };
+        let mode = self.activation(service);
         match self
             .registry
-            .offer(service, self.activation(service), version.clone(), entry)
+            .offer(service, mode, version.clone(), entry)
+            .await
         {
             Ok(state) => {
                 tracing::info!(service, %version, ?state, file = %path.display(), "loaded");

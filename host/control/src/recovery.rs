@@ -59,6 +59,6 @@ async fn recover(registry: &Registry, version: &Arc<LoadedVersion>) {
     drop(lease);
     if let Err(failure) = &outcome {
         tracing::warn!(service = %version.service, version = %version.version, "recovery failed: {failure}");
-        registry.report(version, Some(failure));
+        registry.report(version, Some(failure)).await;
     }
 }

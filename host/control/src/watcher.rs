@@ -109,7 +109,7 @@ async fn apply(loader: &Loader, path: &Path) -> Vec<PathBuf> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     match parts.as_slice() {
-        [service] => return service_dir_changed(loader, service, path),
+        [service] => return service_dir_changed(loader, service, path).await,
         [service, file] => file_changed(loader, service, file, path).await,
         _ => {}
     }
@@ -118,7 +118,7 @@ async fn apply(loader: &Loader, path: &Path) -> Vec<PathBuf> {
 
 /// A whole service folder appeared (moved in: its files may predate the
 /// watch on it) or disappeared (every version goes with it).
-fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<PathBuf> {
+async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<PathBuf> {
     if valid_service_name(service).is_err() {
         return Vec::new();
     }
@@ -127,7 +127,7 @@ fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<PathBu
         return files.map(Iterator::collect).unwrap_or_default();
     }
     for version in loader.registry.versions_of(service) {
-        loader.registry.withdraw(service, &version);
+        loader.registry.withdraw(service, &version).await;
     }
     Vec::new()
 }
@@ -153,7 +153,8 @@ async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
                 tracing::error!(file = %path.display(), "refused: {e:#}");
                 loader
                     .registry
-                    .refuse_file(service, file, &format!("{e:#}"));
+                    .refuse_file(service, file, &format!("{e:#}"))
+                    .await;
             } else {
                 loader.registry.forget_file(service, file);
             }
@@ -163,6 +164,6 @@ async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
     if path.exists() {
         loader.file_changed(service, &version, path).await;
     } else {
-        loader.registry.withdraw(service, &version);
+        loader.registry.withdraw(service, &version).await;
     }
 }

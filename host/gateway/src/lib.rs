@@ -305,7 +305,7 @@ async fn call_service(
             Err(AcquireError::Instantiate(e)) => {
                 // The version's own failure: counted, and it may fail over.
                 let failure = CallError::Start(e);
-                gateway.registry.report(version, Some(&failure));
+                gateway.registry.report(version, Some(&failure)).await;
                 return failure_response(version, failure);
             }
         };
@@ -316,7 +316,10 @@ async fn call_service(
             Err(_) => Err(CallError::Timeout(policy.limits.deadline)),
         };
         drop(lease);
-        gateway.registry.report(version, outcome.as_ref().err());
+        gateway
+            .registry
+            .report(version, outcome.as_ref().err())
+            .await;
         match outcome {
             Ok(response) => {
                 let mut response = into_http(version, response);

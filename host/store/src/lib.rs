@@ -1,8 +1,8 @@
 //! Durable data: the key-value data the services keep, namespaced per
 //! service, and the registry's deployment records.
 //!
-//! This crate owns the storage seam. [`KeyValueStore`] is async, and its
-//! errors name no backend, so that a networked database (PostgreSQL, for
+//! This crate owns the storage seam. [`KeyValueStore`] and
+//! [`DeploymentStore`] are async, and their errors name no backend, so that a networked database (PostgreSQL, for
 //! several hosts) can stand in for the embedded [`SqliteStore`] without
 //! touching the platform code above it. A [`Namespace`] always names the
 //! owning service: nothing here lets one service reach another's keys.
@@ -118,12 +118,11 @@ pub trait KeyValueStore: Send + Sync {
 
 /// Where the registry keeps each service's deployment record (active version,
 /// rollback stack, traffic split, history) so that it survives a restart. The
-/// record is opaque text to the store. Synchronous for now: the registry
-/// persists under its own lock; it becomes async with the registry's state
-/// machine.
+/// record is opaque text to the store.
+#[async_trait::async_trait]
 pub trait DeploymentStore: Send + Sync {
-    fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError>;
-    fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
+    async fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError>;
+    async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
 }
 
 /// Check what every backend checks before a write.

@@ -355,8 +355,9 @@ impl KeyValueStore for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
 impl DeploymentStore for SqliteStore {
-    fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare("SELECT service, record FROM deployments")?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -364,7 +365,7 @@ impl DeploymentStore for SqliteStore {
         })
     }
 
-    fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
+    async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
         self.write(false, |conn| {
             conn.execute(
                 "INSERT INTO deployments (service, record) VALUES (?1, ?2)
@@ -392,6 +393,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("kv.sqlite")).unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_deployment_record_is_replaced_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        store.save_deployment("goods", "first").await.unwrap();
+        store.save_deployment("users", "theirs").await.unwrap();
+        store.save_deployment("goods", "second").await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        let mut records = store.load_deployments().await.unwrap();
+        records.sort();
+        assert_eq!(
+            records,
+            vec![
+                ("goods".to_string(), "second".to_string()),
+                ("users".to_string(), "theirs".to_string())
+            ]
+        );
     }
 
     #[tokio::test]

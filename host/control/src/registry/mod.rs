@@ -2,10 +2,12 @@
 //!
 //! The decisions are made by [`machine::Deployments`], a state machine over
 //! plain data. [`Registry`] is the thin shell around it for the host's
-//! [`LoadedVersion`]s: it serialises changes behind one lock, publishes each
-//! service's new routing with a pointer swap, persists what changed through
-//! a [`DeploymentStore`], and sends the events out on a broadcast channel
-//! (metrics and logs subscribe; see [`Registry::subscribe`]).
+//! [`LoadedVersion`]s: it makes each change under one lock, publishes each
+//! service's new routing with a pointer swap, sends the events out on a
+//! broadcast channel (metrics and logs subscribe; see [`Registry::subscribe`]),
+//! and then, outside that lock but in the order of the changes, stores the
+//! records of what changed through the async [`DeploymentStore`]. Reading the
+//! state never waits for the store.
 //!
 //! Routing is an [`ArcSwap`]: a request loads it once and keeps the version it
 //! picked, so a swap never disturbs a call already running; the next request
@@ -37,6 +39,15 @@ pub use model::{
     Activation, Deployable, FailoverPolicy, FailureWindow, MAX_WEIGHT, Refusal, RegistryError,
     SplitError, VersionState, check_split,
 };
+
+/// Whose records a change stores, besides those of the services it logged
+/// events for.
+enum Persist<'a> {
+    Touched,
+    Also(&'a str),
+    /// Every service's (at start-up).
+    All,
+}
 
 /// The registry's state machine over the host's versions.
 type Deployments = machine::Deployments<LoadedVersion>;
@@ -144,6 +155,8 @@ pub struct Registry {
     /// The decisions' state; every change holds this lock from decision to
     /// publication, so the compatibility check always sees a stable world.
     state: Mutex<Deployments>,
+    /// Serialises changes from decision to stored record.
+    persisting: tokio::sync::Mutex<()>,
     deployments: Arc<dyn DeploymentStore>,
     events: broadcast::Sender<Event>,
 }
@@ -153,6 +166,7 @@ impl Registry {
         Registry {
             services: RwLock::default(),
             state: Mutex::default(),
+            persisting: tokio::sync::Mutex::default(),
             deployments,
             events: broadcast::channel(EVENT_BACKLOG).0,
         }
@@ -192,11 +206,49 @@ impl Registry {
     }
 
     /// Run `transition` on the state, then publish what it changed: routing
-    /// swapped, records persisted, events sent.
-    fn change<T>(&self, transition: impl FnOnce(&mut Deployments, u64) -> T) -> T {
-        let mut state = self.state();
-        let outcome = transition(&mut state, now_ms());
-        let events = state.take_events();
+    /// swapped and events sent at once, then the records of the services
+    /// `persist` names stored.
+    async fn change<T>(
+        &self,
+        persist: Persist<'_>,
+        transition: impl FnOnce(&mut Deployments, u64) -> T,
+    ) -> T {
+        // Held until the records are stored, so that they reach the store in
+        // the order the changes were made.
+        let _in_order = self.persisting.lock().await;
+        let (outcome, records) = {
+            let mut state = self.state();
+            let outcome = transition(&mut state, now_ms());
+            let events = state.take_events();
+            self.publish(&state);
+            let mut names: BTreeSet<&str> = match persist {
+                Persist::All => state.books().map(|(name, _)| name.as_str()).collect(),
+                Persist::Touched => BTreeSet::new(),
+                Persist::Also(service) => BTreeSet::from([service]),
+            };
+            names.extend(events.iter().map(|e| e.service.as_str()));
+            let records: Vec<(String, model::Deployment)> = names
+                .into_iter()
+                .filter_map(|name| Some((name.to_string(), state.book(name)?.record())))
+                .collect();
+            // Sent under the lock, so that subscribers see changes in order.
+            for event in events {
+                // No subscriber is not an error.
+                let _ = self.events.send(event);
+            }
+            (outcome, records)
+        };
+        for (service, record) in records {
+            let record = serde_json::to_string(&record).expect("a deployment serialises");
+            if let Err(e) = self.deployments.save_deployment(&service, &record).await {
+                tracing::error!(%service, "cannot persist the deployment: {e}");
+            }
+        }
+        outcome
+    }
+
+    /// Route every service as the state says.
+    fn publish(&self, state: &Deployments) {
         let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
         for (name, book) in state.books() {
             let service = services.entry(name.clone()).or_insert_with(|| {
@@ -209,33 +261,12 @@ impl Registry {
                 service.publish(book.routing.clone());
             }
         }
-        drop(services);
-        let touched: BTreeSet<&str> = events.iter().map(|e| e.service.as_str()).collect();
-        for name in touched {
-            self.persist(&state, name);
-        }
-        // Sent under the lock, so that subscribers see changes in order.
-        for event in events {
-            // No subscriber is not an error.
-            let _ = self.events.send(event);
-        }
-        outcome
-    }
-
-    fn persist(&self, state: &Deployments, service: &str) {
-        let Some(book) = state.book(service) else {
-            return;
-        };
-        let record = serde_json::to_string(&book.record()).expect("a deployment serialises");
-        if let Err(e) = self.deployments.save_deployment(service, &record) {
-            tracing::error!(%service, "cannot persist the deployment: {e}");
-        }
     }
 
     /// Set up every service found at start-up from what was stored before
     /// the restart (see [`machine::Deployments::bootstrap`]).
-    pub fn bootstrap(&self, found: Vec<Found<LoadedVersion>>) {
-        let saved = match self.deployments.load_deployments() {
+    pub async fn bootstrap(&self, found: Vec<Found<LoadedVersion>>) {
+        let saved = match self.deployments.load_deployments().await {
             Ok(rows) => rows
                 .into_iter()
                 .filter_map(|(name, record)| match serde_json::from_str::<model::Deployment>(&record) {
@@ -260,73 +291,77 @@ impl Registry {
                 BTreeMap::new()
             }
         };
-        let names = self.change(|state, now| {
-            state.bootstrap(now, found, saved);
-            state
-                .books()
-                .map(|(name, _)| name.clone())
-                .collect::<Vec<_>>()
-        });
         // Every service's record, changed or not, so that versions seen now
         // are known at the next start.
-        let state = self.state();
-        for name in names {
-            self.persist(&state, &name);
-        }
+        self.change(Persist::All, |state, now| {
+            state.bootstrap(now, found, saved)
+        })
+        .await
     }
 
     /// A new or rebuilt version of `service` (a dropped file or an upload).
     /// Returns the state it ended up in, or why it was refused.
-    pub fn offer(
+    pub async fn offer(
         &self,
         service: &str,
         mode: Activation,
         version: Version,
         entry: VersionEntry,
     ) -> Result<VersionState, Refusal> {
-        let outcome = self.change(|state, now| state.offer(now, service, mode, version, entry));
         // Known versions must persist even when nothing else changed.
-        self.persist(&self.state(), service);
-        outcome
+        self.change(Persist::Also(service), |state, now| {
+            state.offer(now, service, mode, version, entry)
+        })
+        .await
     }
 
     /// The file of `version` is gone: forget it (see
     /// [`machine::Deployments::withdraw`]).
-    pub fn withdraw(&self, service: &str, version: &Version) {
-        self.change(|state, now| state.withdraw(now, service, version));
+    pub async fn withdraw(&self, service: &str, version: &Version) {
+        self.change(Persist::Touched, |state, now| {
+            state.withdraw(now, service, version)
+        })
+        .await;
     }
 
     /// Send all of `service`'s traffic to `version`.
-    pub fn activate(
+    pub async fn activate(
         &self,
         service: &str,
         version: &Version,
         cause: Cause,
     ) -> Result<(), RegistryError> {
-        self.change(|state, now| state.activate(now, service, version, cause))
+        self.change(Persist::Touched, |state, now| {
+            state.activate(now, service, version, cause)
+        })
+        .await
     }
 
     /// Back to the version that was active before the current one.
-    pub fn rollback(&self, service: &str) -> Result<Version, RegistryError> {
-        let outcome = self.change(|state, now| state.rollback(now, service));
+    pub async fn rollback(&self, service: &str) -> Result<Version, RegistryError> {
         // A rollback that found nothing still consumed the stale entries.
-        self.persist(&self.state(), service);
-        outcome
+        self.change(Persist::Also(service), |state, now| {
+            state.rollback(now, service)
+        })
+        .await
     }
 
     /// Split `service`'s traffic across versions by relative weight.
-    pub fn set_traffic(
+    pub async fn set_traffic(
         &self,
         service: &str,
         weights: BTreeMap<Version, u32>,
     ) -> Result<(), RegistryError> {
-        self.change(|state, now| state.split(now, service, &weights))
+        self.change(Persist::Touched, |state, now| {
+            state.split(now, service, &weights)
+        })
+        .await
     }
 
     /// Account for one call `version` served, and apply the failover rule: when
     /// its own failures cross the threshold while it serves, traffic moves to
     /// the previous good version.
-    pub fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
+    pub async fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.record(failure.is_some());
         let Some(failure) = failure else { return };
         crate::metrics::call_failed(&version.service, &version.version.to_string(), failure);
@@ -344,13 +379,19 @@ impl Registry {
                 window: version.failover.window,
                 last: failure.to_string(),
             };
-            self.change(|state, now| state.fail_over(now, version, failing));
+            self.change(Persist::Touched, |state, now| {
+                state.fail_over(now, version, failing)
+            })
+            .await;
         }
     }
 
     /// A file in `service`'s folder that is not a version (its name is not semver).
-    pub fn refuse_file(&self, service: &str, file: &str, reason: &str) {
-        self.change(|state, _| state.refuse_file(service, file, reason));
+    pub async fn refuse_file(&self, service: &str, file: &str, reason: &str) {
+        self.change(Persist::Touched, |state, _| {
+            state.refuse_file(service, file, reason)
+        })
+        .await;
     }
 
     /// A refused file is gone again.
