@@ -23,8 +23,27 @@ use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
 use switchyard_platform::{HANDLER_INTERFACE, Platform};
-use switchyard_runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
+use switchyard_runtime::{InterfaceUse, Limits, MEMORY_CEILING, Provider, Runtime};
 use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
+
+/// What shape of component a version is, which decides how the gateway runs
+/// requests on it (one executor per kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentKind {
+    /// Exports `switchyard:platform/handler`: a request record in, a
+    /// response record out.
+    Handler,
+}
+
+impl ComponentKind {
+    /// The kind of a component that exports `exports`, if it is a service.
+    pub fn of(exports: &[InterfaceUse]) -> Option<ComponentKind> {
+        exports
+            .iter()
+            .any(|e| e.name == HANDLER_INTERFACE)
+            .then_some(ComponentKind::Handler)
+    }
+}
 
 /// The largest component accepted, from a file or an upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -429,12 +448,12 @@ impl Loader {
 
         let imports = self.runtime.imports(component);
         let exports = self.runtime.exports(component);
-        if !exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
+        let Some(kind) = ComponentKind::of(&exports) else {
             bail!(
                 "does not export {HANDLER_INTERFACE}: a service must target the \
                  switchyard:platform/service world"
             );
-        }
+        };
         let crossing = imports
             .iter()
             .chain(&exports)
@@ -492,6 +511,7 @@ impl Loader {
             requests: Default::default(),
             errors: Default::default(),
             hash_key,
+            kind,
             failover: FailoverPolicy {
                 enabled: settings.failover.enabled,
                 threshold: settings.failover.threshold,

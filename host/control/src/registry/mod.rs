@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::balance::{HashKey, InstancePool};
+use crate::loader::ComponentKind;
 use switchyard_runtime::{CallError, InterfaceUse, Provider};
 use switchyard_store::DeploymentStore;
 
@@ -73,6 +74,8 @@ pub struct LoadedVersion {
     pub errors: AtomicU64,
     /// Where a consistent-hash service finds a request's key.
     pub hash_key: Option<HashKey>,
+    /// How the gateway runs requests on it.
+    pub kind: ComponentKind,
     pub failover: FailoverPolicy,
     pub failures: Mutex<FailureWindow>,
 }

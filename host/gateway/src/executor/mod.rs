@@ -1,0 +1,161 @@
+//! Running an HTTP request on a version: what every kind of component has
+//! in common (an instance from the version's pool, the busy answer, the
+//! deadline's backstop, failures counted and reported, a read retried once
+//! after a trap, failures turned into answers), around an [`Executor`] that
+//! knows its kind of component: how the request goes in and the answer
+//! comes out. One executor per kind, one file each: [`handler`] for
+//! components exporting `switchyard:platform/handler`.
+
+pub mod handler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use crate::Gateway;
+use crate::http::{error, set_header};
+use switchyard_control::balance::{AcquireError, Lease};
+use switchyard_control::registry::LoadedVersion;
+use switchyard_runtime::CallError;
+
+/// Which instance (slot of the version's pool) answered.
+pub const INSTANCE_HEADER: &str = "x-switchyard-instance";
+
+/// How the gateway runs requests on one kind of component.
+pub trait Executor: Send + Sync {
+    /// A request as this kind of component takes it.
+    type Call: Send + Sync;
+
+    /// Read what the call needs from `request` (`path` is what follows the
+    /// service's name), or answer at once (a body too large, too slow).
+    fn prepare(
+        &self,
+        gateway: &Gateway,
+        path: &str,
+        request: Request,
+    ) -> impl Future<Output = Result<Self::Call, Response>> + Send;
+
+    /// Where a consistent-hash pool sends `call`.
+    fn hash_key(&self, version: &LoadedVersion, call: &Self::Call) -> Option<u64>;
+
+    /// Whether `call` may run again after a trap (it changes nothing).
+    fn is_read(&self, call: &Self::Call) -> bool;
+
+    /// Run `call` on the leased instance, and give the HTTP answer.
+    fn call(
+        &self,
+        version: &LoadedVersion,
+        lease: &mut Lease,
+        call: &Self::Call,
+    ) -> impl Future<Output = Result<Response, CallError>> + Send;
+}
+
+/// Beyond a call's own deadline, enforced inside the guest by epoch
+/// interruption, the host stops waiting this much later: a backstop for a call
+/// stuck in the host (waiting on another service) rather than in the guest.
+const BACKSTOP: Duration = Duration::from_millis(100);
+
+/// `request` answered by `version`, through `executor`.
+pub async fn run<E: Executor>(
+    executor: &E,
+    gateway: &Gateway,
+    version: &Arc<LoadedVersion>,
+    path: &str,
+    request: Request,
+) -> Response {
+    let call = match executor.prepare(gateway, path, request).await {
+        Ok(call) => call,
+        Err(refusal) => return refusal,
+    };
+    let key = executor.hash_key(version, &call);
+    let policy = *version.pool.policy();
+    // A trap on a read is retried once, on a fresh instance: reads are safe to repeat.
+    let mut retries_left = usize::from(executor.is_read(&call));
+    loop {
+        let mut lease = match version.pool.acquire(key).await {
+            Ok(lease) => lease,
+            Err(busy @ (AcquireError::Busy { .. } | AcquireError::QueueFull(..))) => {
+                let mut response = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("service {} is busy: {busy}", version.service),
+                );
+                let retry_after = policy.queue_timeout.as_secs().max(1).to_string();
+                set_header(response.headers_mut(), "retry-after", &retry_after);
+                return response;
+            }
+            Err(AcquireError::Instantiate(e)) => {
+                // The version's own failure: counted, and it may fail over.
+                let failure = CallError::Start(e);
+                gateway.registry.report(version, Some(&failure)).await;
+                return failure_response(version, failure);
+            }
+        };
+        let slot = lease.slot();
+        let backstop = policy.limits.deadline + BACKSTOP;
+        let running = executor.call(version, &mut lease, &call);
+        let outcome = match tokio::time::timeout(backstop, running).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(CallError::Timeout(policy.limits.deadline)),
+        };
+        drop(lease);
+        gateway
+            .registry
+            .report(version, outcome.as_ref().err())
+            .await;
+        match outcome {
+            Ok(mut response) => {
+                set_header(response.headers_mut(), INSTANCE_HEADER, &slot.to_string());
+                return response;
+            }
+            Err(CallError::Trap(trap)) if retries_left > 0 => {
+                retries_left -= 1;
+                tracing::warn!(service = %version.service, version = %version.version, "retrying a read after a trap: {trap:#}");
+            }
+            Err(failure) => return failure_response(version, failure),
+        }
+    }
+}
+
+/// The answer for a call that failed on the service's side.
+fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
+    let name = format!("service {} {}", version.service, version.version);
+    tracing::error!(service = %version.service, version = %version.version, "request failed: {failure}");
+    match failure {
+        CallError::Timeout(deadline) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{name} did not answer within {} ms", deadline.as_millis()),
+        ),
+        CallError::OutOfMemory(mib) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} ran out of memory (its limit is {mib} MiB)"),
+        ),
+        CallError::Dependency(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} could not complete the request: {why}"),
+        ),
+        CallError::Start(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{name} cannot start an instance: {}", root_cause(&e)),
+        ),
+        CallError::TooMuchData => error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{name} answered with more than the {} MiB one call may return",
+                switchyard_runtime::MAX_CALL_DATA >> 20
+            ),
+        ),
+        CallError::Trap(trap) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name} failed: {}", root_cause(&trap)),
+        ),
+    }
+}
+
+/// The innermost error worth showing a client: the trap itself.
+fn root_cause(e: &anyhow::Error) -> String {
+    e.chain().last().map(|c| c.to_string()).unwrap_or_default()
+}
