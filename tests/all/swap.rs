@@ -568,6 +568,10 @@ async fn manual_mode_keeps_new_versions_on_standby_until_activated() {
         .await;
     assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(broken.error().contains("breaks orders"), "{broken:?}");
+    let why = &broken.body["why"];
+    assert_eq!(why["kind"], "incompatible", "{broken:?}");
+    assert_eq!(why["why"]["kind"], "breaks-consumer", "{broken:?}");
+    assert_eq!(why["why"]["consumer"], "orders", "{broken:?}");
     assert!(!site.services().join("goods/2.0.0.wasm").exists());
 
     site.drop_in("goods", "1.3.0", &bytes("goods"));

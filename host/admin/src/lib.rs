@@ -272,10 +272,10 @@ async fn upload_version(
         Ok(state) => state,
         Err(reason) => {
             let _ = std::fs::remove_file(&staged);
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                reason.to_string(),
-            ));
+            return Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason.to_string())
+                    .because(&reason),
+            );
         }
     };
     if let Err(e) = std::fs::rename(&staged, dir.join(format!("{version}.wasm"))) {

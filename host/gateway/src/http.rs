@@ -16,11 +16,13 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// A refusal: a status and a message, answered as `{"error": message}`.
+/// A refusal: a status and a message, answered as `{"error": message}`,
+/// with `"why"` next to it when the reason is structured data too.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    why: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -28,13 +30,27 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            why: None,
         }
+    }
+
+    /// The same, with the reason as data (`kind` says which).
+    pub fn because(mut self, why: &impl serde::Serialize) -> ApiError {
+        self.why = serde_json::to_value(why).ok();
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error(self.status, self.message)
+        match self.why {
+            None => error(self.status, self.message),
+            Some(why) => (
+                self.status,
+                axum::Json(json!({ "error": self.message, "why": why })),
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -51,7 +67,12 @@ impl From<RegistryError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
         };
-        ApiError::new(status, e.to_string())
+        let refusal = ApiError::new(status, e.to_string());
+        match &e {
+            RegistryError::Rejected { why, .. } => refusal.because(why),
+            RegistryError::Incompatible { why, .. } => refusal.because(why),
+            _ => refusal,
+        }
     }
 }
 

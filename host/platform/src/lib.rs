@@ -135,27 +135,33 @@ impl HasData for HasPlatform {
     type Data<'a> = PlatformView<'a>;
 }
 
-/// Define every platform import in `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    view: fn(&mut T) -> PlatformView<'_>,
-) -> wasmtime::Result<()> {
-    store::add_to_linker::<_, HasPlatform>(linker, view)?;
-    atomics::add_to_linker::<_, HasPlatform>(linker, view)?;
-    keyvalue_cas::add_to_linker::<_, HasPlatform>(linker, view)?;
-    config::add_to_linker::<_, HasPlatform>(linker, view)?;
-    logging::add_to_linker::<_, HasPlatform>(linker, view)?;
-    Ok(())
+/// The platform's imports, listed once: each interface's name as components
+/// import it, and the bindings module whose host side this crate implements.
+/// Both [`INTERFACES`] and [`add_to_linker`] come from this list, so adding
+/// an import touches one place (and its `Host` impl below).
+macro_rules! platform_imports {
+    ($($name:literal => $module:ident),* $(,)?) => {
+        /// The names of the interfaces this crate provides, as components import them.
+        pub const INTERFACES: &[&str] = &[$($name),*];
+
+        /// Define every platform import in `linker`.
+        pub fn add_to_linker<T: Send + 'static>(
+            linker: &mut Linker<T>,
+            view: fn(&mut T) -> PlatformView<'_>,
+        ) -> wasmtime::Result<()> {
+            $($module::add_to_linker::<_, HasPlatform>(linker, view)?;)*
+            Ok(())
+        }
+    };
 }
 
-/// The names of the interfaces this module provides, as components import them.
-pub const INTERFACES: [&str; 5] = [
-    "wasi:keyvalue/store@0.2.0-draft",
-    "wasi:keyvalue/atomics@0.2.0-draft",
-    "switchyard:platform/keyvalue-cas@0.1.0",
-    "wasi:config/store@0.2.0-rc.1",
-    "wasi:logging/logging@0.1.0-draft",
-];
+platform_imports! {
+    "wasi:keyvalue/store@0.2.0-draft" => store,
+    "wasi:keyvalue/atomics@0.2.0-draft" => atomics,
+    "switchyard:platform/keyvalue-cas@0.1.0" => keyvalue_cas,
+    "wasi:config/store@0.2.0-rc.1" => config,
+    "wasi:logging/logging@0.1.0-draft" => logging,
+}
 
 /// The handler interface every service must export.
 pub const HANDLER_INTERFACE: &str = "switchyard:platform/handler@0.1.0";
