@@ -25,7 +25,19 @@ run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
 test: setup
-	$(CARGO) test --release $(addprefix -p ,$(HOST_CRATES)) -p guest-common -p users
+	@$(PG_CHECK)
+	$(CARGO) test --release $(addprefix -p ,$(HOST_CRATES)) -p guest-common -p users -p test-pg
+	@$(PG_CHECK)
+
+# The PostgreSQL tests (the store's conformance suite on PostgreSQL, the
+# cluster tests) use the server at SWITCHYARD_TEST_PG; when it cannot be
+# reached they skip, and this says so loudly. SWITCHYARD_REQUIRE_PG=1 (CI)
+# makes them fail instead.
+TEST_PG ?= $(or $(SWITCHYARD_TEST_PG),postgres://postgres@127.0.0.1:5432/test)
+PG_CHECK = hp=$$(echo '$(TEST_PG)' | sed -E 's|^[a-z]+://([^@/]*@)?([^/?]*).*|\2|'); \
+	host=$${hp%:*}; port=$${hp\#\#*:}; [ "$$port" = "$$hp" ] && port=5432; \
+	timeout 3 bash -c "</dev/tcp/$$host/$$port" 2>/dev/null || \
+	echo "!!! PostgreSQL at $$host:$$port is unreachable: the PostgreSQL and cluster tests are SKIPPED (set SWITCHYARD_TEST_PG) !!!"
 
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access

@@ -27,6 +27,7 @@ use anyhow::{Context, Result};
 use switchyard_admin::Admin;
 use switchyard_control::{loader, recovery, registry, watcher};
 use switchyard_gateway::{Gateway, server, telemetry};
+use switchyard_store::{Location, Store};
 
 /// Everything `switchyard serve` can be told.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct Settings {
     pub pool_instances: u32,
     /// How many connections, and how slow and idle they may be.
     pub connections: server::ConnectionLimits,
+    /// Where services' data and the deployment records live; `None`: the
+    /// embedded store under `data_dir`.
+    pub store: Option<Location>,
 }
 
 /// The host, loaded and ready to serve: its routes, and what must live as
@@ -51,7 +55,7 @@ pub struct App {
     /// The gateway's and the admin API's routes. Serve them with connect info
     /// (`ConnectInfo<SocketAddr>` in each request's extensions).
     pub router: axum::Router,
-    store: Arc<switchyard_store::SqliteStore>,
+    store: Arc<dyn Store>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -71,10 +75,13 @@ impl App {
                 settings.services_dir.display()
             )
         })?;
-        let store = Arc::new(
-            switchyard_store::SqliteStore::open(&settings.data_dir.join("store.sqlite"))
-                .context("cannot open the store")?,
-        );
+        let location = settings
+            .store
+            .clone()
+            .unwrap_or_else(|| Location::sqlite_in(&settings.data_dir));
+        let store = switchyard_store::open(&location)
+            .await
+            .with_context(|| format!("cannot open the store ({})", describe(&location)))?;
         let runtime = Arc::new(switchyard_runtime::Runtime::new(settings.pool_instances)?);
         let registry = Arc::new(registry::Registry::new(store.clone()));
         telemetry.follow(&registry);
@@ -137,9 +144,24 @@ pub async fn serve(settings: Settings) -> Result<()> {
         settings.shutdown_timeout,
     )
     .await;
-    app.store.checkpoint().context("cannot flush the store")?;
+    app.store.close().await.context("cannot flush the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `location` for a message: a PostgreSQL URL without its password.
+fn describe(location: &Location) -> String {
+    match location {
+        Location::Sqlite(path) => path.display().to_string(),
+        Location::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let user = &url[scheme + 3..at];
+                let user = user.split(':').next().unwrap_or_default();
+                format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.clone(),
+        },
+    }
 }
 
 async fn shutdown_signal() {

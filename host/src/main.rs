@@ -34,6 +34,11 @@ struct ServeArgs {
     /// compiled components); created if missing.
     #[arg(long, env = "SWITCHYARD_DATA", default_value = "data")]
     data: PathBuf,
+    /// Where services' data and deployment records live: a PostgreSQL
+    /// database that several hosts share (postgres://USER@HOST:PORT/DB), or
+    /// sqlite:DIR. Default: the embedded SQLite store under --data.
+    #[arg(long, env = "SWITCHYARD_STORE", value_parser = switchyard_store::Location::parse)]
+    store: Option<switchyard_store::Location>,
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -131,6 +136,7 @@ async fn run() -> anyhow::Result<()> {
                     idle_timeout: Duration::from_millis(args.idle_timeout_ms),
                     max_connections: args.max_connections as usize,
                 },
+                store: args.store,
             })
             .await
         }

@@ -43,6 +43,7 @@ async fn goods_app(dir: &Path) -> App {
             idle_timeout: Duration::from_secs(60),
             max_connections: 16,
         },
+        store: None,
     };
     let telemetry = Arc::new(Telemetry::detached().unwrap());
     App::load(&settings, telemetry).await.unwrap()

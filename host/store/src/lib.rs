@@ -7,12 +7,69 @@
 //! touching the platform code above it. A [`Namespace`] always names the
 //! owning service: nothing here lets one service reach another's keys.
 //!
+//! Two backends: [`SqliteStore`], embedded, the default for one machine; and
+//! [`PostgresStore`], a PostgreSQL database several hosts share. Both pass
+//! the same conformance tests (`conformance.rs`).
+//!
 //! It must never block an async worker for long: see [`SqliteStore`] for how
 //! the embedded backend keeps to that.
 
+mod postgres;
 mod sqlite;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use postgres::{MIGRATIONS, PostgresStore};
 pub use sqlite::SqliteStore;
+
+/// Where a host keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An embedded SQLite file (one host).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL (several hosts may share it).
+    Postgres(String),
+}
+
+impl Location {
+    /// `postgres://…` or `postgresql://…` names a PostgreSQL database;
+    /// `sqlite:DIR` the embedded store in DIR; anything else is refused.
+    pub fn parse(text: &str) -> Result<Location, String> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Location::Postgres(text.to_string()))
+        } else if let Some(dir) = text.strip_prefix("sqlite:") {
+            Ok(Location::Sqlite(PathBuf::from(dir).join(SQLITE_FILE)))
+        } else {
+            Err(format!(
+                "{text:?} is not a store: give postgres://USER@HOST:PORT/DB or sqlite:DIR"
+            ))
+        }
+    }
+
+    /// The embedded store in the data directory `dir`.
+    pub fn sqlite_in(dir: &std::path::Path) -> Location {
+        Location::Sqlite(dir.join(SQLITE_FILE))
+    }
+}
+
+/// The embedded store's file name in its directory.
+const SQLITE_FILE: &str = "store.sqlite";
+
+/// Both stores a host needs, from one backend.
+#[async_trait::async_trait]
+pub trait Store: KeyValueStore + DeploymentStore {
+    /// Make every write durable and let go of the backend (at shutdown).
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Open (and create or migrate) the store at `location`.
+pub async fn open(location: &Location) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
+        Location::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+    })
+}
 
 /// The longest key a service may use, in bytes: keys are identifiers, not data.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -125,6 +182,9 @@ pub trait DeploymentStore: Send + Sync {
     async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
 }
 
+#[cfg(test)]
+mod conformance;
+
 /// Check what every backend checks before a write.
 pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     if key.len() > MAX_KEY_BYTES {
@@ -132,6 +192,62 @@ pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     } else {
         Ok(())
     }
+}
+
+/// A service's use of its store: keys, and bytes of keys and values.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// Whether replacing a value of `old_len` bytes (`None`: no value) with
+/// `new` under `key` keeps a service that uses `usage` within `quota`.
+/// Writes that shrink are always allowed.
+pub(crate) fn check_quota(
+    usage: Usage,
+    key: &str,
+    old_len: Option<usize>,
+    new: &[u8],
+    quota: &Quota,
+) -> Result<(), StoreError> {
+    let Usage { keys, bytes } = usage;
+    if old_len.is_none() && keys + 1 > quota.max_keys {
+        return Err(StoreError::QuotaExceeded {
+            what: "keys",
+            used: keys,
+            limit: quota.max_keys,
+        });
+    }
+    let before = old_len.map_or(0, |len| (key.len() + len) as u64);
+    let after = (key.len() + new.len()) as u64;
+    if after > before && bytes - before.min(bytes) + after > quota.max_bytes {
+        return Err(StoreError::QuotaExceeded {
+            what: "bytes",
+            used: bytes,
+            limit: quota.max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The counter under `key` (now `current`, `None`: absent, which counts as
+/// 0) after adding `delta`.
+pub(crate) fn incremented(
+    key: &str,
+    current: Option<&[u8]>,
+    delta: u64,
+) -> Result<u64, StoreError> {
+    let current = match current {
+        None => 0,
+        Some(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::NotACounter(key.to_string()))?,
+    };
+    current
+        .checked_add(delta)
+        .ok_or_else(|| StoreError::Overflow(key.to_string()))
 }
 
 pub(crate) fn check_value(value: &[u8], quota: &Quota) -> Result<(), StoreError> {

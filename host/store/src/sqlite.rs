@@ -6,8 +6,8 @@ use std::sync::{Mutex, TryLockError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError, check_key,
-    check_value,
+    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError, Usage,
+    check_key, check_value, incremented,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -180,7 +180,7 @@ const SCHEMA: &str = "
 ";
 
 /// Whether writing `new` under `key` keeps `ns.service` within `quota`;
-/// within the write's transaction. Writes that shrink are always allowed.
+/// within the write's transaction.
 fn check_quota(
     conn: &Connection,
     ns: &Namespace,
@@ -199,24 +199,12 @@ fn check_quota(
         .query_row(params![ns.service], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
         .unwrap_or((0, 0));
-    let (keys, bytes) = (keys.max(0) as u64, bytes.max(0) as u64);
-    if old.is_none() && keys + 1 > quota.max_keys {
-        return Err(StoreError::QuotaExceeded {
-            what: "keys",
-            used: keys,
-            limit: quota.max_keys,
-        });
-    }
-    let before = old.map_or(0, |len| len.max(0) as u64 + key.len() as u64);
-    let after = (key.len() + new.len()) as u64;
-    if after > before && bytes - before.min(bytes) + after > quota.max_bytes {
-        return Err(StoreError::QuotaExceeded {
-            what: "bytes",
-            used: bytes,
-            limit: quota.max_bytes,
-        });
-    }
-    Ok(())
+    let usage = Usage {
+        keys: keys.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+    };
+    let old_len = old.map(|len| len.max(0) as usize);
+    crate::check_quota(usage, key, old_len, new, quota)
 }
 
 // Statements go through SQLite's per-connection cache (`prepare_cached`):
@@ -314,16 +302,7 @@ impl KeyValueStore for SqliteStore {
         check_key(key)?;
         self.write(false, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = match read(&tx, ns, key)? {
-                None => 0,
-                Some(bytes) => std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| StoreError::NotACounter(key.to_string()))?,
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| StoreError::Overflow(key.to_string()))?;
+            let next = incremented(key, read(&tx, ns, key)?.as_deref(), delta)?;
             let value = next.to_string();
             check_quota(&tx, ns, key, value.as_bytes(), quota)?;
             write(&tx, ns, key, value.as_bytes())?;
@@ -352,6 +331,13 @@ impl KeyValueStore for SqliteStore {
             tx.commit()?;
             Ok(true)
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Store for SqliteStore {
+    async fn close(&self) -> Result<(), StoreError> {
+        self.checkpoint()
     }
 }
 
@@ -387,146 +373,6 @@ mod tests {
             service: service.into(),
             bucket: "b".into(),
         }
-    }
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("kv.sqlite")).unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn a_deployment_record_is_replaced_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kv.sqlite");
-        let store = SqliteStore::open(&path).unwrap();
-        store.save_deployment("goods", "first").await.unwrap();
-        store.save_deployment("users", "theirs").await.unwrap();
-        store.save_deployment("goods", "second").await.unwrap();
-        drop(store);
-        let store = SqliteStore::open(&path).unwrap();
-        let mut records = store.load_deployments().await.unwrap();
-        records.sort();
-        assert_eq!(
-            records,
-            vec![
-                ("goods".to_string(), "second".to_string()),
-                ("users".to_string(), "theirs".to_string())
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn services_do_not_share_keys() {
-        let (_dir, store) = store();
-        store
-            .set(&ns("goods"), "k", b"goods data", &Quota::default())
-            .await
-            .unwrap();
-        assert_eq!(store.get(&ns("users"), "k").await.unwrap(), None);
-        assert_eq!(
-            store.list_keys(&ns("users"), 0).await.unwrap().keys.len(),
-            0
-        );
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_writes_only_on_match() {
-        let (_dir, store) = store();
-        let n = ns("goods");
-        let q = Quota::default();
-        assert!(
-            store
-                .compare_and_swap(&n, "k", None, b"1", &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .compare_and_swap(&n, "k", None, b"2", &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .compare_and_swap(&n, "k", Some(b"0"), b"2", &q)
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .compare_and_swap(&n, "k", Some(b"1"), b"2", &q)
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.get(&n, "k").await.unwrap().as_deref(),
-            Some(&b"2"[..])
-        );
-    }
-
-    #[tokio::test]
-    async fn list_keys_pages_with_a_cursor() {
-        let (_dir, store) = store();
-        let n = ns("goods");
-        for i in 0..LIST_PAGE + 5 {
-            store
-                .set(&n, &format!("{i:05}"), b"", &Quota::default())
-                .await
-                .unwrap();
-        }
-        let first = store.list_keys(&n, 0).await.unwrap();
-        assert_eq!(first.keys.len(), LIST_PAGE);
-        let second = store.list_keys(&n, first.cursor.unwrap()).await.unwrap();
-        assert_eq!(second.keys.len(), 5);
-        assert_eq!(second.cursor, None);
-    }
-
-    #[tokio::test]
-    async fn increment_counts_and_refuses_non_counters() {
-        let (_dir, store) = store();
-        let n = ns("goods");
-        let q = Quota::default();
-        assert_eq!(store.increment(&n, "c", 1, &q).await.unwrap(), 1);
-        assert_eq!(store.increment(&n, "c", 5, &q).await.unwrap(), 6);
-        store.set(&n, "text", b"abc", &q).await.unwrap();
-        assert!(matches!(
-            store.increment(&n, "text", 1, &q).await,
-            Err(StoreError::NotACounter(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn quotas_count_keys_and_bytes_and_let_shrinking_writes_through() {
-        let (_dir, store) = store();
-        let n = ns("goods");
-        let quota = Quota {
-            max_value_bytes: 10,
-            max_keys: 2,
-            max_bytes: 20,
-        };
-        assert!(matches!(
-            store.set(&n, "a", &[0; 11], &quota).await,
-            Err(StoreError::ValueTooLarge {
-                size: 11,
-                limit: 10
-            })
-        ));
-        store.set(&n, "a", &[0; 9], &quota).await.unwrap(); // 10 bytes with its key
-        store.set(&n, "b", &[0; 9], &quota).await.unwrap(); // 20
-        assert!(matches!(
-            store.set(&n, "c", b"", &quota).await,
-            Err(StoreError::QuotaExceeded { what: "keys", .. })
-        ));
-        assert!(matches!(
-            store.set(&n, "a", &[0; 10], &quota).await,
-            Err(StoreError::QuotaExceeded { what: "bytes", .. })
-        ));
-        store.set(&n, "a", &[0; 1], &quota).await.unwrap(); // shrinking: 12
-        store.delete(&n, "b").await.unwrap(); // 2 bytes, 1 key
-        store.set(&n, "c", &[0; 9], &quota).await.unwrap();
-        // Other services count on their own.
-        store.set(&ns("users"), "a", &[0; 9], &quota).await.unwrap();
     }
 
     #[tokio::test]

@@ -1,0 +1,348 @@
+//! What every backend must do, as tests that run on each: the same data
+//! semantics (namespaces, compare-and-swap, counters, cursors, key order,
+//! quotas), also under concurrent writers, and deployment records that
+//! outlive the store's process. [`conformance!`] instantiates them for a
+//! backend; the SQLite and PostgreSQL modules below do.
+
+use std::sync::Arc;
+
+use crate::*;
+
+/// A store opened for one test, with whatever keeps its data alive.
+pub struct Opened {
+    pub location: Location,
+    pub store: Arc<dyn Store>,
+    pub _guard: Box<dyn std::any::Any + Send>,
+}
+
+fn ns(service: &str) -> Namespace {
+    Namespace {
+        service: service.into(),
+        bucket: "b".into(),
+    }
+}
+
+/// Every conformance test, for the backend `$open` opens (an async fn from
+/// the test's name to `Option<Opened>`; `None` skips).
+macro_rules! conformance {
+    ($open:path) => {
+        conformance!(@tests $open,
+            services_do_not_share_keys,
+            compare_and_swap_writes_only_on_match,
+            list_keys_pages_with_a_cursor_in_byte_order,
+            increment_counts_and_refuses_non_counters,
+            quotas_count_keys_and_bytes_and_let_shrinking_writes_through,
+            concurrent_writers_lose_no_update,
+            concurrent_writers_cannot_overrun_a_quota,
+            a_deployment_record_is_replaced_and_survives_reopening,
+        );
+    };
+    (@tests $open:path, $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $test() {
+                if let Some(opened) = $open(stringify!($test)).await {
+                    crate::conformance::$test(opened).await;
+                }
+            }
+        )*
+    };
+}
+
+pub async fn services_do_not_share_keys(opened: Opened) {
+    let store = opened.store;
+    store
+        .set(&ns("goods"), "k", b"goods data", &Quota::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&ns("users"), "k").await.unwrap(), None);
+    assert!(!store.exists(&ns("users"), "k").await.unwrap());
+    assert!(store.exists(&ns("goods"), "k").await.unwrap());
+    assert_eq!(
+        store.list_keys(&ns("users"), 0).await.unwrap().keys.len(),
+        0
+    );
+}
+
+pub async fn compare_and_swap_writes_only_on_match(opened: Opened) {
+    let store = opened.store;
+    let n = ns("goods");
+    let q = Quota::default();
+    assert!(
+        store
+            .compare_and_swap(&n, "k", None, b"1", &q)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .compare_and_swap(&n, "k", None, b"2", &q)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .compare_and_swap(&n, "k", Some(b"0"), b"2", &q)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .compare_and_swap(&n, "k", Some(b"1"), b"2", &q)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get(&n, "k").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    store.delete(&n, "k").await.unwrap();
+    assert_eq!(store.get(&n, "k").await.unwrap(), None);
+}
+
+pub async fn list_keys_pages_with_a_cursor_in_byte_order(opened: Opened) {
+    let store = opened.store;
+    let n = ns("goods");
+    for i in 0..LIST_PAGE + 5 {
+        store
+            .set(&n, &format!("{i:05}"), b"", &Quota::default())
+            .await
+            .unwrap();
+    }
+    let first = store.list_keys(&n, 0).await.unwrap();
+    assert_eq!(first.keys.len(), LIST_PAGE);
+    assert_eq!(first.keys[0], "00000");
+    let second = store.list_keys(&n, first.cursor.unwrap()).await.unwrap();
+    assert_eq!(second.keys.len(), 5);
+    assert_eq!(second.cursor, None);
+
+    let other = ns("order");
+    for key in ["é", "a", "B", "a b", "Z"] {
+        store
+            .set(&other, key, b"", &Quota::default())
+            .await
+            .unwrap();
+    }
+    let keys = store.list_keys(&other, 0).await.unwrap().keys;
+    assert_eq!(keys, ["B", "Z", "a", "a b", "é"], "bytewise order");
+}
+
+pub async fn increment_counts_and_refuses_non_counters(opened: Opened) {
+    let store = opened.store;
+    let n = ns("goods");
+    let q = Quota::default();
+    assert_eq!(store.increment(&n, "c", 1, &q).await.unwrap(), 1);
+    assert_eq!(store.increment(&n, "c", 5, &q).await.unwrap(), 6);
+    assert_eq!(
+        store.get(&n, "c").await.unwrap().as_deref(),
+        Some(&b"6"[..])
+    );
+    store.set(&n, "text", b"abc", &q).await.unwrap();
+    assert!(matches!(
+        store.increment(&n, "text", 1, &q).await,
+        Err(StoreError::NotACounter(_))
+    ));
+    store
+        .set(&n, "big", u64::MAX.to_string().as_bytes(), &q)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.increment(&n, "big", 1, &q).await,
+        Err(StoreError::Overflow(_))
+    ));
+}
+
+pub async fn quotas_count_keys_and_bytes_and_let_shrinking_writes_through(opened: Opened) {
+    let store = opened.store;
+    let n = ns("goods");
+    let quota = Quota {
+        max_value_bytes: 10,
+        max_keys: 2,
+        max_bytes: 20,
+    };
+    assert!(matches!(
+        store.set(&n, "a", &[0; 11], &quota).await,
+        Err(StoreError::ValueTooLarge {
+            size: 11,
+            limit: 10
+        })
+    ));
+    store.set(&n, "a", &[0; 9], &quota).await.unwrap(); // 10 bytes with its key
+    store.set(&n, "b", &[0; 9], &quota).await.unwrap(); // 20
+    assert!(matches!(
+        store.set(&n, "c", b"", &quota).await,
+        Err(StoreError::QuotaExceeded { what: "keys", .. })
+    ));
+    assert!(matches!(
+        store.set(&n, "a", &[0; 10], &quota).await,
+        Err(StoreError::QuotaExceeded { what: "bytes", .. })
+    ));
+    store.set(&n, "a", &[0; 1], &quota).await.unwrap(); // shrinking: 12
+    store.delete(&n, "b").await.unwrap(); // 2 bytes, 1 key
+    store.set(&n, "c", &[0; 9], &quota).await.unwrap();
+    // Other services count on their own.
+    store.set(&ns("users"), "a", &[0; 9], &quota).await.unwrap();
+}
+
+pub async fn concurrent_writers_lose_no_update(opened: Opened) {
+    let store = opened.store;
+    let (tasks, rounds) = (8u64, 25u64);
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let store = store.clone();
+        running.push(tokio::spawn(async move {
+            let n = ns("goods");
+            let q = Quota::default();
+            for _ in 0..rounds {
+                store.increment(&n, "counter", 1, &q).await.unwrap();
+                // A read-modify-write by compare-and-swap, retried on conflict.
+                loop {
+                    let old = store.get(&n, "cas").await.unwrap();
+                    let next = old
+                        .as_deref()
+                        .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap())
+                        + 1u64;
+                    let swapped = store
+                        .compare_and_swap(
+                            &n,
+                            "cas",
+                            old.as_deref(),
+                            next.to_string().as_bytes(),
+                            &q,
+                        )
+                        .await
+                        .unwrap();
+                    if swapped {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for task in running {
+        task.await.unwrap();
+    }
+    let total = (tasks * rounds).to_string();
+    let n = ns("goods");
+    assert_eq!(
+        store.get(&n, "counter").await.unwrap(),
+        Some(total.clone().into_bytes())
+    );
+    assert_eq!(
+        store.get(&n, "cas").await.unwrap(),
+        Some(total.into_bytes())
+    );
+}
+
+pub async fn concurrent_writers_cannot_overrun_a_quota(opened: Opened) {
+    let store = opened.store;
+    let quota = Quota {
+        max_value_bytes: 100,
+        max_keys: 5,
+        max_bytes: 10_000,
+    };
+    let mut running = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        running.push(tokio::spawn(async move {
+            store
+                .set(&ns("goods"), &format!("k{i}"), b"v", &quota)
+                .await
+        }));
+    }
+    let mut stored = 0;
+    for task in running {
+        match task.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(StoreError::QuotaExceeded { what: "keys", .. }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(stored, 5);
+    let keys = store.list_keys(&ns("goods"), 0).await.unwrap().keys;
+    assert_eq!(keys.len(), 5);
+}
+
+pub async fn a_deployment_record_is_replaced_and_survives_reopening(opened: Opened) {
+    let store = opened.store;
+    store.save_deployment("goods", "first").await.unwrap();
+    store.save_deployment("users", "theirs").await.unwrap();
+    store.save_deployment("goods", "second").await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let store = open(&opened.location).await.unwrap();
+    let mut records = store.load_deployments().await.unwrap();
+    records.sort();
+    assert_eq!(
+        records,
+        vec![
+            ("goods".to_string(), "second".to_string()),
+            ("users".to_string(), "theirs".to_string())
+        ]
+    );
+}
+
+mod sqlite {
+    use super::*;
+
+    async fn open_sqlite(_test: &str) -> Option<Opened> {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::sqlite_in(dir.path());
+        let store = open(&location).await.unwrap();
+        Some(Opened {
+            location,
+            store,
+            _guard: Box::new(dir),
+        })
+    }
+
+    conformance!(open_sqlite);
+}
+
+mod postgres {
+    use super::*;
+
+    async fn open_postgres(test: &str) -> Option<Opened> {
+        let database = test_pg::fresh(test).await?;
+        let location = Location::Postgres(database.url.clone());
+        let store = open(&location).await.unwrap();
+        Some(Opened {
+            location,
+            store,
+            _guard: Box::new(database),
+        })
+    }
+
+    conformance!(open_postgres);
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nodes_starting_at_once_migrate_the_schema_once() {
+        let Some(database) = test_pg::fresh("migrate").await else {
+            return;
+        };
+        let location = Location::Postgres(database.url.clone());
+        let starting: Vec<_> = (0..4)
+            .map(|_| {
+                let location = location.clone();
+                tokio::spawn(async move { open(&location).await.map(|_| ()) })
+            })
+            .collect();
+        for start in starting {
+            start.await.unwrap().unwrap();
+        }
+        let store = PostgresStore::connect(&database.url).await.unwrap();
+        store
+            .set(&ns("goods"), "k", b"v", &Quota::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unreachable_server_is_an_error_within_seconds() {
+        let started = std::time::Instant::now();
+        // A port nothing listens on.
+        let refused = PostgresStore::connect("postgres://postgres@127.0.0.1:9/test").await;
+        assert!(matches!(refused, Err(StoreError::Backend(_))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,133 @@
+//! For tests: a fresh PostgreSQL database each, created on the server that
+//! `SWITCHYARD_TEST_PG` names (default `postgres://postgres@127.0.0.1:5432/test`)
+//! and dropped again when the test is done with it, even when it fails.
+//!
+//! When that server cannot be reached, [`fresh`] says so on stderr and
+//! returns `None`, and the test skips; with `SWITCHYARD_REQUIRE_PG=1` (CI)
+//! it panics instead, so that a missing server fails the run.
+
+// A helper for tests: it talks to the person running them on stderr.
+#![allow(clippy::print_stderr)]
+
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+/// The server tests use unless `SWITCHYARD_TEST_PG` says otherwise.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of a test's own.
+pub struct TestDatabase {
+    /// Its URL, for a store or a host's `--store`.
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+/// The server's URL, from `SWITCHYARD_TEST_PG` or the default.
+pub fn server_url() -> String {
+    std::env::var("SWITCHYARD_TEST_PG").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// Whether a missing server fails the tests instead of skipping them.
+fn required() -> bool {
+    std::env::var("SWITCHYARD_REQUIRE_PG").is_ok_and(|v| v == "1")
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(3));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A new, empty database, or `None` (the test should return) when the
+/// server cannot be reached and is not required.
+pub async fn fresh(test: &str) -> Option<TestDatabase> {
+    let server = server_url();
+    let client = match connect(&server).await {
+        Ok(client) => client,
+        Err(e) if required() => {
+            panic!("PostgreSQL at {server} is unreachable and SWITCHYARD_REQUIRE_PG=1: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: PostgreSQL at {server} is unreachable ({e})");
+            return None;
+        }
+    };
+    let name = format!(
+        "switchyard_test_{}_{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+    Some(TestDatabase {
+        url: with_database(&server, &name),
+        server,
+        name,
+    })
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop runs outside any runtime's async context: a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let client = connect(&server).await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("cannot drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_is_the_last_path_segment() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:1/db?sslmode=disable", "t2"),
+            "postgres://u@h:1/t2?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "t3"), "postgres://u@h/t3");
+    }
+}
