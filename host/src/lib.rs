@@ -98,6 +98,9 @@ impl App {
         let watcher = watcher::watch(loader.clone())?;
         recovery::recover_all(&registry).await;
         tokio::spawn(recovery::run(Arc::downgrade(&registry)));
+        tokio::spawn(registry::Registry::follow_cluster(Arc::downgrade(
+            &registry,
+        )));
 
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),

@@ -9,17 +9,28 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::support::{Host, Site};
+use crate::support::{Host, Site, component};
 
 /// `n` hosts serving the shop, each from a folder of its own, on `url`.
 fn cluster(n: usize, url: &str) -> Vec<(Site, Arc<Host>)> {
+    cluster_with(n, url, |_| {})
+}
+
+/// The same, with `prepare` run on each folder before its host starts.
+fn cluster_with(n: usize, url: &str, prepare: impl Fn(&Site)) -> Vec<(Site, Arc<Host>)> {
     (0..n)
         .map(|_| {
             let site = Site::shop();
+            prepare(&site);
             let host = Arc::new(site.start_with(&["--store", url]));
             (site, host)
         })
         .collect()
+}
+
+/// goods 1.1.0 next to 1.0.0.
+fn with_goods_v2(site: &Site) {
+    site.install("goods", "1.1.0", &component("goods_v2"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,6 +73,145 @@ async fn orders_spread_over_three_nodes_share_the_data_and_never_oversell() {
         assert_eq!(pen.body["stock"], 0, "{pen:?}");
         let orders = node.get("/orders").await.body;
         assert_eq!(orders.as_array().unwrap().len() as u64, STOCK);
+    }
+}
+
+/// Wait until every node serves goods 1.1.0 from the latest record (the
+/// last node's start-up stored it).
+async fn settled(nodes: &[(Site, Arc<Host>)]) {
+    let last = nodes.last().unwrap().1.service("goods").await["generation"].clone();
+    for (_, node) in nodes {
+        observed(node, "goods", |v| {
+            v["active_version"] == "1.1.0" && v["generation"] == last
+        })
+        .await;
+    }
+}
+
+/// Wait until `node`'s view of `service` satisfies `check`; how long it took.
+async fn observed(
+    node: &Host,
+    service: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let view = node.service(service).await;
+        if check(&view) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not observed within 5 s: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activate_rollback_and_split_on_one_node_reach_the_others() {
+    let Some(database) = test_pg::fresh("cluster changes").await else {
+        return;
+    };
+    let nodes = cluster_with(3, &database.url, with_goods_v2);
+    let (a, others) = (&nodes[0].1, &nodes[1..]);
+    settled(&nodes).await;
+
+    let activated = a
+        .post(
+            "/admin/services/goods/activate",
+            json!({"version": "1.0.0"}),
+        )
+        .await;
+    assert_eq!(activated.status, StatusCode::OK, "{activated:?}");
+    for (_, node) in others {
+        observed(node, "goods", |v| v["active_version"] == "1.0.0").await;
+        // Requests go where the cluster says.
+        let reply = node.get("/goods").await;
+        assert_eq!(reply.header("x-switchyard-version"), "1.0.0");
+    }
+
+    let rolled = a.post("/admin/services/goods/rollback", json!({})).await;
+    assert_eq!(rolled.status, StatusCode::OK, "{rolled:?}");
+    for (_, node) in others {
+        observed(node, "goods", |v| v["active_version"] == "1.1.0").await;
+    }
+
+    let split = a
+        .put(
+            "/admin/services/goods/traffic",
+            json!({"1.0.0": 30, "1.1.0": 70}),
+        )
+        .await;
+    assert_eq!(split.status, StatusCode::OK, "{split:?}");
+    for (_, node) in others {
+        observed(node, "goods", |v| {
+            v["traffic"] == json!({"1.0.0": 30, "1.1.0": 70})
+        })
+        .await;
+    }
+    // Every node agrees on the record and its history.
+    let generation = a.service("goods").await["generation"].clone();
+    for (_, node) in others {
+        let view = node.service("goods").await;
+        assert_eq!(view["generation"], generation, "{view}");
+        assert_eq!(view["history"][0]["reason"], "split: 1.1.0 70, 1.0.0 30");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_changes_on_two_nodes_are_each_made_or_refused_never_lost() {
+    let Some(database) = test_pg::fresh("cluster conflicts").await else {
+        return;
+    };
+    let nodes = cluster_with(2, &database.url, with_goods_v2);
+    settled(&nodes).await;
+    let mut made = 0;
+    let mut refused = 0;
+    for round in 0..10 {
+        let changes: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, node))| {
+                let node = node.clone();
+                let version = if (round + i) % 2 == 0 {
+                    "1.0.0"
+                } else {
+                    "1.1.0"
+                };
+                tokio::spawn(async move {
+                    node.post(
+                        "/admin/services/goods/activate",
+                        json!({"version": version}),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for change in changes {
+            let reply = change.await.unwrap();
+            match reply.status {
+                StatusCode::OK => made += 1,
+                StatusCode::CONFLICT => {
+                    assert!(reply.error().contains("another host"), "{reply:?}");
+                    refused += 1;
+                }
+                _ => panic!("{reply:?}"),
+            }
+        }
+    }
+    assert_eq!(made + refused, 20);
+    // Every change answered 200 is in the record, on both nodes.
+    let admin_activations = |view: &serde_json::Value| {
+        view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "activated through the admin API")
+            .count()
+    };
+    for (_, node) in &nodes {
+        observed(node, "goods", |v| admin_activations(v) == made).await;
     }
 }
 

@@ -60,9 +60,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::UnknownService { .. } | RegistryError::UnknownVersion { .. } => {
                 StatusCode::NOT_FOUND
             }
-            RegistryError::Rejected { .. } | RegistryError::NoPrevious { .. } => {
-                StatusCode::CONFLICT
-            }
+            RegistryError::Rejected { .. }
+            | RegistryError::NoPrevious { .. }
+            | RegistryError::Conflict { .. } => StatusCode::CONFLICT,
             RegistryError::Incompatible { .. } | RegistryError::InvalidSplit { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -35,6 +35,7 @@ macro_rules! conformance {
             concurrent_writers_lose_no_update,
             concurrent_writers_cannot_overrun_a_quota,
             a_deployment_record_is_replaced_and_survives_reopening,
+            a_save_based_on_a_stale_generation_is_a_conflict,
         );
     };
     (@tests $open:path, $($test:ident),* $(,)?) => {
@@ -265,21 +266,43 @@ pub async fn concurrent_writers_cannot_overrun_a_quota(opened: Opened) {
 
 pub async fn a_deployment_record_is_replaced_and_survives_reopening(opened: Opened) {
     let store = opened.store;
-    store.save_deployment("goods", "first").await.unwrap();
-    store.save_deployment("users", "theirs").await.unwrap();
-    store.save_deployment("goods", "second").await.unwrap();
+    assert_eq!(store.save_deployment("goods", "first", 0).await.unwrap(), 1);
+    assert_eq!(
+        store.save_deployment("users", "theirs", 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.save_deployment("goods", "second", 1).await.unwrap(),
+        2
+    );
     store.close().await.unwrap();
     drop(store);
     let store = open(&opened.location).await.unwrap();
     let mut records = store.load_deployments().await.unwrap();
-    records.sort();
+    records.sort_by(|a, b| a.service.cmp(&b.service));
+    let stored = |service: &str, record: &str, generation| StoredDeployment {
+        service: service.into(),
+        record: record.into(),
+        generation,
+    };
     assert_eq!(
         records,
-        vec![
-            ("goods".to_string(), "second".to_string()),
-            ("users".to_string(), "theirs".to_string())
-        ]
+        vec![stored("goods", "second", 2), stored("users", "theirs", 1)]
     );
+}
+
+pub async fn a_save_based_on_a_stale_generation_is_a_conflict(opened: Opened) {
+    let store = opened.store;
+    store.save_deployment("goods", "a", 0).await.unwrap();
+    store.save_deployment("goods", "b", 1).await.unwrap();
+    // A host that saw generation 1 saves after another host's save.
+    assert!(matches!(
+        store.save_deployment("goods", "stale", 1).await,
+        Err(StoreError::Conflict(service)) if service == "goods"
+    ));
+    let records = store.load_deployments().await.unwrap();
+    assert_eq!(records[0].record, "b");
+    assert_eq!(records[0].generation, 2);
 }
 
 mod sqlite {
@@ -334,6 +357,24 @@ mod postgres {
         store
             .set(&ns("goods"), "k", b"v", &Quota::default())
             .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_save_by_one_host_is_announced_to_the_others() {
+        let Some(database) = test_pg::fresh("announce").await else {
+            return;
+        };
+        let one = PostgresStore::connect(&database.url).await.unwrap();
+        let other = PostgresStore::connect(&database.url).await.unwrap();
+        let told = other.changes().unwrap();
+        // Let the listener connect and listen.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let waiting = tokio::spawn(async move { told.notified().await });
+        one.save_deployment("goods", "record", 0).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the other host was told within 5 s")
             .unwrap();
     }
 

@@ -130,6 +130,10 @@ pub enum StoreError {
     NotACounter(String),
     #[error("counter {0:?} would overflow")]
     Overflow(String),
+    /// A compare-and-swap on a record's generation lost: another host
+    /// changed it first.
+    #[error("the deployment of {0} was changed by another host meanwhile")]
+    Conflict(String),
 }
 
 /// One page of keys, and where the next page starts (`None` at the end).
@@ -173,13 +177,39 @@ pub trait KeyValueStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// One service's deployment record as stored, and its generation: every
+/// save bumps it, so a host can tell whether it has seen the latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeployment {
+    pub service: String,
+    pub record: String,
+    pub generation: u64,
+}
+
 /// Where the registry keeps each service's deployment record (active version,
-/// rollback stack, traffic split, history) so that it survives a restart. The
-/// record is opaque text to the store.
+/// rollback stack, traffic split, failed marks, history) so that it survives
+/// a restart, and so that hosts sharing the store share it. The record is
+/// opaque text to the store.
 #[async_trait::async_trait]
 pub trait DeploymentStore: Send + Sync {
-    async fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError>;
-    async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError>;
+    async fn load_deployments(&self) -> Result<Vec<StoredDeployment>, StoreError>;
+
+    /// Store `record` as `service`'s if its stored generation is still
+    /// `based_on` (0: nothing stored yet), and return the new generation;
+    /// [`StoreError::Conflict`] when another host saved first.
+    async fn save_deployment(
+        &self,
+        service: &str,
+        record: &str,
+        based_on: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Told whenever another host may have saved a record (`None`: no other
+    /// host can share this store). Notifications can be lost (a reconnect):
+    /// readers also look now and then.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -10,14 +10,16 @@
 //! across every node, which keeps quotas exact and makes increments and
 //! compare-and-swaps atomic (reads never wait).
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
-use tokio_postgres::NoTls;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{
-    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError, Usage,
-    check_key, check_quota, check_value, incremented,
+    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError,
+    StoredDeployment, Usage, check_key, check_quota, check_value, incremented,
 };
 
 /// How long connecting (and waiting for a pooled connection) may take before
@@ -69,7 +71,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER kv_counted AFTER INSERT OR UPDATE OF value OR DELETE ON kv
         FOR EACH ROW EXECUTE FUNCTION switchyard_count_usage();
     "#,
+    // 2: records have generations, for compare-and-swap and for hosts to
+    // tell whether they have seen the latest.
+    "ALTER TABLE deployments ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;",
 ];
+
+/// The channel on which a saved deployment is announced to every host.
+const CHANGES_CHANNEL: &str = "switchyard_deployments";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
@@ -86,6 +94,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// Several hosts' shared store: one PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
+    /// Told when any host saves a deployment record.
+    changes: Arc<Notify>,
 }
 
 impl PostgresStore {
@@ -101,7 +111,7 @@ impl PostgresStore {
             config.application_name("switchyard");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -115,8 +125,12 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            changes: Arc::default(),
+        };
         store.migrate().await?;
+        tokio::spawn(listen(config, Arc::downgrade(&store.changes)));
         Ok(store)
     }
 
@@ -355,23 +369,88 @@ impl crate::Store for PostgresStore {
 
 #[async_trait::async_trait]
 impl DeploymentStore for PostgresStore {
-    async fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn load_deployments(&self) -> Result<Vec<StoredDeployment>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT service, record FROM deployments", &[])
+            .query("SELECT service, record, generation FROM deployments", &[])
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| StoredDeployment {
+                service: r.get(0),
+                record: r.get(1),
+                generation: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
     }
 
-    async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO deployments (service, record) VALUES ($1, $2)
-                 ON CONFLICT (service) DO UPDATE SET record = excluded.record",
-                &[&service, &record],
+    async fn save_deployment(
+        &self,
+        service: &str,
+        record: &str,
+        based_on: u64,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let saved = tx
+            .query_opt(
+                "INSERT INTO deployments (service, record, generation) VALUES ($1, $2, 1)
+                 ON CONFLICT (service) DO UPDATE
+                 SET record = excluded.record, generation = deployments.generation + 1
+                 WHERE deployments.generation = $3
+                 RETURNING generation",
+                &[&service, &record, &(based_on as i64)],
             )
             .await?;
-        Ok(())
+        let Some(saved) = saved else {
+            return Err(StoreError::Conflict(service.to_string()));
+        };
+        // Delivered when the transaction commits, to every host listening.
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &service])
+            .await?;
+        tx.commit().await?;
+        Ok(saved.get::<_, i64>(0).max(0) as u64)
+    }
+
+    fn changes(&self) -> Option<Arc<Notify>> {
+        Some(self.changes.clone())
+    }
+}
+
+/// Listen for saved deployments on a connection of its own, and tell
+/// `changes` of each; reconnect after a second when the connection is lost
+/// (what was missed meanwhile, the readers' own polling finds). Ends when
+/// the store is gone.
+async fn listen(config: tokio_postgres::Config, changes: Weak<Notify>) {
+    while changes.strong_count() > 0 {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let told = changes.clone();
+            let driving = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    let Some(changes) = told.upgrade() else {
+                        return;
+                    };
+                    if let AsyncMessage::Notification(_) = message {
+                        changes.notify_one();
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                let _ = driving.await;
+            } else {
+                driving.abort();
+            }
+            // Something may have been missed while not listening.
+            if let Some(changes) = changes.upgrade() {
+                changes.notify_one();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

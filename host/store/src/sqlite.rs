@@ -6,8 +6,8 @@ use std::sync::{Mutex, TryLockError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError, Usage,
-    check_key, check_value, incremented,
+    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError,
+    StoredDeployment, Usage, check_key, check_value, incremented,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -54,6 +54,18 @@ impl SqliteStore {
             |row| row.get(0),
         )?;
         tx.execute_batch(SCHEMA)?;
+        let generations: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('deployments') WHERE name = 'generation'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !generations {
+            // A store written before records had generations.
+            tx.execute(
+                "ALTER TABLE deployments ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+                [],
+            )?;
+        }
         if !counted {
             // A store written before usage was counted: count it once.
             tx.execute(
@@ -154,8 +166,9 @@ const SCHEMA: &str = "
         PRIMARY KEY (service, bucket, key)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS deployments (
-        service TEXT PRIMARY KEY,
-        record  TEXT NOT NULL
+        service    TEXT PRIMARY KEY,
+        record     TEXT NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE IF NOT EXISTS usage (
         service TEXT PRIMARY KEY,
@@ -343,22 +356,41 @@ impl crate::Store for SqliteStore {
 
 #[async_trait::async_trait]
 impl DeploymentStore for SqliteStore {
-    async fn load_deployments(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn load_deployments(&self) -> Result<Vec<StoredDeployment>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT service, record FROM deployments")?;
-            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let mut stmt = conn.prepare("SELECT service, record, generation FROM deployments")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(StoredDeployment {
+                    service: row.get(0)?,
+                    record: row.get(1)?,
+                    generation: row.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
-    async fn save_deployment(&self, service: &str, record: &str) -> Result<(), StoreError> {
+    async fn save_deployment(
+        &self,
+        service: &str,
+        record: &str,
+        based_on: u64,
+    ) -> Result<u64, StoreError> {
         self.write(false, |conn| {
-            conn.execute(
-                "INSERT INTO deployments (service, record) VALUES (?1, ?2)
-                 ON CONFLICT (service) DO UPDATE SET record = excluded.record",
-                params![service, record],
-            )?;
-            Ok(())
+            let saved: Option<i64> = conn
+                .query_row(
+                    "INSERT INTO deployments (service, record, generation) VALUES (?1, ?2, 1)
+                     ON CONFLICT (service) DO UPDATE
+                     SET record = excluded.record, generation = deployments.generation + 1
+                     WHERE deployments.generation = ?3
+                     RETURNING generation",
+                    params![service, record, based_on as i64],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            saved
+                .map(|g| g.max(0) as u64)
+                .ok_or_else(|| StoreError::Conflict(service.to_string()))
         })
     }
 }

@@ -39,6 +39,10 @@ pub struct Book<V> {
     pub refused_files: BTreeMap<String, String>,
     /// Versions failover took out of traffic, and why.
     pub failed: BTreeMap<Version, String>,
+    /// The generation of the stored record this state reflects (0: none).
+    pub generation: u64,
+    /// Why this host cannot serve as the stored record says, if it cannot.
+    pub disagreement: Option<String>,
 }
 
 impl<V: Deployable> Default for Book<V> {
@@ -52,6 +56,8 @@ impl<V: Deployable> Default for Book<V> {
             history: VecDeque::new(),
             refused_files: BTreeMap::new(),
             failed: BTreeMap::new(),
+            generation: 0,
+            disagreement: None,
         }
     }
 }
@@ -118,6 +124,7 @@ impl<V: Deployable> Book<V> {
             previous: self.previous.clone(),
             known: self.known.clone(),
             history: self.history.clone(),
+            failed: self.failed.clone(),
         }
     }
 }
@@ -128,6 +135,13 @@ pub struct Found<V> {
     pub mode: Activation,
     pub versions: BTreeMap<Version, VersionEntry<V>>,
     pub refused_files: BTreeMap<String, String>,
+}
+
+/// A service's deployment as stored, with its generation.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    pub deployment: Deployment,
+    pub generation: u64,
 }
 
 /// What serves: each service's name with the versions its traffic goes to.
@@ -220,12 +234,15 @@ impl<V: Deployable> Deployments<V> {
         &mut self,
         now: u64,
         found: Vec<Found<V>>,
-        mut saved: BTreeMap<String, Deployment>,
+        mut saved: BTreeMap<String, Stored>,
     ) {
         // Each service's candidates, best first.
         let mut choices: BTreeMap<String, Vec<Arc<V>>> = BTreeMap::new();
         for found in found {
-            let stored = saved.remove(&found.name).unwrap_or_default();
+            let Stored {
+                deployment: stored,
+                generation,
+            } = saved.remove(&found.name).unwrap_or_default();
             let book = self.book_or_new(&found.name);
             book.mode = found.mode;
             book.versions = found.versions;
@@ -233,6 +250,8 @@ impl<V: Deployable> Deployments<V> {
             book.previous = stored.previous;
             book.history = stored.history;
             book.known = stored.known;
+            book.failed = stored.failed;
+            book.generation = generation;
             let mut preferred: Vec<Arc<V>> = Vec::new();
             if let Some(active) = stored.active.as_ref().and_then(|v| book.loaded(v)) {
                 preferred.push(active.clone());
@@ -602,6 +621,66 @@ impl<V: Deployable> Deployments<V> {
                 }
                 self.log(service, now, Change::NoFallback { failed, failure });
             }
+        }
+    }
+
+    /// Another host stored `stored` as `service`'s deployment: take it as
+    /// this host's, unless this host already reflects that generation or
+    /// does not have the service. Routing follows the record where this
+    /// host has the versions it names; where it lacks one, it keeps its own
+    /// routing and says why ([`Book::disagreement`]). History comes with
+    /// the record (the host that made the change logged it), so no event.
+    /// Returns whether anything was taken.
+    pub fn adopt(&mut self, service: &str, stored: Stored) -> bool {
+        let Ok(book) = self.book_mut(service) else {
+            return false;
+        };
+        if stored.generation <= book.generation {
+            return false;
+        }
+        let Stored {
+            deployment,
+            generation,
+        } = stored;
+        let wanted: Vec<(Version, u32)> = if deployment.traffic.is_empty() {
+            deployment.active.iter().map(|v| (v.clone(), 100)).collect()
+        } else {
+            deployment.traffic.clone()
+        };
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|(v, _)| book.loaded(v).is_none())
+            .map(|(v, _)| v.to_string())
+            .collect();
+        if missing.is_empty() {
+            let entries: Vec<(Arc<V>, u32)> = wanted
+                .iter()
+                .filter_map(|(v, w)| book.loaded(v).map(|l| (l.clone(), *w)))
+                .collect();
+            book.routing = Arc::new(match entries.len() {
+                0 => Routing::none(),
+                1 => Routing::single(entries[0].0.clone()),
+                _ => Routing::split(entries),
+            });
+            book.disagreement = None;
+        } else {
+            book.disagreement = Some(format!(
+                "the cluster serves {}, which this host has not loaded",
+                missing.join(", ")
+            ));
+        }
+        book.previous = deployment.previous;
+        book.known.extend(deployment.known);
+        book.history = deployment.history;
+        book.failed = deployment.failed;
+        book.generation = generation;
+        true
+    }
+
+    /// `service`'s record is stored as `generation`.
+    pub fn stored(&mut self, service: &str, generation: u64) {
+        if let Ok(book) = self.book_mut(service) {
+            book.generation = generation;
         }
     }
 

@@ -21,7 +21,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -32,10 +32,10 @@ use tokio::sync::broadcast;
 use crate::balance::{HashKey, InstancePool};
 use crate::loader::ComponentKind;
 use switchyard_runtime::{CallError, InterfaceUse, Provider};
-use switchyard_store::DeploymentStore;
+use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
 pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};
-pub use machine::Found;
+pub use machine::{Found, Stored};
 pub use model::{
     Activation, Deployable, FailoverPolicy, FailureWindow, MAX_WEIGHT, Refusal, RegistryError,
     SplitError, VersionState, check_split,
@@ -54,6 +54,62 @@ enum Persist<'a> {
 type Deployments = machine::Deployments<LoadedVersion>;
 pub type Routing = model::Routing<LoadedVersion>;
 pub type VersionEntry = model::VersionEntry<LoadedVersion>;
+
+/// What a change came to, and whether another host's change to a record it
+/// would store won (then the other host's is taken, and this one is lost).
+struct Changed<T> {
+    outcome: T,
+    lost: Option<String>,
+}
+
+impl<T> Changed<T> {
+    /// The outcome, or [`RegistryError::Conflict`] when the change was lost.
+    fn or_conflict<R>(self) -> Result<R, RegistryError>
+    where
+        T: Into<Result<R, RegistryError>>,
+    {
+        match self.lost {
+            Some(service) => Err(RegistryError::Conflict { service }),
+            None => self.outcome.into(),
+        }
+    }
+}
+
+/// How often a host looks for changes other hosts stored, besides when told.
+const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The stored records that can be read, by service. A record that cannot is
+/// skipped with a warning; a stored split with invalid weights (stored by
+/// an older host, before weights were checked) is dropped.
+fn parse_records(rows: Vec<StoredDeployment>) -> BTreeMap<String, Stored> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let service = row.service;
+            match serde_json::from_str::<model::Deployment>(&row.record) {
+                Ok(mut deployment) => {
+                    if !deployment.traffic.is_empty()
+                        && let Err(e) = check_split(deployment.traffic.iter().map(|(_, w)| w))
+                    {
+                        tracing::warn!(%service, "ignoring the stored traffic split: {e}");
+                        deployment.traffic.clear();
+                    }
+                    let generation = row.generation;
+                    Some((
+                        service,
+                        Stored {
+                            deployment,
+                            generation,
+                        },
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(%service, "ignoring an unreadable deployment record: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 1024;
@@ -215,7 +271,7 @@ impl Registry {
         &self,
         persist: Persist<'_>,
         transition: impl FnOnce(&mut Deployments, u64) -> T,
-    ) -> T {
+    ) -> Changed<T> {
         // Held until the records are stored, so that they reach the store in
         // the order the changes were made.
         let _in_order = self.persisting.lock().await;
@@ -230,9 +286,12 @@ impl Registry {
                 Persist::Also(service) => BTreeSet::from([service]),
             };
             names.extend(events.iter().map(|e| e.service.as_str()));
-            let records: Vec<(String, model::Deployment)> = names
+            let records: Vec<(String, model::Deployment, u64)> = names
                 .into_iter()
-                .filter_map(|name| Some((name.to_string(), state.book(name)?.record())))
+                .filter_map(|name| {
+                    let book = state.book(name)?;
+                    Some((name.to_string(), book.record(), book.generation))
+                })
                 .collect();
             // Sent under the lock, so that subscribers see changes in order.
             for event in events {
@@ -241,13 +300,71 @@ impl Registry {
             }
             (outcome, records)
         };
-        for (service, record) in records {
+        let mut lost = None;
+        for (service, record, based_on) in records {
             let record = serde_json::to_string(&record).expect("a deployment serialises");
-            if let Err(e) = self.deployments.save_deployment(&service, &record).await {
-                tracing::error!(%service, "cannot persist the deployment: {e}");
+            match self
+                .deployments
+                .save_deployment(&service, &record, based_on)
+                .await
+            {
+                Ok(generation) => self.state().stored(&service, generation),
+                Err(StoreError::Conflict(_)) => {
+                    tracing::warn!(%service, "another host changed the deployment first: taking its");
+                    lost = Some(service);
+                }
+                Err(e) => tracing::error!(%service, "cannot persist the deployment: {e}"),
             }
         }
-        outcome
+        if lost.is_some() {
+            self.take_stored().await;
+        }
+        Changed { outcome, lost }
+    }
+
+    /// Take what other hosts stored since this host last looked (the caller
+    /// holds `persisting`).
+    async fn take_stored(&self) {
+        let stored = match self.deployments.load_deployments().await {
+            Ok(rows) => parse_records(rows),
+            Err(e) => {
+                tracing::warn!("cannot read the deployment records: {e}");
+                return;
+            }
+        };
+        let mut state = self.state();
+        let mut taken = Vec::new();
+        for (service, stored) in stored {
+            let generation = stored.generation;
+            if state.adopt(&service, stored) {
+                taken.push((service, generation));
+            }
+        }
+        if !taken.is_empty() {
+            self.publish(&state);
+        }
+        drop(state);
+        for (service, generation) in taken {
+            tracing::info!(%service, generation, "took the deployment another host stored");
+        }
+    }
+
+    /// Follow what other hosts sharing the store change: whenever the store
+    /// says something changed, and every [`SYNC_INTERVAL`] in case a
+    /// notice was lost. Returns when the registry is gone; at once when no
+    /// other host can share the store.
+    pub async fn follow_cluster(registry: Weak<Registry>) {
+        let Some(changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
+            return;
+        };
+        loop {
+            let _ = tokio::time::timeout(SYNC_INTERVAL, changes.notified()).await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let _in_order = registry.persisting.lock().await;
+            registry.take_stored().await;
+        }
     }
 
     /// Route every service as the state says.
@@ -270,25 +387,7 @@ impl Registry {
     /// the restart (see [`machine::Deployments::bootstrap`]).
     pub async fn bootstrap(&self, found: Vec<Found<LoadedVersion>>) {
         let saved = match self.deployments.load_deployments().await {
-            Ok(rows) => rows
-                .into_iter()
-                .filter_map(|(name, record)| match serde_json::from_str::<model::Deployment>(&record) {
-                    Ok(mut d) => {
-                        // Stored by an older host, before weights were checked.
-                        if !d.traffic.is_empty()
-                            && let Err(e) = check_split(d.traffic.iter().map(|(_, w)| w))
-                        {
-                            tracing::warn!(service = %name, "ignoring the stored traffic split: {e}");
-                            d.traffic.clear();
-                        }
-                        Some((name, d))
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %name, "ignoring an unreadable deployment record: {e}");
-                        None
-                    }
-                })
-                .collect(),
+            Ok(rows) => parse_records(rows),
             Err(e) => {
                 tracing::error!("cannot read the deployment records: {e}");
                 BTreeMap::new()
@@ -300,6 +399,7 @@ impl Registry {
             state.bootstrap(now, found, saved)
         })
         .await
+        .outcome
     }
 
     /// A new or rebuilt version of `service` (a dropped file or an upload).
@@ -316,6 +416,7 @@ impl Registry {
             state.offer(now, service, mode, version, entry)
         })
         .await
+        .outcome
     }
 
     /// The file of `version` is gone: forget it (see
@@ -338,6 +439,7 @@ impl Registry {
             state.activate(now, service, version, cause)
         })
         .await
+        .or_conflict()
     }
 
     /// Back to the version that was active before the current one.
@@ -347,6 +449,7 @@ impl Registry {
             state.rollback(now, service)
         })
         .await
+        .or_conflict()
     }
 
     /// Split `service`'s traffic across versions by relative weight.
@@ -359,6 +462,7 @@ impl Registry {
             state.split(now, service, &weights)
         })
         .await
+        .or_conflict()
     }
 
     /// Account for one call `version` served, and apply the failover rule: when
@@ -525,6 +629,8 @@ impl Registry {
                     reason: reason.clone(),
                 })
                 .collect(),
+            generation: book.generation,
+            disagreement: book.disagreement.clone(),
         })
     }
 }
@@ -544,6 +650,12 @@ pub struct ServiceView {
     /// Newest first.
     pub history: Vec<HistoryEntry>,
     pub refused_files: Vec<RefusedFile>,
+    /// The generation of the stored record this host serves by (every
+    /// change bumps it; hosts sharing a store converge on the same).
+    pub generation: u64,
+    /// Why this host cannot serve as the stored record says, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<String>,
 }
 
 /// The admin view of one version.

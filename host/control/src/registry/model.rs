@@ -1,7 +1,7 @@
 //! The registry's plain data: what it routes to, where traffic goes, what a
 //! version's state is, what survives a restart, and why a change is refused.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -231,6 +231,11 @@ pub enum RegistryError {
     NoPrevious { service: String },
     #[error("invalid traffic split: {why}")]
     InvalidSplit { why: SplitError },
+    #[error(
+        "the deployment of {service} was changed on another host meanwhile; \
+         this change was not made: look again and retry"
+    )]
+    Conflict { service: String },
 }
 
 /// Why a traffic split was refused.
@@ -276,6 +281,9 @@ pub struct Deployment {
     pub known: BTreeSet<Version>,
     #[serde(default)]
     pub history: VecDeque<HistoryEntry>,
+    /// Versions failover took out of traffic, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<Version, String>,
 }
 
 /// When a version's failures move its service's traffic back to the previous

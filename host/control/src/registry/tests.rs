@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use semver::Version;
 
 use super::events::{Cause, Change, Failing};
-use super::machine::{Deployments, Found, HISTORY_LEN};
+use super::machine::{Deployments, Found, HISTORY_LEN, Stored};
 use super::model::{
     Activation, Deployable, FailoverPolicy, FailureWindow, Refusal, RegistryError, SplitError,
     VersionEntry, VersionState,
@@ -567,7 +567,13 @@ fn found(name: &str, mode: Activation, versions: &[Arc<Fake>]) -> Found<Fake> {
 fn restart(before: &Deployments<Fake>, found: Vec<Found<Fake>>) -> Deployments<Fake> {
     let saved = before
         .books()
-        .map(|(name, book)| (name.clone(), book.record()))
+        .map(|(name, book)| {
+            let stored = Stored {
+                deployment: book.record(),
+                generation: 1,
+            };
+            (name.clone(), stored)
+        })
         .collect();
     let mut after = Deployments::default();
     after.bootstrap(9, found, saved);
@@ -697,4 +703,71 @@ fn the_failure_window_counts_failures_within_it_and_starts_over() {
         ..policy
     };
     assert!((0..10).all(|_| !window.crosses(&off, t0)));
+}
+
+/// What `world` would store for `service`, as generation `generation`.
+fn stored(world: &Deployments<Fake>, service: &str, generation: u64) -> Stored {
+    Stored {
+        deployment: world.book(service).unwrap().record(),
+        generation,
+    }
+}
+
+#[test]
+fn another_hosts_change_is_taken_once_where_this_host_has_the_versions() {
+    let versions = [goods("1.0.0"), goods("1.1.0")];
+    let mut here = world(Activation::Manual, &versions);
+    let mut there = world(Activation::Manual, &[goods("1.0.0"), goods("1.1.0")]);
+    there
+        .split(5, "goods", &weights(&[("1.0.0", 90), ("1.1.0", 10)]))
+        .unwrap();
+    assert!(here.adopt("goods", stored(&there, "goods", 2)));
+    let routing = &here.book("goods").unwrap().routing;
+    assert_eq!(routing.weight_of(&ver("1.1.0")), Some(10));
+    assert!(routing.routes_to(&versions[1]), "this host's own builds");
+    assert_eq!(
+        here.book("goods").unwrap().history,
+        there.book("goods").unwrap().history
+    );
+    assert!(here.take_events().is_empty(), "the other host logged it");
+    // The same generation again, or an older one, changes nothing.
+    assert!(!here.adopt("goods", stored(&there, "goods", 2)));
+    assert!(!here.adopt("goods", stored(&there, "goods", 1)));
+    // Nor does a service this host does not have.
+    assert!(!here.adopt("users", stored(&there, "goods", 3)));
+    assert!(here.book("users").is_none());
+}
+
+#[test]
+fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
+    let mut here = world(Activation::Auto, &[goods("1.0.0")]);
+    let mut there = world(Activation::Auto, &[goods("1.0.0"), goods("2.0.0")]);
+    let v2 = there
+        .book("goods")
+        .unwrap()
+        .loaded(&ver("2.0.0"))
+        .unwrap()
+        .clone();
+    there.fail_over(3, &v2, failing());
+    there
+        .activate(4, "goods", &ver("2.0.0"), Cause::Admin)
+        .unwrap();
+    assert!(here.adopt("goods", stored(&there, "goods", 7)));
+    let book = here.book("goods").unwrap();
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    assert_eq!(
+        book.disagreement.as_deref(),
+        Some("the cluster serves 2.0.0, which this host has not loaded")
+    );
+    assert_eq!(book.generation, 7);
+
+    // Back to what it has: it agrees again.
+    there
+        .activate(8, "goods", &ver("1.0.0"), Cause::Admin)
+        .unwrap();
+    there.fail_over(9, &v2, failing());
+    assert!(here.adopt("goods", stored(&there, "goods", 8)));
+    let book = here.book("goods").unwrap();
+    assert_eq!(book.disagreement, None);
+    assert_eq!(book.failed, there.book("goods").unwrap().failed);
 }
