@@ -89,6 +89,7 @@ impl App {
             runtime,
             registry: registry.clone(),
             store: store.clone(),
+            components: store.clone(),
             // Canonical, so that the watcher's event paths can be matched against it.
             services_dir: settings.services_dir.canonicalize()?,
             cache_dir: settings.data_dir.join("compiled"),
@@ -101,6 +102,12 @@ impl App {
         tokio::spawn(registry::Registry::follow_cluster(Arc::downgrade(
             &registry,
         )));
+        if let Some(told) = store.changes() {
+            tokio::spawn(loader::Loader::follow_cluster(
+                Arc::downgrade(&loader),
+                told,
+            ));
+        }
 
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),

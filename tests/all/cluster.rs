@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::support::{Host, Site, component};
@@ -213,6 +213,32 @@ async fn concurrent_changes_on_two_nodes_are_each_made_or_refused_never_lost() {
     for (_, node) in &nodes {
         observed(node, "goods", |v| admin_activations(v) == made).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
+    let Some(database) = test_pg::fresh("cluster upload").await else {
+        return;
+    };
+    let nodes = cluster(3, &database.url);
+    let (b, c) = (&nodes[1].1, &nodes[2].1);
+    let upload = b
+        .send(
+            Method::POST,
+            "/admin/services/goods/versions?version=1.1.0",
+            Some(std::fs::read(component("goods_v2")).unwrap()),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    for (site, node) in &nodes {
+        observed(node, "goods", |v| v["active_version"] == "1.1.0").await;
+        let reply = node.get("/goods").await;
+        assert_eq!(reply.header("x-goods-edition"), "2", "{reply:?}");
+        // Each node keeps the file in its own folder, like a dropped one.
+        assert!(site.services().join("goods/1.1.0.wasm").exists());
+    }
+    let reply = c.get("/goods").await;
+    assert_eq!(reply.header("x-switchyard-version"), "1.1.0");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +24,8 @@ use crate::registry::{
 };
 use switchyard_platform::{HANDLER_INTERFACE, Platform};
 use switchyard_runtime::{InterfaceUse, Limits, MEMORY_CEILING, Provider, Runtime};
-use switchyard_store::{KeyValueStore, MAX_VALUE_CEILING, Quota};
+use switchyard_store::{ComponentStore, KeyValueStore, MAX_VALUE_CEILING, Quota, SharedVersion};
+use tokio::sync::watch;
 
 /// What shape of component a version is, which decides how the gateway runs
 /// requests on it (one executor per kind).
@@ -45,6 +46,9 @@ impl ComponentKind {
     }
 }
 
+/// How often a host looks for versions other hosts offer, besides when told.
+const FETCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The largest component accepted, from a file or an upload.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// The largest `service.toml` read.
@@ -58,6 +62,8 @@ pub struct Loader {
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn KeyValueStore>,
+    /// Where versions are shared with other hosts (a no-op on one host).
+    pub components: Arc<dyn ComponentStore>,
     pub services_dir: PathBuf,
     /// Where compiled components are cached (under the data directory).
     pub cache_dir: PathBuf,
@@ -419,6 +425,83 @@ impl Loader {
         }
     }
 
+    /// The file of `version` is gone: the version goes, here and from what
+    /// this host offers other hosts (their copies stay theirs).
+    pub async fn file_removed(&self, service: &str, version: &Version) {
+        self.registry.withdraw(service, version).await;
+        if let Err(e) = self
+            .components
+            .unshare_component(service, &version.to_string())
+            .await
+        {
+            tracing::warn!(service, %version, "cannot withdraw the component from other hosts: {e}");
+        }
+    }
+
+    /// Fetch the versions other hosts offer that this host's folder lacks,
+    /// into the folder (the watcher loads them from there), whenever `told`
+    /// and every [`FETCH_INTERVAL`]. Returns when the loader is gone.
+    pub async fn follow_cluster(loader: Weak<Loader>, mut told: watch::Receiver<u64>) {
+        loop {
+            if let Ok(Err(_)) = tokio::time::timeout(FETCH_INTERVAL, told.changed()).await {
+                // The store is gone: nothing more will be announced.
+                tokio::time::sleep(FETCH_INTERVAL).await;
+            }
+            let Some(loader) = loader.upgrade() else {
+                return;
+            };
+            loader.fetch_shared().await;
+        }
+    }
+
+    async fn fetch_shared(&self) {
+        let offered = match self.components.shared_components().await {
+            Ok(offered) => offered,
+            Err(e) => {
+                tracing::warn!("cannot list the versions other hosts offer: {e}");
+                return;
+            }
+        };
+        for shared in offered {
+            let (Ok(()), Ok(version)) = (
+                valid_service_name(&shared.service),
+                Version::parse(&shared.version),
+            ) else {
+                continue;
+            };
+            let dir = self.service_dir(&shared.service);
+            let path = dir.join(format!("{version}.wasm"));
+            if path.exists() {
+                continue;
+            }
+            let bytes = match self.components.component(&shared.digest).await {
+                Ok(Some(bytes)) if switchyard_runtime::digest(&bytes) == shared.digest => bytes,
+                Ok(_) => {
+                    tracing::warn!(service = %shared.service, %version, "the shared component is missing or damaged");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(service = %shared.service, %version, "cannot fetch the shared component: {e}");
+                    continue;
+                }
+            };
+            // Written aside and moved into place, so the watcher never sees half a file.
+            let staged = dir.join(format!(".{version}.wasm.fetching"));
+            let placed = std::fs::create_dir_all(&dir)
+                .and_then(|()| files::write_new(&staged, &bytes))
+                .and_then(|()| std::fs::rename(&staged, &path));
+            match placed {
+                Ok(()) => {
+                    tracing::info!(service = %shared.service, %version, "fetched from another host")
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&staged);
+                    tracing::warn!(file = %path.display(), "cannot place a fetched component: {e}");
+                }
+            }
+        }
+    }
+
     /// The service's activation mode, as its service.toml says now.
     pub fn activation(&self, service: &str) -> Activation {
         self.settings(service)
@@ -441,9 +524,12 @@ impl Loader {
         let settings = self.settings(service)?;
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
-        let compiled =
-            tokio::task::spawn_blocking(move || runtime.compile_cached(&bytes, &cache_dir))
-                .await??;
+        let (compiled, bytes) = tokio::task::spawn_blocking(move || {
+            runtime
+                .compile_cached(&bytes, &cache_dir)
+                .map(|compiled| (compiled, bytes))
+        })
+        .await??;
         let component = &compiled.component;
 
         let imports = self.runtime.imports(component);
@@ -498,6 +584,15 @@ impl Loader {
         pool.try_start()
             .await
             .map_err(|e| anyhow::anyhow!("cannot start an instance: {e:#}"))?;
+        // Other hosts sharing the store can fetch it now.
+        let shared = SharedVersion {
+            service: service.to_string(),
+            version: version.to_string(),
+            digest: compiled.digest.clone(),
+        };
+        if let Err(e) = self.components.share_component(&shared, &bytes).await {
+            tracing::warn!(service, %version, "cannot share the component with other hosts: {e}");
+        }
         Ok(Arc::new(LoadedVersion {
             service: service.to_string(),
             version: version.clone(),

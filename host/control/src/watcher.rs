@@ -127,7 +127,7 @@ async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<
         return files.map(Iterator::collect).unwrap_or_default();
     }
     for version in loader.registry.versions_of(service) {
-        loader.registry.withdraw(service, &version).await;
+        loader.file_removed(service, &version).await;
     }
     Vec::new()
 }
@@ -164,6 +164,6 @@ async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
     if path.exists() {
         loader.file_changed(service, &version, path).await;
     } else {
-        loader.registry.withdraw(service, &version).await;
+        loader.file_removed(service, &version).await;
     }
 }

@@ -367,15 +367,60 @@ mod postgres {
         };
         let one = PostgresStore::connect(&database.url).await.unwrap();
         let other = PostgresStore::connect(&database.url).await.unwrap();
-        let told = other.changes().unwrap();
+        let mut told = other.changes().unwrap();
         // Let the listener connect and listen.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let waiting = tokio::spawn(async move { told.notified().await });
+        told.mark_unchanged();
+        let waiting = tokio::spawn(async move { told.changed().await.unwrap() });
         one.save_deployment("goods", "record", 0).await.unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
             .await
             .expect("the other host was told within 5 s")
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn components_are_shared_by_digest_and_withdrawn_by_version() {
+        let Some(database) = test_pg::fresh("components").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&database.url).await.unwrap();
+        let shared = |version: &str, digest: &str| SharedVersion {
+            service: "goods".into(),
+            version: version.into(),
+            digest: digest.into(),
+        };
+        store
+            .share_component(&shared("1.0.0", "d1"), b"one")
+            .await
+            .unwrap();
+        // The same bytes as another version, and the same version again.
+        store
+            .share_component(&shared("1.1.0", "d1"), b"one")
+            .await
+            .unwrap();
+        store
+            .share_component(&shared("1.0.0", "d1"), b"one")
+            .await
+            .unwrap();
+        // A new build of 1.1.0.
+        store
+            .share_component(&shared("1.1.0", "d2"), b"two")
+            .await
+            .unwrap();
+        let mut offered = store.shared_components().await.unwrap();
+        offered.sort_by(|a, b| a.version.cmp(&b.version));
+        assert_eq!(offered, vec![shared("1.0.0", "d1"), shared("1.1.0", "d2")]);
+        assert_eq!(
+            store.component("d2").await.unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(store.component("d9").await.unwrap(), None);
+        store.unshare_component("goods", "1.0.0").await.unwrap();
+        assert_eq!(
+            store.shared_components().await.unwrap(),
+            vec![shared("1.1.0", "d2")]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -56,9 +56,48 @@ impl Location {
 /// The embedded store's file name in its directory.
 const SQLITE_FILE: &str = "store.sqlite";
 
-/// Both stores a host needs, from one backend.
+/// A service version's component, as hosts sharing a store know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedVersion {
+    pub service: String,
+    pub version: String,
+    /// SHA-256 of the component, hex: the key its bytes are kept under.
+    pub digest: String,
+}
+
+/// Component files shared by the hosts of a cluster, content-addressed: a
+/// version loaded on one host can be fetched by every other. A store no
+/// other host shares keeps nothing (the default methods).
 #[async_trait::async_trait]
-pub trait Store: KeyValueStore + DeploymentStore {
+pub trait ComponentStore: Send + Sync {
+    /// `service` `version` is the component `bytes`, whose digest is `digest`.
+    async fn share_component(
+        &self,
+        _version: &SharedVersion,
+        _bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// `service` `version` is no longer offered (its file was removed).
+    async fn unshare_component(&self, _service: &str, _version: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every version offered.
+    async fn shared_components(&self) -> Result<Vec<SharedVersion>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The bytes kept under `digest`, if any.
+    async fn component(&self, _digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Everything a host keeps, from one backend.
+#[async_trait::async_trait]
+pub trait Store: KeyValueStore + DeploymentStore + ComponentStore {
     /// Make every write durable and let go of the backend (at shutdown).
     async fn close(&self) -> Result<(), StoreError>;
 }
@@ -204,10 +243,10 @@ pub trait DeploymentStore: Send + Sync {
         based_on: u64,
     ) -> Result<u64, StoreError>;
 
-    /// Told whenever another host may have saved a record (`None`: no other
-    /// host can share this store). Notifications can be lost (a reconnect):
-    /// readers also look now and then.
-    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+    /// Changes whenever another host may have saved a record or shared a
+    /// component (`None`: no other host can share this store). A notice
+    /// can be lost (a reconnect): readers also look now and then.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 }

@@ -14,12 +14,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{
-    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError,
-    StoredDeployment, Usage, check_key, check_quota, check_value, incremented,
+    ComponentStore, DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota,
+    SharedVersion, StoreError, StoredDeployment, Usage, check_key, check_quota, check_value,
+    incremented,
 };
 
 /// How long connecting (and waiting for a pooled connection) may take before
@@ -74,6 +75,19 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: records have generations, for compare-and-swap and for hosts to
     // tell whether they have seen the latest.
     "ALTER TABLE deployments ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;",
+    // 3: component files, content-addressed, and the versions they are.
+    r#"
+    CREATE TABLE components (
+        digest TEXT PRIMARY KEY,
+        bytes  BYTEA NOT NULL
+    );
+    CREATE TABLE versions (
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest  TEXT NOT NULL REFERENCES components,
+        PRIMARY KEY (service, version)
+    );
+    "#,
 ];
 
 /// The channel on which a saved deployment is announced to every host.
@@ -94,8 +108,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// Several hosts' shared store: one PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
-    /// Told when any host saves a deployment record.
-    changes: Arc<Notify>,
+    /// Counts the announcements of saved records and shared components.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl PostgresStore {
@@ -127,7 +141,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let store = PostgresStore {
             pool,
-            changes: Arc::default(),
+            changes: Arc::new(watch::Sender::new(0)),
         };
         store.migrate().await?;
         tokio::spawn(listen(config, Arc::downgrade(&store.changes)));
@@ -359,6 +373,84 @@ impl KeyValueStore for PostgresStore {
 }
 
 #[async_trait::async_trait]
+impl ComponentStore for PostgresStore {
+    async fn share_component(
+        &self,
+        version: &SharedVersion,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let known = tx
+            .query_opt(
+                "SELECT 1 FROM components WHERE digest = $1",
+                &[&version.digest],
+            )
+            .await?
+            .is_some();
+        if !known {
+            tx.execute(
+                "INSERT INTO components (digest, bytes) VALUES ($1, $2)
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&version.digest, &bytes],
+            )
+            .await?;
+        }
+        let changed = tx
+            .execute(
+                "INSERT INTO versions (service, version, digest) VALUES ($1, $2, $3)
+                 ON CONFLICT (service, version) DO UPDATE SET digest = excluded.digest
+                 WHERE versions.digest <> excluded.digest",
+                &[&version.service, &version.version, &version.digest],
+            )
+            .await?;
+        if changed > 0 {
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANGES_CHANNEL, &version.service],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unshare_component(&self, service: &str, version: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM versions WHERE service = $1 AND version = $2",
+                &[&service, &version],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn shared_components(&self) -> Result<Vec<SharedVersion>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT service, version, digest FROM versions", &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SharedVersion {
+                service: r.get(0),
+                version: r.get(1),
+                digest: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT bytes FROM components WHERE digest = $1", &[&digest])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+#[async_trait::async_trait]
 impl crate::Store for PostgresStore {
     async fn close(&self) -> Result<(), StoreError> {
         // Every write was committed when it returned.
@@ -412,8 +504,8 @@ impl DeploymentStore for PostgresStore {
         Ok(saved.get::<_, i64>(0).max(0) as u64)
     }
 
-    fn changes(&self) -> Option<Arc<Notify>> {
-        Some(self.changes.clone())
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
     }
 }
 
@@ -421,7 +513,7 @@ impl DeploymentStore for PostgresStore {
 /// `changes` of each; reconnect after a second when the connection is lost
 /// (what was missed meanwhile, the readers' own polling finds). Ends when
 /// the store is gone.
-async fn listen(config: tokio_postgres::Config, changes: Weak<Notify>) {
+async fn listen(config: tokio_postgres::Config, changes: Weak<watch::Sender<u64>>) {
     while changes.strong_count() > 0 {
         if let Ok((client, mut connection)) = config.connect(NoTls).await {
             let told = changes.clone();
@@ -433,7 +525,7 @@ async fn listen(config: tokio_postgres::Config, changes: Weak<Notify>) {
                         return;
                     };
                     if let AsyncMessage::Notification(_) = message {
-                        changes.notify_one();
+                        changes.send_modify(|n| *n += 1);
                     }
                 }
             });
@@ -448,7 +540,7 @@ async fn listen(config: tokio_postgres::Config, changes: Weak<Notify>) {
             }
             // Something may have been missed while not listening.
             if let Some(changes) = changes.upgrade() {
-                changes.notify_one();
+                changes.send_modify(|n| *n += 1);
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -347,6 +347,9 @@ impl KeyValueStore for SqliteStore {
     }
 }
 
+/// One host: nothing to share.
+impl crate::ComponentStore for SqliteStore {}
+
 #[async_trait::async_trait]
 impl crate::Store for SqliteStore {
     async fn close(&self) -> Result<(), StoreError> {

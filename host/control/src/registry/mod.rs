@@ -354,11 +354,14 @@ impl Registry {
     /// notice was lost. Returns when the registry is gone; at once when no
     /// other host can share the store.
     pub async fn follow_cluster(registry: Weak<Registry>) {
-        let Some(changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
+        let Some(mut changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
             return;
         };
         loop {
-            let _ = tokio::time::timeout(SYNC_INTERVAL, changes.notified()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(SYNC_INTERVAL, changes.changed()).await {
+                // The store is gone: nothing more will be announced.
+                tokio::time::sleep(SYNC_INTERVAL).await;
+            }
             let Some(registry) = registry.upgrade() else {
                 return;
             };
