@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use switchyard_admin::Admin;
+use switchyard_control::node::{self, Node};
 use switchyard_control::{loader, recovery, registry, watcher};
 use switchyard_gateway::{Gateway, server, telemetry};
 use switchyard_store::{Location, Store};
@@ -47,6 +48,9 @@ pub struct Settings {
     /// Where services' data and the deployment records live; `None`: the
     /// embedded store under `data_dir`.
     pub store: Option<Location>,
+    /// This host's name among the nodes sharing the store; `None`: its host
+    /// name and port.
+    pub node_id: Option<String>,
 }
 
 /// The host, loaded and ready to serve: its routes, and what must live as
@@ -109,11 +113,25 @@ impl App {
             ));
         }
 
+        let node = Node {
+            id: settings
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", host_name(), settings.listen.port())),
+            address: settings.listen.to_string(),
+        };
+        tokio::spawn(node::beat(
+            node.clone(),
+            Arc::downgrade(&registry),
+            store.clone(),
+        ));
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),
             loader,
             admin_token: settings.admin_token.clone(),
             request_timeout: settings.request_timeout,
+            node,
+            nodes: store.clone(),
         }));
         let gateway = Arc::new(Gateway {
             registry,
@@ -134,15 +152,18 @@ impl App {
 ///
 /// Prints `switchyard listening on http://ADDR` on stdout once the gateway
 /// accepts connections, with the actual port when `listen` asks for port 0.
-pub async fn serve(settings: Settings) -> Result<()> {
+pub async fn serve(mut settings: Settings) -> Result<()> {
     let telemetry = Arc::new(telemetry::Telemetry::install()?);
-    let app = App::load(&settings, telemetry).await?;
-    let mut connections = settings.connections;
-    connections.max_connections = server::raise_fd_limit(connections.max_connections);
+    // Bound first, so that the node knows its port; connections wait in the
+    // backlog until the services are loaded.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    println!("switchyard listening on http://{}", listener.local_addr()?);
+    settings.listen = listener.local_addr()?;
+    let app = App::load(&settings, telemetry).await?;
+    let mut connections = settings.connections;
+    connections.max_connections = server::raise_fd_limit(connections.max_connections);
+    println!("switchyard listening on http://{}", settings.listen);
 
     // On a signal: stop accepting, let requests in flight finish, but no
     // longer than the shutdown timeout; then make the store's writes durable.
@@ -157,6 +178,16 @@ pub async fn serve(settings: Settings) -> Result<()> {
     app.store.close().await.context("cannot flush the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This machine's name, for the default node id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// `location` for a message: a PostgreSQL URL without its password.

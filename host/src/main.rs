@@ -39,6 +39,10 @@ struct ServeArgs {
     /// sqlite:DIR. Default: the embedded SQLite store under --data.
     #[arg(long, env = "SWITCHYARD_STORE", value_parser = switchyard_store::Location::parse)]
     store: Option<switchyard_store::Location>,
+    /// This host's name among the hosts sharing a store (GET /admin/nodes).
+    /// Default: the machine's host name and the port listened on.
+    #[arg(long, env = "SWITCHYARD_NODE_ID")]
+    node_id: Option<String>,
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -137,6 +141,7 @@ async fn run() -> anyhow::Result<()> {
                     max_connections: args.max_connections as usize,
                 },
                 store: args.store,
+                node_id: args.node_id.filter(|id| !id.is_empty()),
             })
             .await
         }

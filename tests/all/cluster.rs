@@ -239,6 +239,30 @@ async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
     }
     let reply = c.get("/goods").await;
     assert_eq!(reply.header("x-switchyard-version"), "1.1.0");
+
+    // Every node, as any node lists them: alive, serving goods 1.1.0.
+    let started = Instant::now();
+    loop {
+        let nodes = c.get("/admin/nodes").await.body["nodes"].clone();
+        let nodes = nodes.as_array().unwrap();
+        let agreeing = nodes
+            .iter()
+            .filter(|n| {
+                n["alive"] == true && n["services"]["goods"]["serving"] == json!({"1.1.0": 100})
+            })
+            .count();
+        if nodes.len() == 3 && agreeing == 3 {
+            assert_eq!(nodes.iter().filter(|n| n["this_node"] == true).count(), 1);
+            assert!(
+                nodes
+                    .iter()
+                    .all(|n| n["services"]["goods"]["loaded_all"] == true)
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{nodes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[test]

@@ -44,6 +44,7 @@ async fn goods_app(dir: &Path) -> App {
             max_connections: 16,
         },
         store: None,
+        node_id: None,
     };
     let telemetry = Arc::new(Telemetry::detached().unwrap());
     App::load(&settings, telemetry).await.unwrap()
@@ -174,4 +175,20 @@ async fn activation_and_splits_show_in_the_service_view() {
         (status, ready["status"].clone()),
         (StatusCode::OK, json!("ready"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_on_its_own_lists_itself_as_the_only_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = goods_app(dir.path()).await;
+    let (status, body) = call(&app, Method::GET, "/admin/nodes", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let nodes = body["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{body}");
+    let node = &nodes[0];
+    assert_eq!(node["this_node"], true);
+    assert_eq!(node["alive"], true);
+    assert!(node["id"].as_str().unwrap().ends_with(":0"), "{node}");
+    assert_eq!(node["services"]["goods"]["serving"], json!({"1.1.0": 100}));
+    assert_eq!(node["services"]["goods"]["loaded_all"], true);
 }

@@ -23,8 +23,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use switchyard_control::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
+use switchyard_control::node::{self, Node};
 use switchyard_control::registry::{Cause, Registry, VersionEntry};
 use switchyard_gateway::{ApiError, error, read_body_in_time};
+use switchyard_store::NodeStore;
 
 /// What the admin API works with.
 pub struct Admin {
@@ -35,6 +37,10 @@ pub struct Admin {
     pub admin_token: Option<String>,
     /// An admin request body still arriving after this gets a 408.
     pub request_timeout: Duration,
+    /// This host, as a node of its cluster.
+    pub node: Node,
+    /// Where the nodes' heartbeats are.
+    pub nodes: Arc<dyn NodeStore>,
 }
 
 /// The admin routes, reads open, changes authorized. Serve them with connect
@@ -55,6 +61,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/admin/services", get(list_services))
         .route("/admin/services/{name}", get(show_service))
+        .route("/admin/nodes", get(list_nodes))
         .merge(changes)
         .with_state(admin)
 }
@@ -73,6 +80,18 @@ async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>)
     match admin.registry.describe(&name) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+    }
+}
+
+/// Every node of the cluster (just this one on an embedded store), with
+/// what each serves.
+async fn list_nodes(State(admin): State<Arc<Admin>>) -> Response {
+    match node::nodes(&admin.node, &admin.registry, &*admin.nodes).await {
+        Ok(nodes) => axum::Json(json!({ "nodes": nodes })).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read the nodes' heartbeats: {e}"),
+        ),
     }
 }
 

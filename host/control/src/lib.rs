@@ -12,6 +12,7 @@
 //!   half-done.
 //! - [`files`]: reading what sits in the services folder without ever
 //!   blocking on a pipe, a device or an endless file.
+//! - [`node`]: this host as a node of a cluster: its heartbeat.
 //! - [`metrics`]: the failures it counts.
 //!
 //! It knows nothing of HTTP: the gateway and the admin API drive it.
@@ -21,6 +22,7 @@ pub mod compat;
 pub mod files;
 pub mod loader;
 pub mod metrics;
+pub mod node;
 pub mod recovery;
 pub mod registry;
 pub mod watcher;

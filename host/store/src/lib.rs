@@ -95,9 +95,43 @@ pub trait ComponentStore: Send + Sync {
     }
 }
 
+/// A host's last heartbeat, as hosts sharing a store see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    pub node: String,
+    pub address: String,
+    /// When the store received it, in ms since the Unix epoch (the store's
+    /// clock, so that hosts' clocks need not agree).
+    pub at_ms: u64,
+    /// How long before the store read it, in ms (by the same clock).
+    pub age_ms: u64,
+    /// What the host reports about itself (JSON, opaque to the store).
+    pub report: String,
+}
+
+/// Heartbeats of the hosts sharing a store. A store no other host shares
+/// keeps none (the default methods).
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync {
+    /// `node` at `address` is alive and reports `report`.
+    async fn heartbeat(
+        &self,
+        _node: &str,
+        _address: &str,
+        _report: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every host's last heartbeat.
+    async fn nodes(&self) -> Result<Vec<NodeBeat>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
 /// Everything a host keeps, from one backend.
 #[async_trait::async_trait]
-pub trait Store: KeyValueStore + DeploymentStore + ComponentStore {
+pub trait Store: KeyValueStore + DeploymentStore + ComponentStore + NodeStore {
     /// Make every write durable and let go of the backend (at shutdown).
     async fn close(&self) -> Result<(), StoreError>;
 }

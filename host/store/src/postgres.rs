@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{
-    ComponentStore, DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota,
-    SharedVersion, StoreError, StoredDeployment, Usage, check_key, check_quota, check_value,
-    incremented,
+    ComponentStore, DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, NodeBeat,
+    NodeStore, Quota, SharedVersion, StoreError, StoredDeployment, Usage, check_key, check_quota,
+    check_value, incremented,
 };
 
 /// How long connecting (and waiting for a pooled connection) may take before
@@ -86,6 +86,15 @@ pub const MIGRATIONS: &[&str] = &[
         version TEXT NOT NULL,
         digest  TEXT NOT NULL REFERENCES components,
         PRIMARY KEY (service, version)
+    );
+    "#,
+    // 4: hosts' heartbeats.
+    r#"
+    CREATE TABLE nodes (
+        node      TEXT PRIMARY KEY,
+        address   TEXT NOT NULL,
+        heartbeat TIMESTAMPTZ NOT NULL,
+        report    TEXT NOT NULL
     );
     "#,
 ];
@@ -447,6 +456,46 @@ impl ComponentStore for PostgresStore {
             .query_opt("SELECT bytes FROM components WHERE digest = $1", &[&digest])
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeStore for PostgresStore {
+    async fn heartbeat(&self, node: &str, address: &str, report: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO nodes (node, address, heartbeat, report) VALUES ($1, $2, now(), $3)
+                 ON CONFLICT (node) DO UPDATE
+                 SET address = excluded.address, heartbeat = now(), report = excluded.report",
+                &[&node, &address, &report],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeBeat>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node, address,
+                        (extract(epoch FROM heartbeat) * 1000)::BIGINT,
+                        (extract(epoch FROM now() - heartbeat) * 1000)::BIGINT,
+                        report
+                 FROM nodes ORDER BY node",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeBeat {
+                node: r.get(0),
+                address: r.get(1),
+                at_ms: r.get::<_, i64>(2).max(0) as u64,
+                age_ms: r.get::<_, i64>(3).max(0) as u64,
+                report: r.get(4),
+            })
+            .collect())
     }
 }
 

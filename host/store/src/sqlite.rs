@@ -349,6 +349,7 @@ impl KeyValueStore for SqliteStore {
 
 /// One host: nothing to share.
 impl crate::ComponentStore for SqliteStore {}
+impl crate::NodeStore for SqliteStore {}
 
 #[async_trait::async_trait]
 impl crate::Store for SqliteStore {

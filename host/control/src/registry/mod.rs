@@ -558,6 +558,38 @@ impl Registry {
         }
     }
 
+    /// What this host serves of each service, for its heartbeat.
+    pub fn node_report(&self) -> BTreeMap<String, ServiceReport> {
+        let state = self.state();
+        state
+            .books()
+            .map(|(name, book)| {
+                let rejected: BTreeMap<String, String> = book
+                    .versions
+                    .iter()
+                    .filter_map(|(v, e)| match e {
+                        model::VersionEntry::Rejected(why) => {
+                            Some((v.to_string(), why.to_string()))
+                        }
+                        model::VersionEntry::Loaded(_) => None,
+                    })
+                    .collect();
+                let report = ServiceReport {
+                    serving: book
+                        .routing
+                        .weights()
+                        .map(|(v, w)| (v.to_string(), w))
+                        .collect(),
+                    generation: book.generation,
+                    loaded_all: rejected.is_empty(),
+                    rejected,
+                    disagreement: book.disagreement.clone(),
+                };
+                (name.clone(), report)
+            })
+            .collect()
+    }
+
     /// The admin view of one service.
     pub fn describe(&self, name: &str) -> Option<ServiceView> {
         let state = self.state();
@@ -658,6 +690,23 @@ pub struct ServiceView {
     pub generation: u64,
     /// Why this host cannot serve as the stored record says, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<String>,
+}
+
+/// What a host serves of one service, as its heartbeat reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ServiceReport {
+    /// Version → weight.
+    pub serving: BTreeMap<String, u32>,
+    /// The generation of the stored record it serves by.
+    pub generation: u64,
+    /// Whether it could load every version it has.
+    pub loaded_all: bool,
+    /// The versions it could not load, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<String, String>,
+    /// Why it cannot serve as the stored record says, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disagreement: Option<String>,
 }
 

@@ -1,0 +1,103 @@
+//! This host as a node of a cluster: its name and address, and the
+//! heartbeat through which the other nodes see what it serves.
+//!
+//! It must never decide anything about deployments: it reports what the
+//! registry says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::registry::{Registry, ServiceReport};
+use switchyard_store::NodeStore;
+
+/// How often a node reports itself.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not heard from for this long counts as gone.
+pub const GONE_AFTER: Duration = Duration::from_secs(5);
+
+/// This host's identity in the cluster.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `--node-id`; by default the host name and port.
+    pub id: String,
+    /// Where it listens.
+    pub address: String,
+}
+
+/// One node as `GET /admin/nodes` shows it.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub address: String,
+    /// When its last heartbeat arrived, in ms since the Unix epoch.
+    pub last_heartbeat_ms: u64,
+    /// How long ago, in ms.
+    pub age_ms: u64,
+    /// Heard from within the last few seconds.
+    pub alive: bool,
+    /// This is the node answering.
+    pub this_node: bool,
+    /// Per service: what it serves, whether it loaded every version.
+    pub services: BTreeMap<String, ServiceReport>,
+}
+
+/// Report `node` to `store` every [`HEARTBEAT`], until the registry is gone.
+pub async fn beat(node: Node, registry: Weak<Registry>, store: Arc<dyn NodeStore>) {
+    let mut failing = false;
+    loop {
+        let Some(report) = registry.upgrade().map(|r| r.node_report()) else {
+            return;
+        };
+        let report = serde_json::to_string(&report).expect("a report serialises");
+        match store.heartbeat(&node.id, &node.address, &report).await {
+            Ok(()) if failing => {
+                tracing::info!("heartbeats reach the store again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!("cannot send the heartbeat: {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+/// Every node the store has heard from, and this one as it is now.
+pub async fn nodes(
+    this: &Node,
+    registry: &Registry,
+    store: &dyn NodeStore,
+) -> Result<Vec<NodeView>, switchyard_store::StoreError> {
+    let mut views: Vec<NodeView> = store
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|beat| beat.node != this.id)
+        .map(|beat| NodeView {
+            services: serde_json::from_str(&beat.report).unwrap_or_default(),
+            alive: beat.age_ms < GONE_AFTER.as_millis() as u64,
+            this_node: false,
+            id: beat.node,
+            address: beat.address,
+            last_heartbeat_ms: beat.at_ms,
+            age_ms: beat.age_ms,
+        })
+        .collect();
+    views.push(NodeView {
+        id: this.id.clone(),
+        address: this.address.clone(),
+        last_heartbeat_ms: crate::registry::now_ms(),
+        age_ms: 0,
+        alive: true,
+        this_node: true,
+        services: registry.node_report(),
+    });
+    views.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(views)
+}
