@@ -4,11 +4,13 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
+use crate::hardening::{QUICK_RECOVERY, stock_accounts_for_orders};
 use crate::support::{Host, Site, component};
 
 /// `n` hosts serving the shop, each from a folder of its own, on `url`.
@@ -263,6 +265,85 @@ async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
         assert!(started.elapsed() < Duration::from_secs(5), "{nodes:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_a_node_under_load_loses_no_accepted_order_and_the_others_serve_on() {
+    let Some(database) = test_pg::fresh("cluster kill").await else {
+        return;
+    };
+    let nodes = cluster_with(3, &database.url, |site| {
+        site.settings("orders", QUICK_RECOVERY)
+    });
+    let user = nodes[0].1.add_user().await.str("id");
+    const STOCK: u64 = 1_000_000;
+    let pen = nodes[0]
+        .1
+        .add_goods("pen", 150, STOCK as u32)
+        .await
+        .str("id");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            let node = nodes[client % 3].1.clone();
+            let (user, pen, stop) = (user.clone(), pen.clone(), stop.clone());
+            tokio::spawn(async move {
+                // (order id, or the failure) for each attempt on this node.
+                let mut accepted = Vec::new();
+                let mut failed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let order = json!({"user_id": user, "items": [{"goods_id": pen, "qty": 2}]});
+                    let orders = format!("{}/orders", node.base);
+                    match node
+                        .client()
+                        .post(&orders)
+                        .body(order.to_string())
+                        .send()
+                        .await
+                    {
+                        Ok(reply) if reply.status() == StatusCode::CREATED => {
+                            let body: serde_json::Value = reply.json().await.unwrap();
+                            accepted.push(body["id"].as_str().unwrap().to_string());
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (client % 3, accepted, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes[0].1.crash();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let survivor = &nodes[1].1;
+    let mut accepted_by_the_killed = 0;
+    for client in clients {
+        let (node, accepted, failed) = client.await.unwrap();
+        if node == 0 {
+            accepted_by_the_killed += accepted.len();
+        } else {
+            assert_eq!(
+                failed, 0,
+                "node {node} failed requests while another node died"
+            );
+            assert!(!accepted.is_empty());
+        }
+        // Every order any node answered 201 for is stored.
+        for id in accepted {
+            let order = survivor.get(&format!("/orders/{id}")).await;
+            assert_eq!(
+                order.status,
+                StatusCode::OK,
+                "order {id} from node {node}: {order:?}"
+            );
+        }
+    }
+    assert!(accepted_by_the_killed > 0, "the killed node took no orders");
+    // What the killed node left half-done, the others finish or undo.
+    stock_accounts_for_orders(survivor, &pen, STOCK).await;
 }
 
 #[test]

@@ -486,12 +486,12 @@ pub(crate) async fn a_service_importing_what_it_exports_is_refused_for_that_reas
 
 /// Orders settings that make recovery quick: a 1 s deadline, so sagas older
 /// than 2 s count as abandoned.
-const QUICK_RECOVERY: &str = "[limits]\ndeadline_ms = 1000\n";
+pub(crate) const QUICK_RECOVERY: &str = "[limits]\ndeadline_ms = 1000\n";
 
 /// Wait (up to 30 s) until every unit taken from `goods_id` belongs to an
 /// order that exists: stock = initial − Σ qty of the orders not cancelled,
 /// and no order is left pending. Returns how many orders count.
-async fn stock_accounts_for_orders(host: &Host, goods_id: &str, initial: u64) -> usize {
+pub(crate) async fn stock_accounts_for_orders(host: &Host, goods_id: &str, initial: u64) -> usize {
     let mut last = String::new();
     for _ in 0..300 {
         let orders = host.get("/orders").await.body;
