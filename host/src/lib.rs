@@ -180,6 +180,27 @@ pub async fn serve(mut settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// Copy the store at `from` into the empty store at `to` (see
+/// `switchyard_store::copy`).
+pub async fn copy_store(from: &Location, to: &Location) -> Result<switchyard_store::Copied> {
+    if let Location::Sqlite(path) = from
+        && !path.is_file()
+    {
+        anyhow::bail!("there is no store at {}", path.display());
+    }
+    let source = switchyard_store::open(from)
+        .await
+        .with_context(|| format!("cannot open the store to copy ({})", describe(from)))?;
+    let target = switchyard_store::open(to)
+        .await
+        .with_context(|| format!("cannot open the store to fill ({})", describe(to)))?;
+    let copied = switchyard_store::copy(&*source, &*target)
+        .await
+        .with_context(|| format!("cannot copy into {}", describe(to)))?;
+    target.close().await?;
+    Ok(copied)
+}
+
 /// This machine's name, for the default node id.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -23,6 +23,24 @@ enum Command {
     /// unless an activation or rollback made earlier says otherwise; files
     /// added to or removed from the services folder are picked up while serving.
     Serve(ServeArgs),
+    /// Work on a store directly (the host must not be running on it).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every service's data and every deployment record from one store
+    /// into another, empty one: to move a host's embedded store into the
+    /// PostgreSQL database of a cluster.
+    Copy {
+        /// The store to copy: sqlite:DATA_DIR or postgres://…
+        #[arg(long, value_parser = switchyard_store::Location::parse)]
+        from: switchyard_store::Location,
+        /// The store to fill, which must be empty: postgres://… or sqlite:DIR
+        #[arg(long, value_parser = switchyard_store::Location::parse)]
+        to: switchyard_store::Location,
+    },
 }
 
 #[derive(clap::Args)]
@@ -124,6 +142,15 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            init_logs(LogFormat::Text);
+            let copied = switchyard::copy_store(&from, &to).await?;
+            println!(
+                "copied {} entries and {} deployment records",
+                copied.entries, copied.deployments
+            );
+            Ok(())
+        }
         Command::Serve(args) => {
             init_logs(args.log_format);
             switchyard::serve(switchyard::Settings {

@@ -346,6 +346,54 @@ async fn kill_9_of_a_node_under_load_loses_no_accepted_order_and_the_others_serv
     stock_accounts_for_orders(survivor, &pen, STOCK).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hosts_embedded_store_moves_into_a_cluster_store_with_store_copy() {
+    let Some(database) = test_pg::fresh("store copy").await else {
+        return;
+    };
+    let site = Site::shop();
+    with_goods_v2(&site);
+    let host = site.start();
+    let user = host.add_user().await.str("id");
+    let pen = host.add_goods("pen", 150, 10).await.str("id");
+    let order = json!({"user_id": user, "items": [{"goods_id": pen, "qty": 3}]});
+    let order = host.post("/orders", order).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{order:?}");
+    let activated = host
+        .post(
+            "/admin/services/goods/activate",
+            json!({"version": "1.0.0"}),
+        )
+        .await;
+    assert_eq!(activated.status, StatusCode::OK);
+    host.terminate();
+    host.wait_exit();
+
+    let copy = |from: String| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["store", "copy", "--from", &from, "--to", &database.url])
+            .output()
+            .unwrap()
+    };
+    let from = format!("sqlite:{}", site.data().display());
+    let copied = copy(from.clone());
+    assert!(copied.status.success(), "{copied:?}");
+    assert!(String::from_utf8_lossy(&copied.stdout).contains("deployment records"));
+    // Not twice: the target is no longer empty.
+    let again = copy(from);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+    let missing = copy("sqlite:/nonexistent".into());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no store"));
+
+    let host = site.start_with(&["--store", &database.url]);
+    assert_eq!(host.active("goods").await, "1.0.0");
+    let pen = host.get(&format!("/goods/{pen}")).await;
+    assert_eq!(pen.body["stock"], 7, "{pen:?}");
+    let stored = host.get(&format!("/orders/{}", order.str("id"))).await;
+    assert_eq!(stored.status, StatusCode::OK, "{stored:?}");
+}
+
 #[test]
 fn an_unreachable_store_stops_the_host_at_start_with_the_reason() {
     let site = Site::shop();

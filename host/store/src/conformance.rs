@@ -36,6 +36,7 @@ macro_rules! conformance {
             concurrent_writers_cannot_overrun_a_quota,
             a_deployment_record_is_replaced_and_survives_reopening,
             a_save_based_on_a_stale_generation_is_a_conflict,
+            a_scan_reads_every_entry_in_order_page_by_page,
         );
     };
     (@tests $open:path, $($test:ident),* $(,)?) => {
@@ -305,6 +306,45 @@ pub async fn a_save_based_on_a_stale_generation_is_a_conflict(opened: Opened) {
     assert_eq!(records[0].generation, 2);
 }
 
+pub async fn a_scan_reads_every_entry_in_order_page_by_page(opened: Opened) {
+    let store = opened.store;
+    let q = Quota::default();
+    let written = [
+        ("users", "b", "x"),
+        ("goods", "b", "k2"),
+        ("goods", "a", "k9"),
+        ("goods", "b", "k1"),
+    ];
+    for (service, bucket, key) in written {
+        let ns = Namespace {
+            service: service.into(),
+            bucket: bucket.into(),
+        };
+        store.set(&ns, key, key.as_bytes(), &q).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<Entry> = None;
+    loop {
+        let page = store.scan(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        for entry in page {
+            assert_eq!(entry.value, entry.key.as_bytes());
+            seen.push(format!(
+                "{}/{}/{}",
+                entry.ns.service, entry.ns.bucket, entry.key
+            ));
+        }
+        after = Some(last);
+    }
+    assert_eq!(
+        seen,
+        ["goods/a/k9", "goods/b/k1", "goods/b/k2", "users/b/x"]
+    );
+}
+
 mod sqlite {
     use super::*;
 
@@ -420,6 +460,52 @@ mod postgres {
         assert_eq!(
             store.shared_components().await.unwrap(),
             vec![shared("1.1.0", "d2")]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_copy_moves_data_and_records_into_an_empty_store_only() {
+        let Some(database) = test_pg::fresh("copy").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let from = open(&Location::sqlite_in(dir.path())).await.unwrap();
+        let to = open(&Location::Postgres(database.url.clone()))
+            .await
+            .unwrap();
+        for i in 0..LIST_PAGE + 3 {
+            from.set(&ns("goods"), &format!("k{i:05}"), b"v", &Quota::default())
+                .await
+                .unwrap();
+        }
+        from.save_deployment("goods", "record", 0).await.unwrap();
+        let copied = copy(&*from, &*to).await.unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                entries: LIST_PAGE as u64 + 3,
+                deployments: 1
+            }
+        );
+        assert_eq!(
+            to.get(&ns("goods"), "k01002").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(to.load_deployments().await.unwrap()[0].record, "record");
+        // Usage was counted on the way in: the quota holds in the new store.
+        let tight = Quota {
+            max_keys: LIST_PAGE as u64 + 3,
+            ..Quota::default()
+        };
+        assert!(matches!(
+            to.set(&ns("goods"), "one-more", b"v", &tight).await,
+            Err(StoreError::QuotaExceeded { what: "keys", .. })
+        ));
+        // Never into a store that holds something.
+        let again = copy(&*from, &*to).await;
+        assert!(
+            matches!(&again, Err(e) if e.to_string().contains("already holds")),
+            "{again:?}"
         );
     }
 

@@ -131,7 +131,7 @@ pub trait NodeStore: Send + Sync {
 
 /// Everything a host keeps, from one backend.
 #[async_trait::async_trait]
-pub trait Store: KeyValueStore + DeploymentStore + ComponentStore + NodeStore {
+pub trait Store: KeyValueStore + Scan + DeploymentStore + ComponentStore + NodeStore {
     /// Make every write durable and let go of the backend (at shutdown).
     async fn close(&self) -> Result<(), StoreError>;
 }
@@ -257,6 +257,70 @@ pub struct StoredDeployment {
     pub service: String,
     pub record: String,
     pub generation: u64,
+}
+
+/// One key and its value, with whose they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub ns: Namespace,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// Reading every service's data in order, page by page (for copying a
+/// store): entries ordered by service, bucket and key, after `after`.
+#[async_trait::async_trait]
+pub trait Scan: Send + Sync {
+    async fn scan(&self, after: Option<&Entry>, limit: usize) -> Result<Vec<Entry>, StoreError>;
+}
+
+/// What [`copy`] copied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub entries: u64,
+    pub deployments: u64,
+}
+
+/// Copy every service's data and every deployment record from `from` into
+/// `to`, which must hold neither yet (a copy never merges). Quotas are not
+/// applied: what was kept is kept.
+pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError> {
+    let refuse = |what: &str| {
+        StoreError::Backend(
+            format!("the target store already holds {what}: copy into an empty one").into(),
+        )
+    };
+    if !to.scan(None, 1).await?.is_empty() {
+        return Err(refuse("services' data"));
+    }
+    if !to.load_deployments().await?.is_empty() {
+        return Err(refuse("deployment records"));
+    }
+    let unlimited = Quota {
+        max_value_bytes: usize::MAX,
+        max_keys: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    let mut copied = Copied::default();
+    let mut after: Option<Entry> = None;
+    loop {
+        let page = from.scan(after.as_ref(), LIST_PAGE).await?;
+        for entry in &page {
+            to.set(&entry.ns, &entry.key, &entry.value, &unlimited)
+                .await?;
+            copied.entries += 1;
+        }
+        match page.into_iter().last() {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
+    for record in from.load_deployments().await? {
+        to.save_deployment(&record.service, &record.record, 0)
+            .await?;
+        copied.deployments += 1;
+    }
+    Ok(copied)
 }
 
 /// Where the registry keeps each service's deployment record (active version,

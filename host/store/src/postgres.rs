@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{
-    ComponentStore, DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, NodeBeat,
+    ComponentStore, DeploymentStore, Entry, KeyPage, KeyValueStore, LIST_PAGE, Namespace, NodeBeat,
     NodeStore, Quota, SharedVersion, StoreError, StoredDeployment, Usage, check_key, check_quota,
     check_value, incremented,
 };
@@ -456,6 +456,36 @@ impl ComponentStore for PostgresStore {
             .query_opt("SELECT bytes FROM components WHERE digest = $1", &[&digest])
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Scan for PostgresStore {
+    async fn scan(&self, after: Option<&Entry>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let (service, bucket, key) = match after {
+            Some(e) => (e.ns.service.as_str(), e.ns.bucket.as_str(), e.key.as_str()),
+            None => ("", "", ""),
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                r#"SELECT service, bucket, key, value FROM kv
+                   WHERE (service COLLATE "C", bucket COLLATE "C", key) > ($1, $2, $3)
+                   ORDER BY service COLLATE "C", bucket COLLATE "C", key LIMIT $4"#,
+                &[&service, &bucket, &key, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Entry {
+                ns: Namespace {
+                    service: r.get(0),
+                    bucket: r.get(1),
+                },
+                key: r.get(2),
+                value: r.get(3),
+            })
+            .collect())
     }
 }
 

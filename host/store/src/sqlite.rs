@@ -6,7 +6,7 @@ use std::sync::{Mutex, TryLockError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    DeploymentStore, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError,
+    DeploymentStore, Entry, KeyPage, KeyValueStore, LIST_PAGE, Namespace, Quota, StoreError,
     StoredDeployment, Usage, check_key, check_value, incremented,
 };
 
@@ -343,6 +343,34 @@ impl KeyValueStore for SqliteStore {
             write(&tx, ns, key, new)?;
             tx.commit()?;
             Ok(true)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Scan for SqliteStore {
+    async fn scan(&self, after: Option<&Entry>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let (service, bucket, key) = match after {
+            Some(e) => (e.ns.service.as_str(), e.ns.bucket.as_str(), e.key.as_str()),
+            None => ("", "", ""),
+        };
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT service, bucket, key, value FROM kv
+                 WHERE (service, bucket, key) > (?1, ?2, ?3)
+                 ORDER BY service, bucket, key LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![service, bucket, key, limit as i64], |row| {
+                Ok(Entry {
+                    ns: Namespace {
+                        service: row.get(0)?,
+                        bucket: row.get(1)?,
+                    },
+                    key: row.get(2)?,
+                    value: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }
