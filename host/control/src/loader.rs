@@ -458,7 +458,8 @@ impl Loader {
         let offered = match self.components.shared_components().await {
             Ok(offered) => offered,
             Err(e) => {
-                tracing::warn!("cannot list the versions other hosts offer: {e}");
+                // The registry says once that the store is out of reach.
+                tracing::debug!("cannot list the versions other hosts offer: {e}");
                 return;
             }
         };

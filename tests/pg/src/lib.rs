@@ -9,6 +9,8 @@
 // A helper for tests: it talks to the person running them on stderr.
 #![allow(clippy::print_stderr)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -114,9 +116,94 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A TCP relay in front of the server, which a test can cut (every
+/// connection closed, new ones closed at once) and restore: a PostgreSQL
+/// outage without stopping the server other tests use.
+pub struct Proxy {
+    /// Where the relay listens.
+    pub addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A relay to the server of `url`.
+    pub async fn to(url: &str) -> Proxy {
+        let upstream = authority(url).to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accepting = tokio::spawn({
+            let (cut, relays) = (cut.clone(), relays.clone());
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    let upstream = upstream.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    relays.lock().unwrap().push(relay);
+                }
+            }
+        });
+        Proxy {
+            addr,
+            cut,
+            relays,
+            accepting,
+        }
+    }
+
+    /// `url` with its server replaced by this relay.
+    pub fn url(&self, url: &str) -> String {
+        url.replacen(authority(url), &self.addr.to_string(), 1)
+    }
+
+    /// Close every connection, and every new one at once, until restored.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
+    }
+}
+
+/// The `host:port` of `url` (after the user, before the database).
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{authority, with_database};
+
+    #[test]
+    fn the_server_is_between_the_user_and_the_database() {
+        assert_eq!(
+            authority("postgres://postgres@127.0.0.1:5432/test"),
+            "127.0.0.1:5432"
+        );
+        assert_eq!(authority("postgres://u:p@h:1?x=y"), "h:1");
+    }
 
     #[test]
     fn the_database_is_the_last_path_segment() {

@@ -316,22 +316,18 @@ impl Registry {
                 Err(e) => tracing::error!(%service, "cannot persist the deployment: {e}"),
             }
         }
-        if lost.is_some() {
-            self.take_stored().await;
+        if lost.is_some()
+            && let Err(e) = self.take_stored().await
+        {
+            tracing::warn!("cannot read the deployment records: {e}");
         }
         Changed { outcome, lost }
     }
 
     /// Take what other hosts stored since this host last looked (the caller
     /// holds `persisting`).
-    async fn take_stored(&self) {
-        let stored = match self.deployments.load_deployments().await {
-            Ok(rows) => parse_records(rows),
-            Err(e) => {
-                tracing::warn!("cannot read the deployment records: {e}");
-                return;
-            }
-        };
+    async fn take_stored(&self) -> Result<(), StoreError> {
+        let stored = parse_records(self.deployments.load_deployments().await?);
         let mut state = self.state();
         let mut taken = Vec::new();
         for (service, stored) in stored {
@@ -347,6 +343,7 @@ impl Registry {
         for (service, generation) in taken {
             tracing::info!(%service, generation, "took the deployment another host stored");
         }
+        Ok(())
     }
 
     /// Follow what other hosts sharing the store change: whenever the store
@@ -357,6 +354,7 @@ impl Registry {
         let Some(mut changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
             return;
         };
+        let mut cut_off = false;
         loop {
             if let Ok(Err(_)) = tokio::time::timeout(SYNC_INTERVAL, changes.changed()).await {
                 // The store is gone: nothing more will be announced.
@@ -366,7 +364,19 @@ impl Registry {
                 return;
             };
             let _in_order = registry.persisting.lock().await;
-            registry.take_stored().await;
+            // Said once per outage, not every half second.
+            match registry.take_stored().await {
+                Ok(()) if cut_off => {
+                    tracing::info!("the deployment records can be read again");
+                    cut_off = false;
+                }
+                Ok(()) => {}
+                Err(e) if !cut_off => {
+                    tracing::warn!("cannot read the deployment records: {e}; serving as before");
+                    cut_off = true;
+                }
+                Err(_) => {}
+            }
         }
     }
 
