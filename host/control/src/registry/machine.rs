@@ -647,10 +647,14 @@ impl<V: Deployable> Deployments<V> {
         } else {
             deployment.traffic.clone()
         };
+        // Why this host cannot serve each version the record names, if it cannot.
         let missing: Vec<String> = wanted
             .iter()
-            .filter(|(v, _)| book.loaded(v).is_none())
-            .map(|(v, _)| v.to_string())
+            .filter_map(|(v, _)| match book.versions.get(v) {
+                Some(VersionEntry::Loaded(_)) => None,
+                Some(VersionEntry::Rejected(why)) => Some(format!("{v} (refused here: {why})")),
+                None => Some(format!("{v} (not loaded here)")),
+            })
             .collect();
         if missing.is_empty() {
             let entries: Vec<(Arc<V>, u32)> = wanted
@@ -665,7 +669,7 @@ impl<V: Deployable> Deployments<V> {
             book.disagreement = None;
         } else {
             book.disagreement = Some(format!(
-                "the cluster serves {}, which this host has not loaded",
+                "the cluster serves {}; this host serves what it has",
                 missing.join(", ")
             ));
         }

@@ -757,16 +757,36 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
     assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
     assert_eq!(
         book.disagreement.as_deref(),
-        Some("the cluster serves 2.0.0, which this host has not loaded")
+        Some("the cluster serves 2.0.0 (not loaded here); this host serves what it has")
     );
     assert_eq!(book.generation, 7);
+
+    // A version this host refused: the reason shows.
+    let refused = Refusal::Load {
+        reason: "not a component".into(),
+    };
+    here.offer(
+        5,
+        "goods",
+        Activation::Auto,
+        ver("2.0.0"),
+        VersionEntry::Rejected(refused),
+    )
+    .unwrap_err();
+    assert!(here.adopt("goods", stored(&there, "goods", 8)));
+    assert_eq!(
+        here.book("goods").unwrap().disagreement.as_deref(),
+        Some(
+            "the cluster serves 2.0.0 (refused here: not a component); this host serves what it has"
+        )
+    );
 
     // Back to what it has: it agrees again.
     there
         .activate(8, "goods", &ver("1.0.0"), Cause::Admin)
         .unwrap();
     there.fail_over(9, &v2, failing());
-    assert!(here.adopt("goods", stored(&there, "goods", 8)));
+    assert!(here.adopt("goods", stored(&there, "goods", 9)));
     let book = here.book("goods").unwrap();
     assert_eq!(book.disagreement, None);
     assert_eq!(book.failed, there.book("goods").unwrap().failed);
