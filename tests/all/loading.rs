@@ -137,3 +137,22 @@ async fn admin_lists_services_versions_interfaces_and_instances() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.error().contains("nope"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn plain_exports_a_toolchain_leaves_are_no_service_interface() {
+    let site = Site::new();
+    for name in ["alpha", "beta"] {
+        site.install(name, "1.0.0", &component("toolchain_export"));
+    }
+    let host = site.start();
+    for name in ["alpha", "beta"] {
+        assert_eq!(
+            host.active(name).await,
+            "1.0.0",
+            "{}",
+            host.service(name).await
+        );
+        let reply = host.get(&format!("/{name}/")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+}

@@ -25,6 +25,7 @@ mod exercised_by {
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as pong;
     pub(crate) use crate::limits::limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy as faulty;
     pub(crate) use crate::limits::orders_keep_being_accepted_after_a_panicking_goods_fails_over as goods_panic;
+    pub(crate) use crate::loading::plain_exports_a_toolchain_leaves_are_no_service_interface as toolchain_export;
     pub(crate) use crate::shop::shop_flow_walks_every_order_transition as goods;
     pub(crate) use crate::shop::shop_flow_walks_every_order_transition as users;
     pub(crate) use crate::shop::shop_flow_walks_every_order_transition as orders;

@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "cycle",
     "pong",
     "self-import",
+    "toolchain-export",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

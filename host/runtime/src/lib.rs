@@ -192,6 +192,10 @@ pub enum Provider {
     Platform,
     /// Another service.
     Service,
+    /// The component itself: a plain name, not an `ns:pkg/iface`
+    /// interface, which a guest toolchain leaves in what it builds (such as
+    /// componentize-py's `init` and `exports`). Never another service's.
+    Toolchain,
 }
 
 /// One interface a component imports or exports.
@@ -212,7 +216,9 @@ pub struct FunctionUse {
 impl InterfaceUse {
     pub fn provider(&self) -> Provider {
         let name = self.name.as_str();
-        if platform::INTERFACES.contains(&name) || platform::ENTRY_POINTS.contains(&name) {
+        if !name.contains(':') {
+            Provider::Toolchain
+        } else if platform::INTERFACES.contains(&name) || platform::ENTRY_POINTS.contains(&name) {
             Provider::Platform
         } else if WASI_SYSTEM_PREFIXES
             .iter()
@@ -595,4 +601,35 @@ fn is_out_of_hostcall_fuel(error: &anyhow::Error) -> bool {
     error
         .chain()
         .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InterfaceUse, Provider};
+
+    fn provider(name: &str) -> Provider {
+        InterfaceUse {
+            name: name.to_string(),
+            functions: Vec::new(),
+            uses_resources: false,
+        }
+        .provider()
+    }
+
+    #[test]
+    fn names_say_who_provides_an_interface() {
+        assert_eq!(provider("switchyard:shop/catalog@1.0.0"), Provider::Service);
+        assert_eq!(
+            provider("switchyard:platform/handler@0.1.0"),
+            Provider::Platform
+        );
+        assert_eq!(
+            provider("wasi:keyvalue/store@0.2.0-draft"),
+            Provider::Platform
+        );
+        assert_eq!(provider("wasi:io/streams@0.2.6"), Provider::WasiSystem);
+        // What toolchains leave: plain names, never another service's.
+        assert_eq!(provider("init"), Provider::Toolchain);
+        assert_eq!(provider("exports"), Provider::Toolchain);
+    }
 }
