@@ -460,14 +460,8 @@ fn an_unreachable_store_stops_the_host_at_start_with_the_reason() {
     let site = Site::shop();
     let started = Instant::now();
     // A port nothing listens on.
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("serve")
-        .arg("--services")
-        .arg(site.services())
-        .arg("--data")
-        .arg(site.data())
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--store", "postgres://postgres:secret@127.0.0.1:9/shop"])
+    let out = site
+        .serve_command(&["--store", "postgres://postgres:secret@127.0.0.1:9/shop"])
         .output()
         .unwrap();
     assert!(!out.status.success());

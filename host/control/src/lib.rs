@@ -23,6 +23,7 @@ pub mod files;
 pub mod loader;
 pub mod metrics;
 pub mod node;
+mod outage;
 pub mod recovery;
 pub mod registry;
 pub mod watcher;

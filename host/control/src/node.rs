@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::outage::Outage;
 use crate::registry::{Registry, ServiceReport};
 use switchyard_store::NodeStore;
 
@@ -46,24 +47,13 @@ pub struct NodeView {
 
 /// Report `node` to `store` every [`HEARTBEAT`], until the registry is gone.
 pub async fn beat(node: Node, registry: Weak<Registry>, store: Arc<dyn NodeStore>) {
-    let mut failing = false;
+    let mut outage = Outage::new("send the heartbeat");
     loop {
         let Some(report) = registry.upgrade().map(|r| r.node_report()) else {
             return;
         };
         let report = serde_json::to_string(&report).expect("a report serialises");
-        match store.heartbeat(&node.id, &node.address, &report).await {
-            Ok(()) if failing => {
-                tracing::info!("heartbeats reach the store again");
-                failing = false;
-            }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                tracing::warn!("cannot send the heartbeat: {e}");
-                failing = true;
-            }
-            Err(_) => {}
-        }
+        outage.note(store.heartbeat(&node.id, &node.address, &report).await);
         tokio::time::sleep(HEARTBEAT).await;
     }
 }

@@ -35,15 +35,13 @@ pub enum Location {
 impl Location {
     /// `postgres://…` or `postgresql://…` names a PostgreSQL database;
     /// `sqlite:DIR` the embedded store in DIR; anything else is refused.
-    pub fn parse(text: &str) -> Result<Location, String> {
+    pub fn parse(text: &str) -> Result<Location, NotAStore> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             Ok(Location::Postgres(text.to_string()))
         } else if let Some(dir) = text.strip_prefix("sqlite:") {
             Ok(Location::Sqlite(PathBuf::from(dir).join(SQLITE_FILE)))
         } else {
-            Err(format!(
-                "{text:?} is not a store: give postgres://USER@HOST:PORT/DB or sqlite:DIR"
-            ))
+            Err(NotAStore(text.to_string()))
         }
     }
 
@@ -52,6 +50,11 @@ impl Location {
         Location::Sqlite(dir.join(SQLITE_FILE))
     }
 }
+
+/// A `--store` that names no store.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a store: give postgres://USER@HOST:PORT/DB or sqlite:DIR")]
+pub struct NotAStore(pub String);
 
 /// The embedded store's file name in its directory.
 const SQLITE_FILE: &str = "store.sqlite";

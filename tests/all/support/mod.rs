@@ -87,17 +87,26 @@ impl Site {
         self.start_with(&[])
     }
 
-    /// Start the host on a free port with extra command-line arguments.
-    pub fn start_with(&self, args: &[&str]) -> Host {
-        let log = std::fs::File::create(self.dir.path().join("host.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+    /// `switchyard serve` over this site's folders on a free port, with
+    /// extra command-line arguments; not started.
+    pub fn serve_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
             .arg("serve")
             .arg("--services")
             .arg(self.services())
             .arg("--data")
             .arg(self.data())
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        command
+    }
+
+    /// Start the host on a free port with extra command-line arguments.
+    pub fn start_with(&self, args: &[&str]) -> Host {
+        let log = std::fs::File::create(self.dir.path().join("host.log")).unwrap();
+        let mut child = self
+            .serve_command(args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -76,21 +76,22 @@ pub async fn fresh(test: &str) -> Option<TestDatabase> {
 
 /// `url` with its database replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|j| start + j))
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{name}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
+    let server = server_span(url);
+    let options = url[server.end..]
+        .find('?')
+        .map_or("", |i| &url[server.end + i..]);
+    format!("{}/{name}{options}", &url[..server.end])
+}
+
+/// Where in `url` its server (`host:port`) is: after the scheme and the
+/// user, before the database and the options.
+fn server_span(url: &str) -> std::ops::Range<usize> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    start..end
 }
 
 impl Drop for TestDatabase {
@@ -130,7 +131,7 @@ pub struct Proxy {
 impl Proxy {
     /// A relay to the server of `url`.
     pub async fn to(url: &str) -> Proxy {
-        let upstream = authority(url).to_string();
+        let upstream = url[server_span(url)].to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -162,7 +163,13 @@ impl Proxy {
 
     /// `url` with its server replaced by this relay.
     pub fn url(&self, url: &str) -> String {
-        url.replacen(authority(url), &self.addr.to_string(), 1)
+        let server = server_span(url);
+        format!(
+            "{}{}{}",
+            &url[..server.start],
+            self.addr,
+            &url[server.end..]
+        )
     }
 
     /// Close every connection, and every new one at once, until restored.
@@ -185,24 +192,19 @@ impl Drop for Proxy {
     }
 }
 
-/// The `host:port` of `url` (after the user, before the database).
-fn authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
-    rest.split(['/', '?']).next().unwrap_or(rest)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{authority, with_database};
+    use super::{server_span, with_database};
 
     #[test]
     fn the_server_is_between_the_user_and_the_database() {
+        let server = |url: &'static str| &url[server_span(url)];
         assert_eq!(
-            authority("postgres://postgres@127.0.0.1:5432/test"),
+            server("postgres://postgres@127.0.0.1:5432/test"),
             "127.0.0.1:5432"
         );
-        assert_eq!(authority("postgres://u:p@h:1?x=y"), "h:1");
+        assert_eq!(server("postgres://u:p@h:1?x=y"), "h:1");
+        assert_eq!(server("postgres://h:1/db"), "h:1");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::balance::{HashKey, InstancePool};
 use crate::loader::ComponentKind;
+use crate::outage::Outage;
 use switchyard_runtime::{CallError, InterfaceUse, Provider};
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
@@ -354,7 +355,8 @@ impl Registry {
         let Some(mut changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
             return;
         };
-        let mut cut_off = false;
+        // Said once per outage, not every half second.
+        let mut outage = Outage::new("read the deployment records");
         loop {
             if let Ok(Err(_)) = tokio::time::timeout(SYNC_INTERVAL, changes.changed()).await {
                 // The store is gone: nothing more will be announced.
@@ -364,19 +366,7 @@ impl Registry {
                 return;
             };
             let _in_order = registry.persisting.lock().await;
-            // Said once per outage, not every half second.
-            match registry.take_stored().await {
-                Ok(()) if cut_off => {
-                    tracing::info!("the deployment records can be read again");
-                    cut_off = false;
-                }
-                Ok(()) => {}
-                Err(e) if !cut_off => {
-                    tracing::warn!("cannot read the deployment records: {e}; serving as before");
-                    cut_off = true;
-                }
-                Err(_) => {}
-            }
+            outage.note(registry.take_stored().await);
         }
     }
 
