@@ -9,7 +9,7 @@ LISTEN     ?= 127.0.0.1:8080
 # The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
 GUESTS     := goods users orders
 # Components only the tests use, built from tests/fixtures/.
-FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export
+FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
                switchyard-runtime switchyard-platform switchyard-store

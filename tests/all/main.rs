@@ -9,6 +9,7 @@ mod support;
 mod cluster;
 mod hardening;
 mod in_process;
+mod kinds;
 mod limits;
 mod loading;
 mod operations;
@@ -21,6 +22,8 @@ mod swap;
 /// the build (see `foreach_component!` below).
 mod exercised_by {
     pub(crate) use crate::hardening::a_service_importing_what_it_exports_is_refused_for_that_reason as self_import;
+    pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as tax;
+    pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as till;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as cycle;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as pong;
     pub(crate) use crate::limits::limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy as faulty;

@@ -192,7 +192,7 @@ pub(crate) async fn bad_components_are_refused_with_a_reason_while_the_old_versi
         (
             "2.0.4",
             b"\0asm\x0d\0\x01\0".to_vec(),
-            vec!["does not export switchyard:platform/handler"],
+            vec!["exports neither switchyard:platform/handler"],
         ),
         (
             "3.0.0",

@@ -25,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "pong",
     "self-import",
     "toolchain-export",
+    "tax",
+    "till",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

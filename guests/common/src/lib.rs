@@ -74,10 +74,11 @@ macro_rules! service_bindings {
 
 /// Generate bindings for a test fixture in `tests/fixtures/<name>`, from where
 /// the WIT folder is `../../../wit`: the platform packages are on the path, and
-/// `$options` says the rest (`world: ...` or `inline: ...`, with a trailing comma).
+/// `$options` says the rest (`world: ...` or `inline: ...`, with a trailing comma),
+/// after `wit: [...],` naming more WIT folders if the fixture needs them.
 #[macro_export]
 macro_rules! fixture_bindings {
-    ($($options:tt)*) => {
+    (wit: [$($wit:literal),* $(,)?], $($options:tt)*) => {
         wit_bindgen::generate!({
             $($options)*
             path: [
@@ -85,9 +86,13 @@ macro_rules! fixture_bindings {
                 "../../../wit/deps/config",
                 "../../../wit/deps/logging",
                 "../../../wit/platform",
+                $($wit),*
             ],
             generate_all,
         });
+    };
+    ($($options:tt)*) => {
+        $crate::fixture_bindings!(wit: [], $($options)*);
     };
 }
 

@@ -34,9 +34,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
 use crate::registry::Registry;
-use switchyard_platform::{Platform, ServiceBindingsPre, handler};
+use switchyard_platform::{Platform, handler};
 use switchyard_runtime::{
-    BoxFuture, CallError, Limits, LiveInstance, Runtime, ServiceCalls, ServiceState,
+    BoxFuture, CallError, Limits, Linked, LiveInstance, Runtime, ServiceCalls,
 };
 
 /// Builds the [`Platform`] context for each new instance of one version.
@@ -106,7 +106,7 @@ struct Slot {
 /// The instances of one version.
 pub struct InstancePool {
     runtime: Arc<Runtime>,
-    pre: ServiceBindingsPre<ServiceState>,
+    linked: Linked,
     platform: PlatformFactory,
     exports: HashMap<(String, String), ComponentExportIndex>,
     policy: PoolPolicy,
@@ -125,7 +125,7 @@ pub struct InstancePool {
 impl InstancePool {
     pub fn new(
         runtime: Arc<Runtime>,
-        pre: ServiceBindingsPre<ServiceState>,
+        linked: Linked,
         platform: PlatformFactory,
         exports: HashMap<(String, String), ComponentExportIndex>,
         policy: PoolPolicy,
@@ -139,7 +139,7 @@ impl InstancePool {
             .collect();
         InstancePool {
             runtime,
-            pre,
+            linked,
             platform,
             exports,
             policy,
@@ -191,7 +191,7 @@ impl InstancePool {
     pub async fn try_start(&self) -> Result<()> {
         let instance = self
             .runtime
-            .instantiate(&self.pre, (self.platform)(), self.policy.limits)
+            .instantiate(&self.linked, (self.platform)(), self.policy.limits)
             .await?;
         drop(instance);
         Ok(())
@@ -296,7 +296,7 @@ impl InstancePool {
         if guard.is_none() {
             let created = self
                 .runtime
-                .instantiate(&self.pre, (self.platform)(), self.policy.limits)
+                .instantiate(&self.linked, (self.platform)(), self.policy.limits)
                 .await;
             match created {
                 Ok(instance) => {

@@ -10,6 +10,7 @@
 //! - [`watcher`]: noticing files added, replaced or removed while serving.
 //! - [`recovery`]: letting services finish or undo work a crash left
 //!   half-done.
+//! - [`rpc`]: how exported functions are addressed over HTTP.
 //! - [`files`]: reading what sits in the services folder without ever
 //!   blocking on a pipe, a device or an endless file.
 //! - [`node`]: this host as a node of a cluster: its heartbeat.
@@ -26,4 +27,5 @@ pub mod node;
 mod outage;
 pub mod recovery;
 pub mod registry;
+pub mod rpc;
 pub mod watcher;

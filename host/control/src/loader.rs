@@ -29,20 +29,27 @@ use tokio::sync::watch;
 
 /// What shape of component a version is, which decides how the gateway runs
 /// requests on it (one executor per kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ComponentKind {
     /// Exports `switchyard:platform/handler`: a request record in, a
     /// response record out.
     Handler,
+    /// Exports typed interfaces and no HTTP entry point: a library other
+    /// services import (and clients call over `/rpc`).
+    Interfaces,
 }
 
 impl ComponentKind {
     /// The kind of a component that exports `exports`, if it is a service.
     pub fn of(exports: &[InterfaceUse]) -> Option<ComponentKind> {
-        exports
-            .iter()
-            .any(|e| e.name == HANDLER_INTERFACE)
-            .then_some(ComponentKind::Handler)
+        if exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
+            Some(ComponentKind::Handler)
+        } else if exports.iter().any(|e| e.provider() == Provider::Service) {
+            Some(ComponentKind::Interfaces)
+        } else {
+            None
+        }
     }
 }
 
@@ -55,7 +62,7 @@ pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 const MAX_SETTINGS_BYTES: usize = 64 << 10;
 
 /// Route prefixes the gateway keeps for itself.
-const RESERVED_NAMES: [&str; 4] = ["admin", "healthz", "readyz", "metrics"];
+const RESERVED_NAMES: [&str; 5] = ["admin", "healthz", "readyz", "metrics", "rpc"];
 
 /// What loading needs from the rest of the host.
 pub struct Loader {
@@ -537,8 +544,9 @@ impl Loader {
         let exports = self.runtime.exports(component);
         let Some(kind) = ComponentKind::of(&exports) else {
             bail!(
-                "does not export {HANDLER_INTERFACE}: a service must target the \
-                 switchyard:platform/service world"
+                "exports neither {HANDLER_INTERFACE} nor a typed interface of its own: \
+                 a service targets the switchyard:platform/service world, or exports \
+                 interfaces for other services to import"
             );
         };
         let crossing = imports

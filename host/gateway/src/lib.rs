@@ -5,7 +5,9 @@
 //!
 //! Thin by design: it picks the version (the registry's answer) and hands
 //! the request to the executor for that version's kind of component
-//! ([`executor`]), and maps host-side failures to JSON errors. It holds no
+//! ([`executor`]), or, under `/rpc/<service>/...`, to the executor that calls
+//! its exported functions with JSON; and maps host-side failures to JSON
+//! errors. It holds no
 //! business logic and no state of its own beyond its limits.
 //!
 //! - [`server`]: the listening socket: connection limits and timeouts.
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,10 +33,13 @@ use serde_json::json;
 use tracing::Instrument;
 
 pub use executor::INSTANCE_HEADER;
+use executor::handler::Handler;
+use executor::rpc::Rpc;
 use http::set_header;
 pub use http::{ApiError, error, read_body_in_time};
 use switchyard_control::loader::ComponentKind;
 use switchyard_control::registry::{LoadedVersion, Registry};
+use switchyard_control::rpc::{self, RPC_PREFIX};
 use telemetry::Telemetry;
 
 /// Headers naming the service and version that answered.
@@ -48,6 +54,16 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// A request still running after this gets a 504; its instance is discarded.
     pub request_timeout: Duration,
+}
+
+impl Gateway {
+    /// A request body within the gateway's size limit and timeout, or the
+    /// answer that refuses it.
+    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+        read_body_in_time(self.request_timeout, body, headers, self.max_body_bytes)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 /// The gateway's routes, with `admin` mounted next to them.
@@ -160,7 +176,11 @@ async fn route_to_service(
     request: Request,
 ) -> (Response, Option<Arc<LoadedVersion>>) {
     let path = request.uri().path().to_string();
-    let (name, rest) = split_service(&path);
+    let (mut name, mut rest) = split_service(&path);
+    let rpc = name == RPC_PREFIX;
+    if rpc {
+        (name, rest) = split_service(rest);
+    }
     let Some(service) = gateway.registry.get(name) else {
         let response = error(StatusCode::NOT_FOUND, format!("no service named {name:?}"));
         return (response, None);
@@ -174,16 +194,21 @@ async fn route_to_service(
         return (response, None);
     };
     let mut response = match version.kind {
-        ComponentKind::Handler => {
-            executor::run(
-                &executor::handler::Handler,
-                gateway,
-                &version,
-                rest,
-                request,
-            )
-            .await
-        }
+        _ if rpc => executor::run(&Rpc, gateway, &version, rest, request).await,
+        ComponentKind::Handler => executor::run(&Handler, gateway, &version, rest, request).await,
+        ComponentKind::Interfaces => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "service {name} {} has no HTTP handler: it exports only typed interfaces ({}), \
+                 which other services import and clients call with \
+                 POST /{RPC_PREFIX}/{name}/<interface>/<function>",
+                version.version,
+                rpc::callable(&version.exports)
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     };
     set_header(response.headers_mut(), SERVICE_HEADER, &version.service);
     set_header(

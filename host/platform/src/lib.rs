@@ -41,7 +41,7 @@ mod bindings {
 }
 
 pub use bindings::exports::switchyard::platform::handler;
-pub use bindings::{Service as ServiceBindings, ServicePre as ServiceBindingsPre};
+pub use bindings::{Service as ServiceBindings, ServiceIndices as HandlerIndices};
 
 use bindings::switchyard::platform::keyvalue_cas;
 use bindings::wasi::config::store as config;

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentExportIndex, Instance, Linker, ResourceTable, Val};
+use wasmtime::component::{
+    Component, ComponentExportIndex, Instance, InstancePre, Linker, ResourceTable,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
     UpdateDeadline,
@@ -28,7 +30,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use switchyard_platform::{
-    self as platform, Platform, PlatformView, ServiceBindings, ServiceBindingsPre, handler,
+    self as platform, HandlerIndices, Platform, PlatformView, ServiceBindings, handler,
 };
 
 /// How often the epoch advances. Every tick, a running guest yields to the async
@@ -65,6 +67,8 @@ const WASI_SYSTEM_PREFIXES: [&str; 6] = [
     "wasi:sockets/",
 ];
 
+pub mod json;
+pub use wasmtime::component::Val;
 mod signature;
 pub use signature::{Signature, WitType};
 
@@ -376,12 +380,8 @@ impl Runtime {
 
     /// Link `component`: platform and WASI imports to the host, every other
     /// imported interface to `calls`. Fails when an import cannot be satisfied
-    /// or the component does not export a well-typed handler.
-    pub fn link(
-        &self,
-        component: &Component,
-        calls: Arc<dyn ServiceCalls>,
-    ) -> Result<ServiceBindingsPre<ServiceState>> {
+    /// or the component exports a handler of the wrong type.
+    pub fn link(&self, component: &Component, calls: Arc<dyn ServiceCalls>) -> Result<Linked> {
         let mut linker = self.base_linker.clone();
         for import in self.imports(component) {
             if import.provider() != Provider::Service {
@@ -416,12 +416,17 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| anyhow!("{e:#}"))?;
-        ServiceBindingsPre::new(pre).map_err(|e| {
-            anyhow!(
-                "does not export a usable {}: {e:#}",
-                platform::HANDLER_INTERFACE
-            )
-        })
+        let handler = component
+            .get_export_index(None, platform::HANDLER_INTERFACE)
+            .map(|_| HandlerIndices::new(&pre))
+            .transpose()
+            .map_err(|e| {
+                anyhow!(
+                    "does not export a usable {}: {e:#}",
+                    platform::HANDLER_INTERFACE
+                )
+            })?;
+        Ok(Linked { pre, handler })
     }
 
     /// Where each exported function of `interfaces` lives in `component`.
@@ -447,7 +452,7 @@ impl Runtime {
     /// A fresh instance, with its own store, acting for `platform.service`.
     pub async fn instantiate(
         &self,
-        pre: &ServiceBindingsPre<ServiceState>,
+        linked: &Linked,
         platform: Platform,
         limits: Limits,
     ) -> Result<LiveInstance> {
@@ -483,13 +488,32 @@ impl Runtime {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-        let bindings = ServiceBindings::new(&mut store, &instance)?;
+        let instance = linked.pre.instantiate_async(&mut store).await?;
+        let handler = linked
+            .handler
+            .as_ref()
+            .map(|indices| indices.load(&mut store, &instance))
+            .transpose()?;
         Ok(LiveInstance {
             store,
             instance,
-            bindings,
+            handler,
         })
+    }
+}
+
+/// A component linked to the host, ready to instantiate.
+pub struct Linked {
+    pre: InstancePre<ServiceState>,
+    /// Where its HTTP handler is, if it exports one (an interface-only
+    /// service does not).
+    handler: Option<HandlerIndices>,
+}
+
+impl Linked {
+    /// Whether the component exports the platform handler.
+    pub fn has_handler(&self) -> bool {
+        self.handler.is_some()
     }
 }
 
@@ -530,7 +554,8 @@ fn is_core_module(bytes: &[u8]) -> bool {
 pub struct LiveInstance {
     store: Store<ServiceState>,
     instance: Instance,
-    bindings: ServiceBindings,
+    /// Its HTTP handler, if it exports one.
+    handler: Option<ServiceBindings>,
 }
 
 impl LiveInstance {
@@ -539,12 +564,15 @@ impl LiveInstance {
         &mut self,
         request: &handler::Request,
     ) -> Result<handler::Response, CallError> {
+        let Some(bindings) = &self.handler else {
+            return Err(CallError::Trap(anyhow!(
+                "exports no {}",
+                platform::HANDLER_INTERFACE
+            )));
+        };
+        let handler = bindings.switchyard_platform_handler().clone();
         self.begin(0);
-        let outcome = self
-            .bindings
-            .switchyard_platform_handler()
-            .call_handle(&mut self.store, request)
-            .await;
+        let outcome = handler.call_handle(&mut self.store, request).await;
         self.finish(outcome)
     }
 

@@ -32,6 +32,7 @@ use tokio::sync::broadcast;
 use crate::balance::{HashKey, InstancePool};
 use crate::loader::ComponentKind;
 use crate::outage::Outage;
+use crate::rpc;
 use switchyard_runtime::{CallError, InterfaceUse, Provider};
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
@@ -603,6 +604,7 @@ impl Registry {
             .map(|(version, entry)| match entry {
                 model::VersionEntry::Loaded(v) => VersionView {
                     version: version.to_string(),
+                    kind: Some(v.kind),
                     state: if routing.routes_to(v) {
                         VersionState::Active
                     } else if v.pool.leased() > 0 {
@@ -624,6 +626,7 @@ impl Registry {
                 },
                 model::VersionEntry::Rejected(reason) => VersionView {
                     version: version.to_string(),
+                    kind: None,
                     state: VersionState::Rejected,
                     reason: Some(reason.to_string()),
                     refusal: Some(reason.clone()),
@@ -646,6 +649,18 @@ impl Registry {
             traffic: routing.weights().map(|(v, w)| (v.to_string(), w)).collect(),
             instances: versions.iter().map(|v| v.instances).sum(),
             exports: active.map_or_else(Vec::new, |v| names(&mut v.exports.iter())),
+            functions: active.map_or_else(Vec::new, |v| {
+                rpc::callable(&v.exports)
+                    .flat_map(|interface| {
+                        interface.functions.iter().map(|function| FunctionView {
+                            interface: interface.name.clone(),
+                            function: function.name.clone(),
+                            signature: function.signature.to_string(),
+                            rpc: rpc::path_of(name, &v.exports, &interface.name, &function.name),
+                        })
+                    })
+                    .collect()
+            }),
             imports: active.map_or_else(Vec::new, |v| {
                 names(
                     &mut v
@@ -680,6 +695,9 @@ pub struct ServiceView {
     pub traffic: BTreeMap<String, u32>,
     pub versions: Vec<VersionView>,
     pub exports: Vec<String>,
+    /// The functions of the active version's interfaces, which other
+    /// services and `POST /rpc/...` can call.
+    pub functions: Vec<FunctionView>,
     pub imports: Vec<String>,
     pub instances: usize,
     /// Newest first.
@@ -714,6 +732,9 @@ pub struct ServiceReport {
 #[derive(Serialize)]
 pub struct VersionView {
     pub version: String,
+    /// Its kind of component (none when it is rejected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ComponentKind>,
     pub state: VersionState,
     /// Why it is rejected or failed, as a sentence.
     pub reason: Option<String>,
@@ -727,6 +748,17 @@ pub struct VersionView {
     pub requests: u64,
     pub errors: u64,
     pub instances: usize,
+}
+
+/// One exported function, as the admin view lists it.
+#[derive(Serialize)]
+pub struct FunctionView {
+    pub interface: String,
+    pub function: String,
+    /// Its WIT type, as `func(id: string) -> option<...>`.
+    pub signature: String,
+    /// The path that calls it with JSON.
+    pub rpc: String,
 }
 
 #[derive(Serialize)]

@@ -5,11 +5,11 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::Executor;
 use crate::Gateway;
-use crate::http::{error, read_body_in_time};
+use crate::http::error;
 use switchyard_control::balance::Lease;
 use switchyard_control::registry::LoadedVersion;
 use switchyard_platform::handler;
@@ -24,18 +24,12 @@ impl Executor for Handler {
     async fn prepare(
         &self,
         gateway: &Gateway,
+        _version: &LoadedVersion,
         path: &str,
         request: Request,
     ) -> Result<handler::Request, Response> {
         let (parts, body) = request.into_parts();
-        let body = read_body_in_time(
-            gateway.request_timeout,
-            body,
-            &parts.headers,
-            gateway.max_body_bytes,
-        )
-        .await
-        .map_err(IntoResponse::into_response)?;
+        let body = gateway.read_body(&parts.headers, body).await?;
         Ok(handler::Request {
             method: parts.method.as_str().to_string(),
             path: path.to_string(),

@@ -4,9 +4,11 @@
 //! after a trap, failures turned into answers), around an [`Executor`] that
 //! knows its kind of component: how the request goes in and the answer
 //! comes out. One executor per kind, one file each: [`handler`] for
-//! components exporting `switchyard:platform/handler`.
+//! components exporting `switchyard:platform/handler`; and [`rpc`] for calls
+//! to exported functions with JSON, which any kind with interfaces takes.
 
 pub mod handler;
+pub mod rpc;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,10 +33,12 @@ pub trait Executor: Send + Sync {
     type Call: Send + Sync;
 
     /// Read what the call needs from `request` (`path` is what follows the
-    /// service's name), or answer at once (a body too large, too slow).
+    /// service's name) for `version`, or answer at once (a body too large,
+    /// too slow; nothing there to call).
     fn prepare(
         &self,
         gateway: &Gateway,
+        version: &LoadedVersion,
         path: &str,
         request: Request,
     ) -> impl Future<Output = Result<Self::Call, Response>> + Send;
@@ -67,7 +71,7 @@ pub async fn run<E: Executor>(
     path: &str,
     request: Request,
 ) -> Response {
-    let call = match executor.prepare(gateway, path, request).await {
+    let call = match executor.prepare(gateway, version, path, request).await {
         Ok(call) => call,
         Err(refusal) => return refusal,
     };
