@@ -6,10 +6,12 @@ CARGO      ?= cargo
 SERVICES   ?= services
 DATA       ?= data
 LISTEN     ?= 127.0.0.1:8080
-# The shop's services, built from guests/ and installed as services/<name>/<version>.wasm.
+# The shop's services, built from guests/ and installed as services/<name>/<version>.wasm:
+# in Rust, then reviews in Python and wishlist in JavaScript.
 GUESTS     := goods users orders
+FOREIGN_GUESTS := reviews wishlist
 # Components only the tests use, built from tests/fixtures/.
-FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till
+FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
                switchyard-runtime switchyard-platform switchyard-store
@@ -17,14 +19,22 @@ HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control
 # script, which the tests depend on; its files end up here.
 WASM_DIR   := target/wasm/wasm32-wasip2/release/components
 
-.PHONY: build run test bench setup build-guests build-host install-services lint
+# Pinned toolchains for the Python and JavaScript guests, installed into the
+# build folder (a venv, a local node_modules), never system-wide.
+TOOLS                    := target/tools
+COMPONENTIZE_PY_VERSION  := 0.25.1
+COMPONENTIZE_QJS_VERSION := 0.4.5
+COMPONENTIZE_PY          := $(TOOLS)/python/bin/componentize-py
+COMPONENTIZE_QJS         := $(TOOLS)/js/node_modules/.bin/componentize-qjs
+
+.PHONY: build run test bench setup tools build-guests build-host install-services lint
 
 build: build-host install-services
 
 run: build
 	./target/release/switchyard serve --services $(SERVICES) --data $(DATA) --listen $(LISTEN)
 
-test: setup
+test: setup tools
 	@$(PG_CHECK)
 	$(CARGO) test --release $(addprefix -p ,$(HOST_CRATES)) -p guest-common -p users -p test-pg
 	@$(PG_CHECK)
@@ -47,7 +57,7 @@ bench: setup
 	$(CARGO) build --release -p switchyard --example native_goods
 	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster
 
-lint: setup
+lint: setup tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release $(addprefix -p ,$(HOST_CRATES)) --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES)) -- -D warnings
@@ -56,7 +66,20 @@ setup:
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 1; }
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-build-guests: setup
+tools: $(COMPONENTIZE_PY) $(COMPONENTIZE_QJS)
+
+$(COMPONENTIZE_PY):
+	@command -v python3 >/dev/null || { echo "python3 is missing: it builds the Python guests"; exit 1; }
+	rm -rf $(TOOLS)/python
+	python3 -m venv $(TOOLS)/python
+	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+$(COMPONENTIZE_QJS):
+	@command -v npm >/dev/null || { echo "npm is missing: it builds the JavaScript guests"; exit 1; }
+	mkdir -p $(TOOLS)/js
+	cd $(TOOLS)/js && npm install --silent --no-audit --no-fund --save-exact componentize-qjs@$(COMPONENTIZE_QJS_VERSION)
+
+build-guests: setup tools
 	$(CARGO) build --release -p test-artifacts
 
 build-host: setup
@@ -65,8 +88,9 @@ build-host: setup
 # Install each shop service under the version its crate declares; an existing
 # file of that version is left alone, so that `make run` never rewrites history.
 install-services: build-guests
-	@for g in $(GUESTS); do \
-	  v=$$(sed -n 's/^version = "\(.*\)"/\1/p' guests/$$g/Cargo.toml | head -1); \
+	@for g in $(GUESTS) $(FOREIGN_GUESTS); do \
+	  v=$$(cat guests/$$g/Cargo.toml guests/$$g/pyproject.toml 2>/dev/null | sed -n 's/^version = "\(.*\)"/\1/p' | head -1); \
+	  [ -n "$$v" ] || v=$$(sed -n 's/^  "version": "\(.*\)",/\1/p' guests/$$g/package.json | head -1); \
 	  mkdir -p $(SERVICES)/$$g; \
 	  if [ ! -e $(SERVICES)/$$g/$$v.wasm ]; then \
 	    cp $(WASM_DIR)/$$g.wasm $(SERVICES)/$$g/$$v.wasm.tmp && mv $(SERVICES)/$$g/$$v.wasm.tmp $(SERVICES)/$$g/$$v.wasm; \

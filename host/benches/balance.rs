@@ -76,7 +76,9 @@ async fn instantiation_time() -> serde_json::Value {
     let component = runtime
         .compile(&std::fs::read(component("faulty")).unwrap())
         .unwrap();
-    let pre = runtime.link(&component, Arc::new(NoCalls)).unwrap();
+    let pre = runtime
+        .link(&component, Arc::new(NoCalls), Default::default())
+        .unwrap();
     let data = tempfile::tempdir().unwrap();
     let store: Arc<SqliteStore> =
         Arc::new(SqliteStore::open(&data.path().join("kv.sqlite")).unwrap());

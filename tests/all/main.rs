@@ -10,12 +10,14 @@ mod cluster;
 mod hardening;
 mod in_process;
 mod kinds;
+mod languages;
 mod limits;
 mod loading;
 mod operations;
 mod shop;
 mod storage;
 mod swap;
+mod wasi_http;
 
 /// For every component the tests build, the test that puts it through its
 /// paces. A component added to `test-artifacts` without a line here fails
@@ -24,6 +26,8 @@ mod exercised_by {
     pub(crate) use crate::hardening::a_service_importing_what_it_exports_is_refused_for_that_reason as self_import;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as tax;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as till;
+    pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as reviews;
+    pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as wishlist;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as cycle;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as pong;
     pub(crate) use crate::limits::limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy as faulty;
@@ -35,6 +39,7 @@ mod exercised_by {
     pub(crate) use crate::storage::a_service_cannot_read_or_overwrite_another_services_keys as kv_probe;
     pub(crate) use crate::swap::a_traffic_split_sends_each_version_its_share as goods_v2;
     pub(crate) use crate::swap::bad_components_are_refused_with_a_reason_while_the_old_version_serves as goods_broken;
+    pub(crate) use crate::wasi_http::a_wasi_http_service_streams_a_gib_each_way_in_bounded_memory as streamer;
 }
 
 macro_rules! exercised {

@@ -27,7 +27,27 @@ const PACKAGES: &[&str] = &[
     "toolchain-export",
     "tax",
     "till",
+    "streamer",
 ];
+
+/// Guests in other languages: each folder under `guests/`, its toolchain
+/// (installed into `target/tools` by `make tools`), and its world.
+const FOREIGN: &[(&str, Toolchain, &str)] = &[
+    ("reviews", Toolchain::Python, "switchyard:shop/reviews"),
+    (
+        "wishlist",
+        Toolchain::JavaScript,
+        "switchyard:shop/wishlist",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Toolchain {
+    /// componentize-py: `app.py` defines the exports.
+    Python,
+    /// componentize-qjs (QuickJS), synchronous ABI: `app.js` exports them.
+    JavaScript,
+}
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -47,7 +67,11 @@ fn main() {
     let mut names = String::new();
     let mut list = String::new();
     build(&root, &target_dir, PACKAGES);
-    for package in PACKAGES {
+    let wit = assemble_wit(&root);
+    for (name, toolchain, world) in FOREIGN {
+        build_foreign(&root, &wit, name, *toolchain, world, &built);
+    }
+    for package in PACKAGES.iter().chain(FOREIGN.iter().map(|(name, ..)| name)) {
         let name = package.replace('-', "_");
         let file = out.join(format!("{name}.wasm"));
         std::fs::copy(built.join(format!("{name}.wasm")), &file)
@@ -88,6 +112,88 @@ fn build(root: &Path, target_dir: &Path, packages: &[&str]) {
     assert!(
         status.success(),
         "building the components for {TARGET} failed"
+    );
+}
+
+/// The one WIT folder the guest toolchains take, assembled at `target/wit`:
+/// the shop's package at the top, what it uses (the platform, wasi:keyvalue,
+/// wasi:config, wasi:logging) under `deps/`.
+fn assemble_wit(root: &Path) -> PathBuf {
+    let wit = root.join("target/wit");
+    let _ = std::fs::remove_dir_all(&wit);
+    let copy_wit_files = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wit") {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy_wit_files(&root.join("wit/shop"), &wit);
+    copy_wit_files(&root.join("wit/platform"), &wit.join("deps/platform"));
+    for dep in ["keyvalue", "config", "logging"] {
+        copy_wit_files(
+            &root.join("wit/deps").join(dep),
+            &wit.join("deps").join(dep),
+        );
+    }
+    wit
+}
+
+/// Build the guest in `guests/<name>` with its toolchain into `out/<name>.wasm`.
+fn build_foreign(
+    root: &Path,
+    wit: &Path,
+    name: &str,
+    toolchain: Toolchain,
+    world: &str,
+    out: &Path,
+) {
+    let source = root.join("guests").join(name);
+    let output = out.join(format!("{name}.wasm"));
+    let (tool, mut command) = match toolchain {
+        Toolchain::Python => {
+            let tool = root.join("target/tools/python/bin/componentize-py");
+            // From a copy of the sources: the tool leaves __pycache__ behind.
+            let copy = out.join(format!("{name}-src"));
+            let _ = std::fs::remove_dir_all(&copy);
+            std::fs::create_dir_all(&copy).unwrap();
+            std::fs::copy(source.join("app.py"), copy.join("app.py")).unwrap();
+            let mut command = Command::new(&tool);
+            command
+                .arg("-d")
+                .arg(wit)
+                .args(["-w", world, "componentize", "app", "-p"])
+                .arg(&copy)
+                .arg("-o")
+                .arg(&output);
+            (tool, command)
+        }
+        Toolchain::JavaScript => {
+            let tool = root.join("target/tools/js/node_modules/.bin/componentize-qjs");
+            let mut command = Command::new(&tool);
+            command
+                .arg("--wit")
+                .arg(wit)
+                .arg("--js")
+                .arg(source.join("app.js"))
+                .args(["--world", world, "--sync", "-o"])
+                .arg(&output);
+            (tool, command)
+        }
+    };
+    assert!(
+        tool.exists(),
+        "{} is missing: `make tools` installs it (`make test` and `make run` do)",
+        tool.display()
+    );
+    let result = command.output().expect("the guest toolchain runs");
+    assert!(
+        result.status.success(),
+        "building guests/{name} failed:\n{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
     );
 }
 

@@ -36,7 +36,8 @@ use wasmtime::component::{ComponentExportIndex, Val};
 use crate::registry::Registry;
 use switchyard_platform::{Platform, handler};
 use switchyard_runtime::{
-    BoxFuture, CallError, Limits, Linked, LiveInstance, Runtime, ServiceCalls,
+    BoxFuture, CallError, HttpResponder, IncomingBody, Limits, Linked, LiveInstance, Runtime,
+    ServiceCalls,
 };
 
 /// Builds the [`Platform`] context for each new instance of one version.
@@ -369,15 +370,16 @@ impl HashKey {
         }
     }
 
-    /// The hash of this request's key, if it has one.
-    pub fn of(&self, request: &handler::Request) -> Option<u64> {
+    /// The hash of the key of a request for `path` (below the service),
+    /// whose header of a (lower-case) name `header` gives, if it has one.
+    pub fn of<'a>(
+        &self,
+        path: &'a str,
+        header: impl FnOnce(&str) -> Option<&'a str>,
+    ) -> Option<u64> {
         let value = match self {
-            HashKey::Header(name) => request
-                .headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str()),
-            HashKey::PathSegment(n) => request.path.split('/').filter(|s| !s.is_empty()).nth(n - 1),
+            HashKey::Header(name) => header(name),
+            HashKey::PathSegment(n) => path.split('/').filter(|s| !s.is_empty()).nth(n - 1),
         }?;
         let mut h = DefaultHasher::new();
         value.hash(&mut h);
@@ -415,6 +417,19 @@ impl Lease {
         let response = self.instance().handle(request).await?;
         self.reusable = true;
         Ok(response)
+    }
+
+    /// Hand `request` to the instance's `wasi:http` handler (see
+    /// [`LiveInstance::handle_http`]).
+    pub async fn handle_http(
+        &mut self,
+        request: http::Request<IncomingBody>,
+        respond: HttpResponder,
+    ) -> Result<(), CallError> {
+        self.reusable = false;
+        self.instance().handle_http(request, respond).await?;
+        self.reusable = true;
+        Ok(())
     }
 
     pub async fn call_export(

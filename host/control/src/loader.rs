@@ -23,7 +23,10 @@ use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
 use switchyard_platform::{HANDLER_INTERFACE, Platform};
-use switchyard_runtime::{InterfaceUse, Limits, MEMORY_CEILING, Provider, Runtime};
+use switchyard_runtime::outbound::AllowedHosts;
+use switchyard_runtime::{
+    InterfaceUse, Limits, MEMORY_CEILING, Provider, Runtime, WASI_HTTP_HANDLER,
+};
 use switchyard_store::{ComponentStore, KeyValueStore, MAX_VALUE_CEILING, Quota, SharedVersion};
 use tokio::sync::watch;
 
@@ -35,6 +38,9 @@ pub enum ComponentKind {
     /// Exports `switchyard:platform/handler`: a request record in, a
     /// response record out.
     Handler,
+    /// Exports `wasi:http/incoming-handler` (the `wasi:http/proxy` world
+    /// other hosts run): requests and responses stream both ways.
+    WasiHttp,
     /// Exports typed interfaces and no HTTP entry point: a library other
     /// services import (and clients call over `/rpc`).
     Interfaces,
@@ -45,6 +51,11 @@ impl ComponentKind {
     pub fn of(exports: &[InterfaceUse]) -> Option<ComponentKind> {
         if exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
             Some(ComponentKind::Handler)
+        } else if exports
+            .iter()
+            .any(|e| e.name.starts_with(WASI_HTTP_HANDLER))
+        {
+            Some(ComponentKind::WasiHttp)
         } else if exports.iter().any(|e| e.provider() == Provider::Service) {
             Some(ComponentKind::Interfaces)
         } else {
@@ -98,6 +109,17 @@ pub struct ServiceSettings {
     pub storage: Quota,
     /// Values the service reads through `wasi:config/store`.
     pub config: BTreeMap<String, String>,
+    /// `[outbound]`: where the service's outgoing HTTP may go.
+    pub outbound: OutboundSettings,
+}
+
+/// `[outbound]`: outgoing HTTP (`wasi:http/outgoing-handler`) is denied
+/// except to these hosts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSettings {
+    /// `host:port`, or `host` for the scheme's default port; `*` for any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Why a `service.toml` could not be used.
@@ -544,9 +566,9 @@ impl Loader {
         let exports = self.runtime.exports(component);
         let Some(kind) = ComponentKind::of(&exports) else {
             bail!(
-                "exports neither {HANDLER_INTERFACE} nor a typed interface of its own: \
-                 a service targets the switchyard:platform/service world, or exports \
-                 interfaces for other services to import"
+                "exports neither {HANDLER_INTERFACE}, wasi:http/incoming-handler nor a \
+                 typed interface of its own: a service targets the switchyard:platform/service \
+                 or wasi:http/proxy world, or exports interfaces for other services to import"
             );
         };
         let crossing = imports
@@ -564,7 +586,9 @@ impl Loader {
         let links = Arc::new(ServiceLinks {
             registry: Arc::downgrade(&self.registry),
         });
-        let pre = self.runtime.link(component, links)?;
+        let allowed = AllowedHosts::parse(&settings.outbound.allowed_hosts)
+            .map_err(|e| anyhow::anyhow!("services/{service}/service.toml: [outbound] {e}"))?;
+        let pre = self.runtime.link(component, links, allowed)?;
         let export_indices = self.runtime.export_indices(component, &exports);
 
         let policy = settings

@@ -35,6 +35,7 @@ use tracing::Instrument;
 pub use executor::INSTANCE_HEADER;
 use executor::handler::Handler;
 use executor::rpc::Rpc;
+use executor::wasi_http::WasiHttp;
 use http::set_header;
 pub use http::{ApiError, error, read_body_in_time};
 use switchyard_control::loader::ComponentKind;
@@ -196,6 +197,7 @@ async fn route_to_service(
     let mut response = match version.kind {
         _ if rpc => executor::run(&Rpc, gateway, &version, rest, request).await,
         ComponentKind::Handler => executor::run(&Handler, gateway, &version, rest, request).await,
+        ComponentKind::WasiHttp => executor::run(&WasiHttp, gateway, &version, rest, request).await,
         ComponentKind::Interfaces => error(
             StatusCode::NOT_FOUND,
             format!(

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
@@ -28,6 +29,13 @@ use wasmtime::{
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use guest_output::{GuestOutput, OutputBudget};
+use outbound::{AllowedHosts, Outbound};
 
 use switchyard_platform::{
     self as platform, HandlerIndices, Platform, PlatformView, ServiceBindings, handler,
@@ -57,17 +65,26 @@ pub const MAX_CALL_DATA: usize = 128 << 20;
 pub const POOLED_INSTANCES: u32 = 256;
 
 /// Interfaces the guest's standard library imports and wasmtime-wasi provides,
-/// configured below so that they reach nothing outside the instance.
-const WASI_SYSTEM_PREFIXES: [&str; 6] = [
+/// configured below so that they reach nothing outside the instance; and
+/// `wasi:http`, which wasmtime-wasi-http provides (outgoing requests only to
+/// the hosts a service allows: [`outbound`]).
+const WASI_SYSTEM_PREFIXES: [&str; 7] = [
     "wasi:cli/",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
     "wasi:filesystem/",
     "wasi:sockets/",
+    "wasi:http/",
 ];
 
+/// The export of a component that serves HTTP the standard way
+/// (`wasi:http/proxy`): its name, at any 0.2 version, starts with this.
+pub const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
+
+mod guest_output;
 pub mod json;
+pub mod outbound;
 pub use wasmtime::component::Val;
 mod signature;
 pub use signature::{Signature, WitType};
@@ -141,6 +158,10 @@ pub struct DependencyFailure {
 pub struct ServiceState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+    /// What the call in progress may still write to stdout and stderr.
+    output_budget: OutputBudget,
     platform: Platform,
     limits: Limits,
     /// When the call in progress must end.
@@ -178,6 +199,16 @@ impl WasiView for ServiceState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ServiceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -277,6 +308,7 @@ impl Runtime {
 
         let mut base_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut base_linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut base_linker)?;
         platform::add_to_linker(&mut base_linker, platform_view)?;
         Ok(Runtime {
             engine,
@@ -379,9 +411,15 @@ impl Runtime {
     }
 
     /// Link `component`: platform and WASI imports to the host, every other
-    /// imported interface to `calls`. Fails when an import cannot be satisfied
-    /// or the component exports a handler of the wrong type.
-    pub fn link(&self, component: &Component, calls: Arc<dyn ServiceCalls>) -> Result<Linked> {
+    /// imported interface to `calls`, outgoing HTTP to the `allowed` hosts.
+    /// Fails when an import cannot be satisfied or the component exports a
+    /// handler of the wrong type.
+    pub fn link(
+        &self,
+        component: &Component,
+        calls: Arc<dyn ServiceCalls>,
+        allowed: AllowedHosts,
+    ) -> Result<Linked> {
         let mut linker = self.base_linker.clone();
         for import in self.imports(component) {
             if import.provider() != Provider::Service {
@@ -426,7 +464,20 @@ impl Runtime {
                     platform::HANDLER_INTERFACE
                 )
             })?;
-        Ok(Linked { pre, handler })
+        let exports_wasi_http = self
+            .exports(component)
+            .iter()
+            .any(|e| e.name.starts_with(WASI_HTTP_HANDLER));
+        let proxy = exports_wasi_http
+            .then(|| ProxyIndices::new(&pre))
+            .transpose()
+            .map_err(|e| anyhow!("does not export a usable wasi:http/incoming-handler: {e:#}"))?;
+        Ok(Linked {
+            pre,
+            handler,
+            proxy,
+            allowed,
+        })
     }
 
     /// Where each exported function of `interfaces` lives in `component`.
@@ -457,15 +508,34 @@ impl Runtime {
         limits: Limits,
     ) -> Result<LiveInstance> {
         // Deliberately empty: no preopened directories, no environment, no
-        // arguments, no sockets. Only clocks and random reach the host.
+        // arguments, no sockets. Only clocks and random reach the host, and
+        // stdout and stderr reach its log.
+        let output_budget = OutputBudget::default();
+        let output = |stream| {
+            GuestOutput::new(
+                &platform.service,
+                &platform.version,
+                stream,
+                output_budget.clone(),
+            )
+        };
         let wasi = WasiCtx::builder()
+            .stdout(output("stdout"))
+            .stderr(output("stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let outbound = Outbound {
+            service: platform.service.clone(),
+            allowed: linked.allowed.clone(),
+        };
         let state = ServiceState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound,
+            output_budget,
             platform,
             limits,
             deadline: None,
@@ -494,10 +564,16 @@ impl Runtime {
             .as_ref()
             .map(|indices| indices.load(&mut store, &instance))
             .transpose()?;
+        let proxy = linked
+            .proxy
+            .as_ref()
+            .map(|indices| indices.load(&mut store, &instance))
+            .transpose()?;
         Ok(LiveInstance {
             store,
             instance,
             handler,
+            proxy,
         })
     }
 }
@@ -508,6 +584,10 @@ pub struct Linked {
     /// Where its HTTP handler is, if it exports one (an interface-only
     /// service does not).
     handler: Option<HandlerIndices>,
+    /// Where its `wasi:http` handler is, if it exports one.
+    proxy: Option<ProxyIndices>,
+    /// Where its outgoing HTTP may go.
+    allowed: AllowedHosts,
 }
 
 impl Linked {
@@ -556,7 +636,27 @@ pub struct LiveInstance {
     instance: Instance,
     /// Its HTTP handler, if it exports one.
     handler: Option<ServiceBindings>,
+    /// Its `wasi:http` handler, if it exports one.
+    proxy: Option<Proxy>,
 }
+
+/// A request body as a `wasi:http` guest reads it (see [`incoming_body`]).
+pub type IncomingBody = wasmtime_wasi_http::p2::body::HyperIncomingBody;
+
+/// `body`, streamed, as a `wasi:http` guest reads it.
+pub fn incoming_body<B>(body: B) -> IncomingBody
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    body.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+        .boxed_unsync()
+}
+
+/// Where a `wasi:http` guest's response goes, as soon as it sets it (the
+/// guest may go on writing the body after that).
+pub type HttpResponder =
+    tokio::sync::oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
 
 impl LiveInstance {
     /// Hand one HTTP request to the guest's handler.
@@ -573,6 +673,32 @@ impl LiveInstance {
         let handler = bindings.switchyard_platform_handler().clone();
         self.begin(0);
         let outcome = handler.call_handle(&mut self.store, request).await;
+        self.finish(outcome)
+    }
+
+    /// Hand one HTTP request to the guest's `wasi:http` handler. Its
+    /// response goes to `respond` when the guest sets it; this returns when
+    /// the guest's handler returns (after writing the body, usually).
+    pub async fn handle_http(
+        &mut self,
+        request: http::Request<IncomingBody>,
+        respond: HttpResponder,
+    ) -> Result<(), CallError> {
+        let Some(proxy) = &self.proxy else {
+            return Err(CallError::Trap(anyhow!(
+                "exports no wasi:http/incoming-handler"
+            )));
+        };
+        let handler = proxy.wasi_http_incoming_handler().clone();
+        let mut http = self.store.data_mut().http();
+        let prepared = http
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|request| Ok((request, http.new_response_outparam(respond)?)));
+        let (request, response) = prepared.map_err(|e| CallError::Trap(e.into()))?;
+        self.begin(0);
+        let outcome = handler
+            .call_handle(&mut self.store, request, response)
+            .await;
         self.finish(outcome)
     }
 
@@ -598,6 +724,7 @@ impl LiveInstance {
         state.deadline = Some(Instant::now() + state.limits.deadline);
         state.depth = depth;
         state.platform.begin_call();
+        state.output_budget.refill();
         state.timed_out = false;
         state.out_of_memory = false;
     }

@@ -156,13 +156,6 @@ impl Deployable for LoadedVersion {
 impl LoadedVersion {
     /// Count one call served (an HTTP request, or a call from another service),
     /// and whether it failed on the service's side (see [`CallError`]).
-    fn record(&self, failed: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Note a failure of this version's own (not of a service it called);
     /// true when it crosses the failover threshold.
     fn failed(&self) -> bool {
@@ -473,8 +466,17 @@ impl Registry {
     /// its own failures cross the threshold while it serves, traffic moves to
     /// the previous good version.
     pub async fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
-        version.record(failure.is_some());
-        let Some(failure) = failure else { return };
+        version.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(failure) = failure {
+            self.report_late(version, failure).await;
+        }
+    }
+
+    /// A call already reported as answered failed after all: a streamed
+    /// response cut short by a trap or the deadline. Counted as an error of
+    /// that request, and it may fail over like any failure.
+    pub async fn report_late(&self, version: &Arc<LoadedVersion>, failure: &CallError) {
+        version.errors.fetch_add(1, Ordering::Relaxed);
         crate::metrics::call_failed(&version.service, &version.version.to_string(), failure);
         let own = match failure {
             CallError::Trap(_)

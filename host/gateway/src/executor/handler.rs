@@ -2,6 +2,8 @@
 //! the request, body read in full, goes in as one record; the answer comes
 //! back as one record, checked before it is passed on.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -49,7 +51,13 @@ impl Executor for Handler {
     }
 
     fn hash_key(&self, version: &LoadedVersion, call: &handler::Request) -> Option<u64> {
-        version.hash_key.as_ref().and_then(|k| k.of(call))
+        let header = |name: &str| {
+            call.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        version.hash_key.as_ref()?.of(&call.path, header)
     }
 
     fn is_read(&self, call: &handler::Request) -> bool {
@@ -58,8 +66,9 @@ impl Executor for Handler {
 
     async fn call(
         &self,
-        version: &LoadedVersion,
-        lease: &mut Lease,
+        _gateway: &Gateway,
+        version: &Arc<LoadedVersion>,
+        mut lease: Lease,
         call: &handler::Request,
     ) -> Result<Response, CallError> {
         let response = lease.handle(call).await?;

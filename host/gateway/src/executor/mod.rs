@@ -4,11 +4,13 @@
 //! after a trap, failures turned into answers), around an [`Executor`] that
 //! knows its kind of component: how the request goes in and the answer
 //! comes out. One executor per kind, one file each: [`handler`] for
-//! components exporting `switchyard:platform/handler`; and [`rpc`] for calls
+//! components exporting `switchyard:platform/handler`, [`wasi_http`] for
+//! those exporting `wasi:http/incoming-handler`; and [`rpc`] for calls
 //! to exported functions with JSON, which any kind with interfaces takes.
 
 pub mod handler;
 pub mod rpc;
+pub mod wasi_http;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,11 +51,14 @@ pub trait Executor: Send + Sync {
     /// Whether `call` may run again after a trap (it changes nothing).
     fn is_read(&self, call: &Self::Call) -> bool;
 
-    /// Run `call` on the leased instance, and give the HTTP answer.
+    /// Run `call` on the leased instance, and give the HTTP answer. The
+    /// lease goes back to the pool when dropped: at the end of the call, or
+    /// later when the answer streams.
     fn call(
         &self,
-        version: &LoadedVersion,
-        lease: &mut Lease,
+        gateway: &Gateway,
+        version: &Arc<LoadedVersion>,
+        lease: Lease,
         call: &Self::Call,
     ) -> impl Future<Output = Result<Response, CallError>> + Send;
 }
@@ -62,6 +67,18 @@ pub trait Executor: Send + Sync {
 /// interruption, the host stops waiting this much later: a backstop for a call
 /// stuck in the host (waiting on another service) rather than in the guest.
 const BACKSTOP: Duration = Duration::from_millis(100);
+
+/// `running`'s outcome, or a timeout once it has run `deadline` and the
+/// backstop past it.
+pub(crate) async fn within_deadline<T>(
+    deadline: Duration,
+    running: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(deadline + BACKSTOP, running).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(CallError::Timeout(deadline)),
+    }
+}
 
 /// `request` answered by `version`, through `executor`.
 pub async fn run<E: Executor>(
@@ -80,7 +97,7 @@ pub async fn run<E: Executor>(
     // A trap on a read is retried once, on a fresh instance: reads are safe to repeat.
     let mut retries_left = usize::from(executor.is_read(&call));
     loop {
-        let mut lease = match version.pool.acquire(key).await {
+        let lease = match version.pool.acquire(key).await {
             Ok(lease) => lease,
             Err(busy @ (AcquireError::Busy { .. } | AcquireError::QueueFull(..))) => {
                 let mut response = error(
@@ -99,13 +116,8 @@ pub async fn run<E: Executor>(
             }
         };
         let slot = lease.slot();
-        let backstop = policy.limits.deadline + BACKSTOP;
-        let running = executor.call(version, &mut lease, &call);
-        let outcome = match tokio::time::timeout(backstop, running).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(CallError::Timeout(policy.limits.deadline)),
-        };
-        drop(lease);
+        let running = executor.call(gateway, version, lease, &call);
+        let outcome = within_deadline(policy.limits.deadline, running).await;
         gateway
             .registry
             .report(version, outcome.as_ref().err())

@@ -8,6 +8,8 @@
 //! Addressing is [`switchyard_control::rpc`]'s, the JSON mapping is
 //! [`switchyard_runtime::json`]'s; this file only joins them to HTTP.
 
+use std::sync::Arc;
+
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -119,8 +121,9 @@ impl Executor for Rpc {
 
     async fn call(
         &self,
-        _version: &LoadedVersion,
-        lease: &mut Lease,
+        _gateway: &Gateway,
+        _version: &Arc<LoadedVersion>,
+        mut lease: Lease,
         call: &RpcCall,
     ) -> Result<Response, CallError> {
         let mut results = vec![Val::Bool(false); usize::from(call.returns)];

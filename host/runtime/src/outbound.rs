@@ -1,0 +1,136 @@
+//! Outgoing HTTP from guests (`wasi:http/outgoing-handler`): denied unless
+//! the service's `service.toml` allows the host (`[outbound] allowed_hosts`).
+//!
+//! It owns the rule of where a request may go and nothing else: sending is
+//! wasmtime-wasi-http's, the list comes from the service's settings.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// The hosts one service may send HTTP requests to, each `host:port`, or
+/// `host` for the scheme's default port (80, or 443 for https); `*` allows
+/// any. Empty (the default): none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedHosts(Arc<[String]>);
+
+impl AllowedHosts {
+    /// The list from a service's settings, each entry checked.
+    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
+        for entry in entries {
+            let malformed = entry.is_empty()
+                || entry.contains("://")
+                || entry.contains(['/', '?', '#', '@', ' '])
+                || (entry != "*" && entry.parse::<http::uri::Authority>().is_err());
+            if malformed {
+                return Err(format!(
+                    "allowed_hosts entry {entry:?} is not a host or host:port \
+                     (like \"api.example.com\" or \"127.0.0.1:9000\", or \"*\" for any)"
+                ));
+            }
+        }
+        Ok(AllowedHosts(
+            entries.iter().map(|e| e.to_lowercase()).collect(),
+        ))
+    }
+
+    /// Whether a request to `authority` over `https` (or not) may go.
+    pub fn allows(&self, authority: &http::uri::Authority, https: bool) -> bool {
+        let default_port = if https { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority.host().to_lowercase();
+        self.0.iter().any(|entry| {
+            entry == "*"
+                || entry.parse::<http::uri::Authority>().is_ok_and(|allowed| {
+                    allowed.host() == host && allowed.port_u16().unwrap_or(default_port) == port
+                })
+        })
+    }
+}
+
+/// The hooks wasmtime-wasi-http calls for one instance's outgoing requests.
+pub struct Outbound {
+    pub service: String,
+    pub allowed: AllowedHosts,
+}
+
+type Sent = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let allowed = uri
+            .authority()
+            .is_some_and(|authority| self.allowed.allows(authority, https));
+        if !allowed {
+            tracing::warn!(
+                service = %self.service,
+                "denied an outgoing request to {uri}: the host is not in [outbound] \
+                 allowed_hosts of services/{}/service.toml",
+                self.service
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    fn allows(entries: &[&str], authority: &str, https: bool) -> bool {
+        let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+        AllowedHosts::parse(&entries)
+            .unwrap()
+            .allows(&authority.parse().unwrap(), https)
+    }
+
+    #[test]
+    fn only_listed_hosts_and_ports_are_allowed() {
+        assert!(allows(&["127.0.0.1:9000"], "127.0.0.1:9000", false));
+        assert!(!allows(&["127.0.0.1:9000"], "127.0.0.1:9001", false));
+        assert!(!allows(&["127.0.0.1:9000"], "127.0.0.2:9000", false));
+        assert!(!allows(&[], "127.0.0.1:9000", false));
+        // No port: the scheme's default.
+        assert!(allows(&["api.example.com"], "API.example.com", true));
+        assert!(allows(&["api.example.com"], "api.example.com:443", true));
+        assert!(!allows(&["api.example.com"], "api.example.com:8443", true));
+        assert!(allows(&["api.example.com:80"], "api.example.com", false));
+        assert!(allows(&["*"], "anywhere:1", false));
+    }
+
+    #[test]
+    fn entries_that_are_not_hosts_are_refused() {
+        for bad in [
+            "",
+            "http://a.example",
+            "a.example/path",
+            "user@a.example",
+            "a b",
+        ] {
+            let error = AllowedHosts::parse(&[bad.to_string()]).unwrap_err();
+            assert!(error.contains("is not a host"), "{bad}: {error}");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Services written in Python (`guests/reviews`, built by componentize-py)
+//! and JavaScript (`guests/wishlist`, built by componentize-qjs) next to the
+//! Rust shop: each imports the catalog as orders does, and keeps its own
+//! data in the key-value store.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::{Site, component};
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn python_and_javascript_services_call_the_catalog_and_keep_data() {
+    let site = Site::shop();
+    site.install("reviews", "1.0.0", &component("reviews"));
+    site.install("wishlist", "1.0.0", &component("wishlist"));
+    let host = site.start();
+    let pen = host.add_goods("pen", 150, 10).await.str("id");
+
+    // Python.
+    let first = host
+        .post(
+            &format!("/reviews/{pen}"),
+            json!({"rating": 5, "text": "writes well"}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    assert_eq!(first.header("x-switchyard-service"), "reviews");
+    assert_eq!(
+        first.body,
+        json!({"id": 1, "goods_id": pen, "rating": 5, "text": "writes well"})
+    );
+    let second = host
+        .post(&format!("/reviews/{pen}"), json!({"rating": 2}))
+        .await;
+    assert_eq!(second.body["id"], 2);
+    let listed = host.get(&format!("/reviews/{pen}")).await;
+    assert_eq!(listed.body["average"], 3.5);
+    assert_eq!(listed.body["reviews"].as_array().unwrap().len(), 2);
+    let refusals = [
+        (
+            "/reviews/nope",
+            json!({"rating": 4}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no goods with id 'nope'",
+        ),
+        (
+            &*format!("/reviews/{pen}"),
+            json!({"rating": 9}),
+            StatusCode::BAD_REQUEST,
+            "rating must be",
+        ),
+        (
+            &*format!("/reviews/{pen}"),
+            json!({"stars": 4}),
+            StatusCode::BAD_REQUEST,
+            "unknown field 'stars'",
+        ),
+    ];
+    for (path, body, status, message) in refusals {
+        let refused = host.post(path, body).await;
+        assert_eq!(refused.status, status, "{refused:?}");
+        assert!(refused.error().contains(message), "{refused:?}");
+    }
+    let garbled = host.post_raw(&format!("/reviews/{pen}"), b"{oops").await;
+    assert_eq!(garbled.status, StatusCode::BAD_REQUEST, "{garbled:?}");
+
+    // JavaScript.
+    let wished = host.put(&format!("/wishlist/ana/{pen}"), json!({})).await;
+    assert_eq!(wished.status, StatusCode::OK, "{wished:?}");
+    assert_eq!(wished.header("x-switchyard-service"), "wishlist");
+    let again = host.put(&format!("/wishlist/ana/{pen}"), json!({})).await;
+    assert_eq!(again.body, json!({"user": "ana", "goods": [pen]}));
+    let unknown = host.put("/wishlist/ana/nope", json!({})).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(unknown.error(), "no goods with id \"nope\"");
+    let shown = host.get("/wishlist/ana").await;
+    assert_eq!(
+        shown.body,
+        json!({"user": "ana", "goods": [{"id": pen, "name": "pen", "price_cents": 150, "stock": 10}]})
+    );
+    let removed = host.delete(&format!("/wishlist/ana/{pen}")).await;
+    assert_eq!(removed.body, json!({"user": "ana", "goods": []}));
+    let wrong = host.post("/wishlist/ana", json!({})).await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    for name in ["reviews", "wishlist"] {
+        assert_eq!(host.service(name).await["versions"][0]["kind"], "handler");
+    }
+}
