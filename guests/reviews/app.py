@@ -4,6 +4,7 @@ of goods that exist.
 
     POST /reviews/{goods_id}  {"rating": 1..5, "text": "..."}  -> 201
     GET  /reviews/{goods_id}  -> {"goods_id", "reviews": [...], "average"}
+    GET  /reviews/            -> {"service": "reviews"}
 
 Built with componentize-py for the world switchyard:shop/reviews (see
 wit/shop/worlds.wit); `make` builds it into services/reviews/.
@@ -68,6 +69,8 @@ def show(goods_id):
 class Handler(exports.Handler):
     def handle(self, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
+        if not parts and request.method == "GET":
+            return reply(200, {"service": "reviews"})
         if len(parts) != 1:
             return refuse(404, f"no route for {request.method} {request.path}")
         if request.method == "POST":

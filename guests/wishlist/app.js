@@ -5,6 +5,7 @@
 //   PUT    /wishlist/{user}/{goods_id}  -> 200, the list
 //   DELETE /wishlist/{user}/{goods_id}  -> 200, the list
 //   GET    /wishlist/{user}             -> the goods as the catalog has them now
+//   GET    /wishlist/                   -> {"service": "wishlist"}
 //
 // Built with componentize-qjs for the world switchyard:shop/wishlist (see
 // wit/shop/worlds.wit); `make` builds it into services/wishlist/.
@@ -72,6 +73,9 @@ function save(bucket, user, list) {
 
 function route(request) {
   const parts = request.path.split('/').filter((p) => p.length > 0);
+  if (parts.length === 0 && request.method === 'GET') {
+    return reply(200, { service: 'wishlist' });
+  }
   const bucket = open('wishlists');
   if (parts.length === 1 && request.method === 'GET') {
     const user = parts[0];

@@ -12,7 +12,12 @@ use crate::support::{Site, component};
 pub(crate) async fn python_and_javascript_services_call_the_catalog_and_keep_data() {
     let site = Site::shop();
     site.install("reviews", "1.0.0", &component("reviews"));
+    // A second Python service: the toolchain's own exports are no interface
+    // two services could clash on.
+    site.install("critics", "1.0.0", &component("reviews"));
     site.install("wishlist", "1.0.0", &component("wishlist"));
+    // The same JavaScript, built for the component-model async ABI.
+    site.install("wishlist-async", "1.0.0", &component("wishlist_async"));
     let host = site.start();
     let pen = host.add_goods("pen", 150, 10).await.str("id");
 
@@ -63,6 +68,9 @@ pub(crate) async fn python_and_javascript_services_call_the_catalog_and_keep_dat
     }
     let garbled = host.post_raw(&format!("/reviews/{pen}"), b"{oops").await;
     assert_eq!(garbled.status, StatusCode::BAD_REQUEST, "{garbled:?}");
+    // Its own data: none of reviews'.
+    let critics = host.get(&format!("/critics/{pen}")).await;
+    assert_eq!(critics.body["reviews"], json!([]), "{critics:?}");
 
     // JavaScript.
     let wished = host.put(&format!("/wishlist/ana/{pen}"), json!({})).await;
@@ -85,5 +93,10 @@ pub(crate) async fn python_and_javascript_services_call_the_catalog_and_keep_dat
 
     for name in ["reviews", "wishlist"] {
         assert_eq!(host.service(name).await["versions"][0]["kind"], "handler");
+    }
+    let refused = host.service("wishlist-async").await;
+    let reason = refused["versions"][0]["reason"].as_str().unwrap();
+    for part in ["built for the component-model async ABI", "--sync"] {
+        assert!(reason.contains(part), "{part}: {reason}");
     }
 }

@@ -482,3 +482,22 @@ async fn after_a_storm_of_traps_and_timeouts_instances_and_memory_return_to_base
         "RSS grew from {baseline_rss} KiB to {rss} KiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_whose_memory_only_grows_is_replaced_before_its_limit() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[instances]\nmin = 1\nmax = 1\n[limits]\nmemory_mib = 8\n",
+    );
+    let host = site.start();
+    // Each call leaks 1 MiB: without recycling, the eighth or so would meet
+    // the limit.
+    for call in 0..24 {
+        let leaked = host.get("/faulty/leak?kib=1024").await;
+        assert_eq!(leaked.status, StatusCode::OK, "call {call}: {leaked:?}");
+    }
+    let faulty = host.service("faulty").await;
+    assert_eq!(faulty["versions"][0]["errors"], 0, "{faulty}");
+}

@@ -28,6 +28,7 @@ mod exercised_by {
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as till;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as reviews;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as wishlist;
+    pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as wishlist_async;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as cycle;
     pub(crate) use crate::limits::a_cycle_of_service_calls_ends_at_the_depth_limit as pong;
     pub(crate) use crate::limits::limits_stop_loops_hoarders_and_overflows_and_the_host_stays_healthy as faulty;

@@ -30,23 +30,47 @@ const PACKAGES: &[&str] = &[
     "streamer",
 ];
 
-/// Guests in other languages: each folder under `guests/`, its toolchain
-/// (installed into `target/tools` by `make tools`), and its world.
-const FOREIGN: &[(&str, Toolchain, &str)] = &[
-    ("reviews", Toolchain::Python, "switchyard:shop/reviews"),
-    (
-        "wishlist",
-        Toolchain::JavaScript,
-        "switchyard:shop/wishlist",
-    ),
+/// A component built from a guest in another language, by its toolchain
+/// (installed into `target/tools` by `make tools`).
+struct Foreign {
+    /// The component's name.
+    name: &'static str,
+    /// Its sources: `guests/<folder>`.
+    folder: &'static str,
+    toolchain: Toolchain,
+    world: &'static str,
+}
+
+const FOREIGN: &[Foreign] = &[
+    Foreign {
+        name: "reviews",
+        folder: "reviews",
+        toolchain: Toolchain::Python,
+        world: "switchyard:shop/reviews",
+    },
+    Foreign {
+        name: "wishlist",
+        folder: "wishlist",
+        toolchain: Toolchain::JavaScript { sync: true },
+        world: "switchyard:shop/wishlist",
+    },
+    // The same, built for the component-model async ABI, which the host
+    // refuses with a reason (a test fixture).
+    Foreign {
+        name: "wishlist-async",
+        folder: "wishlist",
+        toolchain: Toolchain::JavaScript { sync: false },
+        world: "switchyard:shop/wishlist",
+    },
 ];
 
 #[derive(Clone, Copy)]
 enum Toolchain {
     /// componentize-py: `app.py` defines the exports.
     Python,
-    /// componentize-qjs (QuickJS), synchronous ABI: `app.js` exports them.
-    JavaScript,
+    /// componentize-qjs (QuickJS): `app.js` exports them; `sync` for the
+    /// synchronous ABI.
+    JavaScript { sync: bool },
 }
 
 const TARGET: &str = "wasm32-wasip2";
@@ -68,10 +92,10 @@ fn main() {
     let mut list = String::new();
     build(&root, &target_dir, PACKAGES);
     let wit = assemble_wit(&root);
-    for (name, toolchain, world) in FOREIGN {
-        build_foreign(&root, &wit, name, *toolchain, world, &built);
+    for foreign in FOREIGN {
+        build_foreign(&root, &wit, foreign, &built);
     }
-    for package in PACKAGES.iter().chain(FOREIGN.iter().map(|(name, ..)| name)) {
+    for package in PACKAGES.iter().chain(FOREIGN.iter().map(|f| &f.name)) {
         let name = package.replace('-', "_");
         let file = out.join(format!("{name}.wasm"));
         std::fs::copy(built.join(format!("{name}.wasm")), &file)
@@ -142,17 +166,16 @@ fn assemble_wit(root: &Path) -> PathBuf {
 }
 
 /// Build the guest in `guests/<name>` with its toolchain into `out/<name>.wasm`.
-fn build_foreign(
-    root: &Path,
-    wit: &Path,
-    name: &str,
-    toolchain: Toolchain,
-    world: &str,
-    out: &Path,
-) {
-    let source = root.join("guests").join(name);
-    let output = out.join(format!("{name}.wasm"));
-    let (tool, mut command) = match toolchain {
+fn build_foreign(root: &Path, wit: &Path, foreign: &Foreign, out: &Path) {
+    let Foreign {
+        name,
+        folder,
+        toolchain,
+        world,
+    } = foreign;
+    let source = root.join("guests").join(folder);
+    let output = out.join(format!("{}.wasm", name.replace('-', "_")));
+    let (tool, mut command) = match *toolchain {
         Toolchain::Python => {
             let tool = root.join("target/tools/python/bin/componentize-py");
             // From a copy of the sources: the tool leaves __pycache__ behind.
@@ -170,7 +193,7 @@ fn build_foreign(
                 .arg(&output);
             (tool, command)
         }
-        Toolchain::JavaScript => {
+        Toolchain::JavaScript { sync } => {
             let tool = root.join("target/tools/js/node_modules/.bin/componentize-qjs");
             let mut command = Command::new(&tool);
             command
@@ -178,8 +201,11 @@ fn build_foreign(
                 .arg(wit)
                 .arg("--js")
                 .arg(source.join("app.js"))
-                .args(["--world", world, "--sync", "-o"])
+                .args(["--world", world, "-o"])
                 .arg(&output);
+            if sync {
+                command.arg("--sync");
+            }
             (tool, command)
         }
     };
@@ -191,7 +217,7 @@ fn build_foreign(
     let result = command.output().expect("the guest toolchain runs");
     assert!(
         result.status.success(),
-        "building guests/{name} failed:\n{}{}",
+        "building {name} from guests/{folder} failed:\n{}{}",
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );

@@ -415,7 +415,7 @@ impl Lease {
     ) -> Result<handler::Response, CallError> {
         self.reusable = false;
         let response = self.instance().handle(request).await?;
-        self.reusable = true;
+        self.ended_well();
         Ok(response)
     }
 
@@ -428,7 +428,7 @@ impl Lease {
     ) -> Result<(), CallError> {
         self.reusable = false;
         self.instance().handle_http(request, respond).await?;
-        self.reusable = true;
+        self.ended_well();
         Ok(())
     }
 
@@ -454,8 +454,17 @@ impl Lease {
         self.instance()
             .call_export(depth, &index, params, results)
             .await?;
-        self.reusable = true;
+        self.ended_well();
         Ok(())
+    }
+
+    /// The call ended cleanly: the instance may serve again, unless its
+    /// memory is near its limit (then a fresh one takes its place).
+    fn ended_well(&mut self) {
+        self.reusable = !self.instance().near_memory_limit();
+        if !self.reusable {
+            tracing::debug!("recycling an instance near its memory limit");
+        }
     }
 }
 

@@ -170,6 +170,8 @@ pub struct ServiceState {
     depth: u32,
     timed_out: bool,
     out_of_memory: bool,
+    /// The largest linear memory the instance has grown to.
+    memory_size: usize,
 }
 
 impl ResourceLimiter for ServiceState {
@@ -181,6 +183,9 @@ impl ResourceLimiter for ServiceState {
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.limits.memory_bytes;
         self.out_of_memory |= !allowed;
+        if allowed {
+            self.memory_size = self.memory_size.max(desired);
+        }
         Ok(allowed)
     }
 
@@ -280,9 +285,13 @@ impl Runtime {
     /// An engine with room for `instances` instances at once.
     pub fn new(instances: u32) -> Result<Runtime> {
         let mut pooling = PoolingAllocationConfig::new();
+        // Per component instance, room for what the guest toolchains build:
+        // core instances are one per core module (Rust 3, QuickJS 8,
+        // componentize-py 14), memories and tables at most 2 each. Unused
+        // room costs nothing for core instances, address space only for the rest.
         pooling
             .total_component_instances(instances)
-            .total_core_instances(instances * 4)
+            .total_core_instances(instances * 16)
             .total_memories(instances * 2)
             .total_tables(instances * 4)
             .total_stacks(instances)
@@ -370,7 +379,17 @@ impl Runtime {
         if is_core_module(bytes) {
             bail!("a core WebAssembly module, not a component (build for wasm32-wasip2)");
         }
-        Component::new(&self.engine, bytes).map_err(|e| anyhow!("not a valid component: {e:#}"))
+        Component::new(&self.engine, bytes).map_err(|e| {
+            let detail = format!("{e:#}");
+            if detail.contains("requires the component model async feature") {
+                anyhow!(
+                    "built for the component-model async ABI ({detail}), which this host does \
+                     not run: build it for the synchronous ABI (componentize-qjs --sync, say)"
+                )
+            } else {
+                anyhow!("not a valid component: {detail}")
+            }
+        })
     }
 
     /// The interfaces `component` imports.
@@ -542,6 +561,7 @@ impl Runtime {
             depth: 0,
             timed_out: false,
             out_of_memory: false,
+            memory_size: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
@@ -717,6 +737,14 @@ impl LiveInstance {
         self.begin(depth);
         let outcome = func.call_async(&mut self.store, params, results).await;
         self.finish(outcome)
+    }
+
+    /// Whether its memory has grown to within an eighth of its limit: a guest
+    /// whose heap only grows (some JavaScript engines' do) is better
+    /// replaced now than failing a call at the limit.
+    pub fn near_memory_limit(&self) -> bool {
+        let state = self.store.data();
+        state.memory_size >= state.limits.memory_bytes - state.limits.memory_bytes / 8
     }
 
     fn begin(&mut self, depth: u32) {

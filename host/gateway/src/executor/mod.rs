@@ -1,7 +1,7 @@
 //! Running an HTTP request on a version: what every kind of component has
 //! in common (an instance from the version's pool, the busy answer, the
 //! deadline's backstop, failures counted and reported, a read retried once
-//! after a trap, failures turned into answers), around an [`Executor`] that
+//! after a trap or running out of memory, failures turned into answers), around an [`Executor`] that
 //! knows its kind of component: how the request goes in and the answer
 //! comes out. One executor per kind, one file each: [`handler`] for
 //! components exporting `switchyard:platform/handler`, [`wasi_http`] for
@@ -94,7 +94,8 @@ pub async fn run<E: Executor>(
     };
     let key = executor.hash_key(version, &call);
     let policy = *version.pool.policy();
-    // A trap on a read is retried once, on a fresh instance: reads are safe to repeat.
+    // A read that trapped or ran out of memory is retried once, on a fresh
+    // instance: reads are safe to repeat.
     let mut retries_left = usize::from(executor.is_read(&call));
     loop {
         let lease = match version.pool.acquire(key).await {
@@ -127,9 +128,9 @@ pub async fn run<E: Executor>(
                 set_header(response.headers_mut(), INSTANCE_HEADER, &slot.to_string());
                 return response;
             }
-            Err(CallError::Trap(trap)) if retries_left > 0 => {
+            Err(failure @ (CallError::Trap(_) | CallError::OutOfMemory(_))) if retries_left > 0 => {
                 retries_left -= 1;
-                tracing::warn!(service = %version.service, version = %version.version, "retrying a read after a trap: {trap:#}");
+                tracing::warn!(service = %version.service, version = %version.version, "retrying a read on a fresh instance: {failure}");
             }
             Err(failure) => return failure_response(version, failure),
         }
