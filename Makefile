@@ -52,10 +52,10 @@ PG_CHECK = hp=$$(echo '$(TEST_PG)' | sed -E 's|^[a-z]+://([^@/]*@)?([^/?]*).*|\2
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
 # log is turned down to warnings while they run. wrk is the load generator.
-bench: setup
+bench: setup tools
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
 	$(CARGO) build --release -p switchyard --example native_goods
-	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster
+	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster --bench kinds
 
 lint: setup tools
 	$(CARGO) fmt --all -- --check

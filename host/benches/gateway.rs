@@ -19,87 +19,14 @@ mod support;
 mod measure;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Host, Site, component};
 
-use measure::write_report;
-
-/// wrk's settings: threads, connections, and seconds of warm-up and measure.
-const THREADS: &str = "2";
-const CONNECTIONS: &str = "16";
-const WARMUP: &str = "1s";
-const DURATION: &str = "5s";
-
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// A duration as wrk prints it (`812.00us`, `1.53ms`, `2.10s`), in ms.
-fn wrk_ms(text: &str) -> f64 {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        (text, f64::NAN)
-    };
-    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
-}
-
-/// Run wrk against `url` (warm-up first); req/s, p50, p99 and errors.
-fn wrk(url: &str, script: Option<&Path>) -> Value {
-    let run = |duration: &str| {
-        let mut command = Command::new("wrk");
-        command.args([
-            "-t",
-            THREADS,
-            "-c",
-            CONNECTIONS,
-            "-d",
-            duration,
-            "--latency",
-        ]);
-        if let Some(script) = script {
-            command.arg("-s").arg(script);
-        }
-        let output = command
-            .arg(url)
-            .output()
-            .expect("wrk runs (make bench installs it)");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    run(WARMUP);
-    let report = run(DURATION);
-    let field = |prefix: &str| {
-        report
-            .lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_string()))
-            .unwrap_or_default()
-    };
-    let non_2xx = field("Non-2xx or 3xx responses:")
-        .parse::<u64>()
-        .unwrap_or(0);
-    json!({
-        "rps": field("Requests/sec:").parse::<f64>().unwrap_or(f64::NAN),
-        "p50_ms": wrk_ms(&field("50%")),
-        "p99_ms": wrk_ms(&field("99%")),
-        "non_2xx": non_2xx,
-        "n": report
-            .lines()
-            .find_map(|l| l.trim().split_once(" requests in"))
-            .and_then(|(n, _)| n.parse::<u64>().ok()),
-    })
-}
+use measure::{CONNECTIONS, DURATION, THREADS, WARMUP, target_dir, write_report, wrk};
 
 /// Start the native baseline on the host's data; it and its address.
 fn start_native(data: &Path) -> (Child, String) {

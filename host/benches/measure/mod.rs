@@ -1,9 +1,12 @@
 //! What the benchmarks share: a closed-loop HTTP load against a real host,
-//! percentiles, and the JSON report under `target/bench/`.
+//! wrk for open-ended throughput, percentiles, and the JSON report under
+//! `target/bench/`.
 
 #![allow(dead_code)] // each benchmark uses its own subset
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +14,79 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::Host;
+
+/// wrk's settings: threads, connections, and seconds of warm-up and measure.
+pub const THREADS: &str = "2";
+pub const CONNECTIONS: &str = "16";
+pub const WARMUP: &str = "1s";
+pub const DURATION: &str = "5s";
+
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A duration as wrk prints it (`812.00us`, `1.53ms`, `2.10s`), in ms.
+fn wrk_ms(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (text, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+}
+
+/// Run wrk against `url` (warm-up first); req/s, p50, p99 and errors.
+pub fn wrk(url: &str, script: Option<&Path>) -> Value {
+    let run = |duration: &str| {
+        let mut command = Command::new("wrk");
+        command.args([
+            "-t",
+            THREADS,
+            "-c",
+            CONNECTIONS,
+            "-d",
+            duration,
+            "--latency",
+        ]);
+        if let Some(script) = script {
+            command.arg("-s").arg(script);
+        }
+        let output = command
+            .arg(url)
+            .output()
+            .expect("wrk runs (make bench installs it)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(WARMUP);
+    let report = run(DURATION);
+    let field = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let non_2xx = field("Non-2xx or 3xx responses:")
+        .parse::<u64>()
+        .unwrap_or(0);
+    json!({
+        "rps": field("Requests/sec:").parse::<f64>().unwrap_or(f64::NAN),
+        "p50_ms": wrk_ms(&field("50%")),
+        "p99_ms": wrk_ms(&field("99%")),
+        "non_2xx": non_2xx,
+        "n": report
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in"))
+            .and_then(|(n, _)| n.parse::<u64>().ok()),
+    })
+}
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
