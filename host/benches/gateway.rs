@@ -18,36 +18,14 @@ mod support;
 
 mod measure;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{Host, Site, component};
 
-use measure::{CONNECTIONS, DURATION, THREADS, WARMUP, target_dir, write_report, wrk};
-
-/// Start the native baseline on the host's data; it and its address.
-fn start_native(data: &Path) -> (Child, String) {
-    let binary = target_dir().join("release/examples/native_goods");
-    let mut child = Command::new(&binary)
-        .arg("--data")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} ({e}): make bench builds it", binary.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("native listening on ")
-        .unwrap()
-        .to_string();
-    (child, base)
-}
+use measure::{
+    CONNECTIONS, DURATION, THREADS, WARMUP, start_native, target_dir, write_report, wrk,
+};
 
 /// Mean cost of one service-to-service call: `calls?n=` with many and none.
 async fn service_call_cost(host: &Host) -> f64 {

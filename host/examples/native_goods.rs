@@ -1,7 +1,8 @@
 //! The benchmarks' stand-in for the physical limit: `GET /goods/{id}` served
 //! natively by axum, doing the same work as the goods service does inside
 //! Switchyard (the same SQLite read through the same store, the same JSON
-//! decoding and encoding), without WebAssembly or the gateway.
+//! decoding and encoding), without WebAssembly or the gateway. And
+//! `GET /hello`: `hello, world\n`, the least a server can do.
 //!
 //! `native_goods --data DIR --listen ADDR`; prints `native listening on http://ADDR`.
 
@@ -57,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteStore::open(&args.data.join("store.sqlite"))?);
     let app = Router::new()
         .route("/goods/{id}", get(goods))
+        .route("/hello", get(|| async { "hello, world\n" }))
         .with_state(store);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("native listening on http://{}", listener.local_addr()?);

@@ -40,6 +40,7 @@ mod exercised_by {
     pub(crate) use crate::storage::a_service_cannot_read_or_overwrite_another_services_keys as kv_probe;
     pub(crate) use crate::swap::a_traffic_split_sends_each_version_its_share as goods_v2;
     pub(crate) use crate::swap::bad_components_are_refused_with_a_reason_while_the_old_version_serves as goods_broken;
+    pub(crate) use crate::wasi_http::a_component_built_for_other_hosts_runs_unchanged as hello_http;
     pub(crate) use crate::wasi_http::a_wasi_http_service_streams_a_gib_each_way_in_bounded_memory as streamer;
 }
 

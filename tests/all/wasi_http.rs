@@ -277,3 +277,17 @@ pub(crate) async fn a_wasi_http_service_swaps_mid_stream_and_counts_its_failures
         host.service("streamer").await
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn a_component_built_for_other_hosts_runs_unchanged() {
+    // hello-http imports only what wasi:http/proxy gives: `wasmtime serve`
+    // runs the same file (the benchmarks compare the two on it).
+    let site = Site::new();
+    site.install("hello", "1.0.0", &component("hello_http"));
+    let host = site.start();
+    let url = format!("{}/hello/anything?at=all", host.base);
+    let response = host.client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "13");
+    assert_eq!(response.text().await.unwrap(), "hello, world\n");
+}

@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "tax",
     "till",
     "streamer",
+    "hello-http",
 ];
 
 /// A component built from a guest in another language, by its toolchain

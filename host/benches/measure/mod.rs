@@ -5,8 +5,9 @@
 #![allow(dead_code)] // each benchmark uses its own subset
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +45,29 @@ fn wrk_ms(text: &str) -> f64 {
 
 /// Run wrk against `url` (warm-up first); req/s, p50, p99 and errors.
 pub fn wrk(url: &str, script: Option<&Path>) -> Value {
+    wrk_server(url, script, None)
+}
+
+/// CPU time (user and system) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses:
+    // utime and stime are the 14th and 15th fields of the line.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = after
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // In clock ticks, which Linux reports at USER_HZ = 100 on every platform.
+    Duration::from_millis((fields[0] + fields[1]) * 10)
+}
+
+/// As [`wrk`], and with the server's CPU time per request (`cpu_us`) when
+/// `server` (its pid) is given: steadier than req/s here, where the load
+/// generator shares the two cores.
+pub fn wrk_server(url: &str, script: Option<&Path>, server: Option<u32>) -> Value {
     let run = |duration: &str| {
         let mut command = Command::new("wrk");
         command.args([
@@ -65,7 +89,11 @@ pub fn wrk(url: &str, script: Option<&Path>) -> Value {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     run(WARMUP);
+    let cpu_before = server.map(cpu_time);
     let report = run(DURATION);
+    let cpu = server
+        .zip(cpu_before)
+        .map(|(pid, before)| cpu_time(pid) - before);
     let field = |prefix: &str| {
         report
             .lines()
@@ -76,16 +104,42 @@ pub fn wrk(url: &str, script: Option<&Path>) -> Value {
     let non_2xx = field("Non-2xx or 3xx responses:")
         .parse::<u64>()
         .unwrap_or(0);
+    let n = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.parse::<u64>().ok());
+    let cpu_us = cpu
+        .zip(n)
+        .map(|(cpu, n)| cpu.as_secs_f64() * 1e6 / n.max(1) as f64);
     json!({
         "rps": field("Requests/sec:").parse::<f64>().unwrap_or(f64::NAN),
         "p50_ms": wrk_ms(&field("50%")),
         "p99_ms": wrk_ms(&field("99%")),
         "non_2xx": non_2xx,
-        "n": report
-            .lines()
-            .find_map(|l| l.trim().split_once(" requests in"))
-            .and_then(|(n, _)| n.parse::<u64>().ok()),
+        "n": n,
+        "cpu_us": cpu_us,
     })
+}
+
+/// Start the native baseline on the host's data; it and its address.
+pub fn start_native(data: &Path) -> (Child, String) {
+    let binary = target_dir().join("release/examples/native_goods");
+    let mut child = Command::new(&binary)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} ({e}): make bench builds it", binary.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("native listening on ")
+        .unwrap()
+        .to_string();
+    (child, base)
 }
 
 pub fn ms(d: Duration) -> f64 {
