@@ -23,6 +23,9 @@ const SWAPS: &str = "switchyard_swaps_total";
 const REJECTED: &str = "switchyard_rejected_versions_total";
 const FAILOVERS: &str = "switchyard_failovers_total";
 
+/// How often latency samples are folded into their histogram buckets.
+const UPKEEP: Duration = Duration::from_secs(1);
+
 /// Latency buckets, in seconds: the gateway's own cost is tens of
 /// microseconds, a service's work milliseconds, a deadline seconds.
 const BUCKETS: [f64; 14] = [
@@ -60,10 +63,27 @@ impl Telemetry {
         }
     }
 
-    /// Count `registry`'s changes in the metrics, and log each as it happens.
+    /// Count `registry`'s changes in the metrics, log each as it happens,
+    /// and keep the latency histograms folded in ([`Telemetry::keep_up`]).
     pub fn follow(&self, registry: &Registry) {
         *self.deployments.lock().unwrap_or_else(|p| p.into_inner()) = Some(registry.subscribe());
         tokio::spawn(log_events(registry.subscribe()));
+        self.keep_up(UPKEEP);
+    }
+
+    /// Every `interval`, fold the latency samples recorded since into their
+    /// buckets. The recorder keeps each sample until then (or until a
+    /// scrape): a busy host nobody scrapes would otherwise grow by some 20
+    /// bytes a request, for good (measured: 10.6 MB over 541k requests).
+    pub fn keep_up(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                handle.run_upkeep();
+            }
+        })
     }
 
     /// Count the changes since the last scrape.
@@ -156,4 +176,52 @@ fn deployment_event(service: &str, action: Action) {
         Action::Refused | Action::Added | Action::Removed => return,
     };
     counter!(name, "service" => service.to_string()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{REQUEST_SECONDS, Telemetry};
+
+    /// Resident memory of this process, in bytes.
+    fn rss() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split(' ').nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn latency_samples_do_not_pile_up_between_scrapes() {
+        let recorder = Telemetry::builder().unwrap().build_recorder();
+        let telemetry = Telemetry::new(recorder.handle());
+        const ROUND: usize = 100_000;
+        let record = |samples: usize| {
+            metrics::with_local_recorder(&recorder, || {
+                let histogram = metrics::histogram!(REQUEST_SECONDS, "service" => "s");
+                for _ in 0..samples {
+                    histogram.record(0.001);
+                }
+            })
+        };
+        // Kept up: memory stays flat however many requests are served.
+        let upkeep = telemetry.keep_up(Duration::from_millis(2));
+        record(ROUND);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = rss();
+        for _ in 0..20 {
+            record(ROUND);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let kept_up = rss().saturating_sub(before);
+        // Not kept up (and not scraped): every sample stays.
+        upkeep.abort();
+        let before = rss();
+        record(20 * ROUND);
+        let piled_up = rss().saturating_sub(before);
+        assert!(
+            kept_up < 4 << 20 && piled_up > 16 << 20,
+            "2M samples grew memory by {kept_up} bytes kept up, {piled_up} not"
+        );
+    }
 }
