@@ -7,8 +7,8 @@
 //! the request to the executor for that version's kind of component
 //! ([`executor`]), or, under `/rpc/<service>/...`, to the executor that calls
 //! its exported functions with JSON; and maps host-side failures to JSON
-//! errors. It holds no
-//! business logic and no state of its own beyond its limits.
+//! errors. It holds no business logic and no state of its own beyond its
+//! limits.
 //!
 //! - [`server`]: the listening socket: connection limits and timeouts.
 //! - [`executor`]: running a request on a version, one executor per kind.

@@ -483,10 +483,11 @@ impl Runtime {
                     platform::HANDLER_INTERFACE
                 )
             })?;
-        let exports_wasi_http = self
-            .exports(component)
-            .iter()
-            .any(|e| e.name.starts_with(WASI_HTTP_HANDLER));
+        // Names only: the exports' types are the loader's business.
+        let exports_wasi_http = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(WASI_HTTP_HANDLER));
         let proxy = exports_wasi_http
             .then(|| ProxyIndices::new(&pre))
             .transpose()

@@ -14,26 +14,45 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 /// `host` for the scheme's default port (80, or 443 for https); `*` allows
 /// any. Empty (the default): none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedHosts(Arc<[String]>);
+pub struct AllowedHosts(Arc<[Allowed]>);
+
+/// One entry of the list, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Allowed {
+    /// `*`.
+    Any,
+    /// A host (lower-case), on a port or the scheme's default one.
+    Host { host: String, port: Option<u16> },
+}
 
 impl AllowedHosts {
     /// The list from a service's settings, each entry checked.
     pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
-        for entry in entries {
-            let malformed = entry.is_empty()
-                || entry.contains("://")
-                || entry.contains(['/', '?', '#', '@', ' '])
-                || (entry != "*" && entry.parse::<http::uri::Authority>().is_err());
-            if malformed {
-                return Err(format!(
-                    "allowed_hosts entry {entry:?} is not a host or host:port \
-                     (like \"api.example.com\" or \"127.0.0.1:9000\", or \"*\" for any)"
-                ));
+        let parse = |entry: &String| {
+            if entry == "*" {
+                return Some(Allowed::Any);
             }
-        }
-        Ok(AllowedHosts(
-            entries.iter().map(|e| e.to_lowercase()).collect(),
-        ))
+            if entry.contains("://") || entry.contains(['/', '?', '#', '@', ' ']) {
+                return None;
+            }
+            let authority = entry.parse::<http::uri::Authority>().ok()?;
+            Some(Allowed::Host {
+                host: authority.host().to_lowercase(),
+                port: authority.port_u16(),
+            })
+        };
+        entries
+            .iter()
+            .map(|entry| {
+                parse(entry).ok_or_else(|| {
+                    format!(
+                        "allowed_hosts entry {entry:?} is not a host or host:port \
+                         (like \"api.example.com\" or \"127.0.0.1:9000\", or \"*\" for any)"
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(AllowedHosts)
     }
 
     /// Whether a request to `authority` over `https` (or not) may go.
@@ -41,11 +60,12 @@ impl AllowedHosts {
         let default_port = if https { 443 } else { 80 };
         let port = authority.port_u16().unwrap_or(default_port);
         let host = authority.host().to_lowercase();
-        self.0.iter().any(|entry| {
-            entry == "*"
-                || entry.parse::<http::uri::Authority>().is_ok_and(|allowed| {
-                    allowed.host() == host && allowed.port_u16().unwrap_or(default_port) == port
-                })
+        self.0.iter().any(|entry| match entry {
+            Allowed::Any => true,
+            Allowed::Host {
+                host: allowed,
+                port: allowed_port,
+            } => *allowed == host && allowed_port.unwrap_or(default_port) == port,
         })
     }
 }

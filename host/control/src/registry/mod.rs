@@ -154,8 +154,6 @@ impl Deployable for LoadedVersion {
 }
 
 impl LoadedVersion {
-    /// Count one call served (an HTTP request, or a call from another service),
-    /// and whether it failed on the service's side (see [`CallError`]).
     /// Note a failure of this version's own (not of a service it called);
     /// true when it crosses the failover threshold.
     fn failed(&self) -> bool {
