@@ -17,6 +17,8 @@
 //!   every service gets;
 //! - `switchyard_store` (`host/store`): durable data.
 
+pub mod logs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -111,22 +111,6 @@ enum LogFormat {
     Json,
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,7 +127,7 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(StoreCommand::Copy { from, to }) => {
-            init_logs(LogFormat::Text);
+            let _logs = switchyard::logs::init(false);
             let copied = switchyard::copy_store(&from, &to).await?;
             println!(
                 "copied {} entries and {} deployment records",
@@ -152,7 +136,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            init_logs(args.log_format);
+            let _logs = switchyard::logs::init(matches!(args.log_format, LogFormat::Json));
             switchyard::serve(switchyard::Settings {
                 services_dir: args.services,
                 data_dir: args.data,

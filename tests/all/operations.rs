@@ -87,10 +87,13 @@ async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
         .find(|l| l.contains("trace-me-42"))
         .unwrap_or_else(|| panic!("no log line for the request:\n{logs}"));
     let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
-    assert_eq!(entry["span"]["service"], "goods");
-    assert_eq!(entry["span"]["version"], "1.0.0");
-    assert_eq!(entry["span"]["status"], 200);
-    assert!(entry["span"]["latency_ms"].as_f64().is_some(), "{entry}");
+    assert_eq!(entry["span"]["id"], "trace-me-42");
+    assert_eq!(entry["fields"]["method"], "GET");
+    assert_eq!(entry["fields"]["path"], "/goods");
+    assert_eq!(entry["fields"]["service"], "goods");
+    assert_eq!(entry["fields"]["version"], "1.0.0");
+    assert_eq!(entry["fields"]["status"], 200);
+    assert!(entry["fields"]["latency_ms"].as_f64().is_some(), "{entry}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

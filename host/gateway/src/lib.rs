@@ -143,41 +143,43 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
         // The service sees the id too, to put in its own logs.
         request.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-        service = tracing::field::Empty,
-        version = tracing::field::Empty,
-        status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-    );
-    let (mut response, served_by) = route_to_service(&gateway, request)
+    // What the request's own log lines (and its service's) carry: its id.
+    // The rest goes in the one access-log line, once known: recording
+    // fields on a span formats them again at every `record`.
+    let span = tracing::info_span!("request", id = %id);
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let (mut response, served_by) = route_to_service(&gateway, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
-    span.record("status", status);
-    span.record("latency_ms", started.elapsed().as_secs_f64() * 1e3);
-    if let Some(version) = served_by {
-        let number = version.version.to_string();
-        telemetry::request_served(&version.service, &number, status, started.elapsed());
-        span.record("service", version.service.as_str());
-        span.record("version", number.as_str());
+    let elapsed = started.elapsed();
+    let number = served_by.as_ref().map(|v| v.version.to_string());
+    if let (Some(version), Some(number)) = (&served_by, &number) {
+        telemetry::request_served(&version.service, number, status, elapsed);
     }
-    span.in_scope(|| tracing::info!("served"));
+    span.in_scope(|| {
+        tracing::info!(
+            %method,
+            path,
+            service = served_by.as_ref().map(|v| v.service.as_str()),
+            version = number,
+            status,
+            latency_ms = elapsed.as_micros() as f64 / 1e3,
+            "served"
+        )
+    });
     set_header(response.headers_mut(), REQUEST_ID_HEADER, &id);
     response
 }
 
-/// The service's answer, and the version that gave it (none when no version
-/// could be picked).
+/// The service's answer to `request` (whose path is `path`), and the version
+/// that gave it (none when no version could be picked).
 async fn route_to_service(
     gateway: &Gateway,
+    path: &str,
     request: Request,
 ) -> (Response, Option<Arc<LoadedVersion>>) {
-    let path = request.uri().path().to_string();
-    let (mut name, mut rest) = split_service(&path);
+    let (mut name, mut rest) = split_service(path);
     let rpc = name == RPC_PREFIX;
     if rpc {
         (name, rest) = split_service(rest);
