@@ -268,22 +268,23 @@ impl InstancePool {
     /// The slot the strategy picks.
     fn choose(&self, key: Option<u64>) -> usize {
         let n = self.slots.len();
-        let populated: Vec<usize> = (0..n)
-            .filter(|&i| self.slots[i].populated.load(Ordering::Relaxed))
-            .collect();
-        let among = if populated.is_empty() {
-            vec![0]
-        } else {
-            populated
-        };
-        match (self.policy.strategy, key) {
-            (Strategy::ConsistentHash, Some(key)) => rendezvous(key, n),
-            (Strategy::Random, _) => among[fastrand::usize(..among.len())],
-            (Strategy::LeastOutstanding, _) => *among
-                .iter()
-                .min_by_key(|&&i| self.slots[i].outstanding.load(Ordering::Relaxed))
-                .expect("at least one slot"),
-            _ => among[self.cursor.fetch_add(1, Ordering::Relaxed) % among.len()],
+        if let (Strategy::ConsistentHash, Some(key)) = (self.policy.strategy, key) {
+            return rendezvous(key, n);
+        }
+        // Among the populated slots; the first when none is.
+        let populated = || (0..n).filter(|&i| self.slots[i].populated.load(Ordering::Relaxed));
+        let count = populated().count();
+        if count == 0 {
+            return 0;
+        }
+        match self.policy.strategy {
+            Strategy::LeastOutstanding => populated()
+                .min_by_key(|&i| self.slots[i].outstanding.load(Ordering::Relaxed))
+                .unwrap_or(0),
+            Strategy::Random => populated().nth(fastrand::usize(..count)).unwrap_or(0),
+            _ => populated()
+                .nth(self.cursor.fetch_add(1, Ordering::Relaxed) % count)
+                .unwrap_or(0),
         }
     }
 

@@ -629,6 +629,7 @@ impl Loader {
         Ok(Arc::new(LoadedVersion {
             service: service.to_string(),
             version: version.clone(),
+            version_text: version.to_string(),
             imports,
             exports,
             pool: Arc::new(pool),
@@ -646,6 +647,7 @@ impl Loader {
                 window: Duration::from_millis(settings.failover.window_ms),
             },
             failures: Default::default(),
+            request_metrics: Default::default(),
         }))
     }
 }

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::http::header::IntoHeaderName;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use serde_json::json;
 
@@ -89,6 +91,10 @@ pub async fn read_body_in_time(
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
+    // No body (a GET, say): nothing to wait for, so no timer to set.
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
     let reading = read_body(body, headers, limit);
     match tokio::time::timeout(timeout, reading).await {
         Ok(read) => read,
@@ -138,7 +144,7 @@ async fn read_body(mut body: Body, headers: &HeaderMap, limit: usize) -> Result<
     Ok(Bytes::from(buffer))
 }
 
-pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
+pub fn set_header(headers: &mut HeaderMap, name: impl IntoHeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -44,8 +44,8 @@ use switchyard_control::rpc::{self, RPC_PREFIX};
 use telemetry::Telemetry;
 
 /// Headers naming the service and version that answered.
-pub const SERVICE_HEADER: &str = "x-switchyard-service";
-pub const VERSION_HEADER: &str = "x-switchyard-version";
+pub const SERVICE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-service");
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-switchyard-version");
 
 /// The gateway's shared state.
 pub struct Gateway {
@@ -125,50 +125,57 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 // === the service route ===
 
 /// The header that carries a request's id, kept from the client or made here.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The client's request id if it is a sensible one, else a fresh one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| format!("{:032x}", fastrand::u128(..)), str::to_string)
+/// The client's request id if it is a sensible one, else a fresh one: 32
+/// random hex digits.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let sensible = |id: &&HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic)
+    };
+    if let Some(id) = headers.get(REQUEST_ID_HEADER).filter(sensible) {
+        return id.clone();
+    }
+    let mut hex = [0u8; 32];
+    let random = fastrand::u128(..);
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(random >> (4 * (31 - i)) & 0xf) as usize];
+    }
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&hex))
+        .expect("hex digits are a valid header value")
 }
 
 async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        // The service sees the id too, to put in its own logs.
-        request.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    // The service sees the id too, to put in its own logs.
+    request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     // What the request's own log lines (and its service's) carry: its id.
     // The rest goes in the one access-log line, once known: recording
     // fields on a span formats them again at every `record`.
-    let span = tracing::info_span!("request", id = %id);
+    let span = tracing::info_span!("request", id = id.to_str().unwrap_or_default());
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let (mut response, served_by) = route_to_service(&gateway, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let number = served_by.as_ref().map(|v| v.version.to_string());
-    if let (Some(version), Some(number)) = (&served_by, &number) {
-        telemetry::request_served(&version.service, number, status, elapsed);
+    if let Some(version) = &served_by {
+        version.request_metrics().served(status, elapsed);
     }
     span.in_scope(|| {
         tracing::info!(
             %method,
             path,
             service = served_by.as_ref().map(|v| v.service.as_str()),
-            version = number,
+            version = served_by.as_ref().map(|v| v.version_text.as_str()),
             status,
             latency_ms = elapsed.as_micros() as f64 / 1e3,
             "served"
         )
     });
-    set_header(response.headers_mut(), REQUEST_ID_HEADER, &id);
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
 
@@ -218,7 +225,7 @@ async fn route_to_service(
     set_header(
         response.headers_mut(),
         VERSION_HEADER,
-        &version.version.to_string(),
+        &version.version_text,
     );
     (response, Some(version))
 }

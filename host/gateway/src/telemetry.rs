@@ -1,8 +1,9 @@
 //! What the host tells its operators: Prometheus metrics, served at
 //! `GET /metrics`, and the names they go by.
 //!
-//! Counters and histograms are recorded where things happen: requests here,
-//! failed calls by the control plane (`switchyard_control::metrics`), changes
+//! Counters and histograms are recorded where things happen: requests by the
+//! gateway, in their version's `RequestMetrics`, and failed calls by the
+//! control plane (both in `switchyard_control::metrics`), changes
 //! of what serves from the registry's events; gauges of instances are read
 //! from the registry when metrics are scraped, so they are never stale.
 
@@ -10,14 +11,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
+use switchyard_control::metrics::REQUEST_SECONDS;
 use switchyard_control::registry::{Action, Event, Registry};
 
-const REQUESTS: &str = "switchyard_requests_total";
-const REQUEST_SECONDS: &str = "switchyard_request_duration_seconds";
 const INSTANCES: &str = "switchyard_instances";
 const SWAPS: &str = "switchyard_swaps_total";
 const REJECTED: &str = "switchyard_rejected_versions_total";
@@ -122,25 +122,6 @@ impl Telemetry {
         }
         self.handle.render()
     }
-}
-
-/// An HTTP request a service answered (whatever the status).
-pub fn request_served(service: &str, version: &str, status: u16, elapsed: Duration) {
-    let class = match status {
-        100..=399 => "ok",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let labels = [
-        ("service", service.to_string()),
-        ("version", version.to_string()),
-    ];
-    counter!(
-        REQUESTS,
-        &[&labels[..], &[("status", class.to_string())]].concat()
-    )
-    .increment(1);
-    histogram!(REQUEST_SECONDS, &labels).record(elapsed.as_secs_f64());
 }
 
 /// Log every change of `events` as it happens.

@@ -21,7 +21,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::balance::{HashKey, InstancePool};
 use crate::loader::ComponentKind;
+use crate::metrics::RequestMetrics;
 use crate::outage::Outage;
 use crate::rpc;
 use switchyard_runtime::{CallError, InterfaceUse, Provider};
@@ -120,6 +121,8 @@ const EVENT_BACKLOG: usize = 1024;
 pub struct LoadedVersion {
     pub service: String,
     pub version: Version,
+    /// `version` as text, for labels and headers: formatted once.
+    pub version_text: String,
     pub imports: Vec<InterfaceUse>,
     pub exports: Vec<InterfaceUse>,
     pub pool: Arc<InstancePool>,
@@ -136,6 +139,8 @@ pub struct LoadedVersion {
     pub kind: ComponentKind,
     pub failover: FailoverPolicy,
     pub failures: Mutex<FailureWindow>,
+    /// Registered at the first request, when the recorder is surely installed.
+    pub(crate) request_metrics: OnceLock<RequestMetrics>,
 }
 
 impl Deployable for LoadedVersion {
@@ -154,6 +159,12 @@ impl Deployable for LoadedVersion {
 }
 
 impl LoadedVersion {
+    /// Its request count and latency, as metrics.
+    pub fn request_metrics(&self) -> &RequestMetrics {
+        self.request_metrics
+            .get_or_init(|| RequestMetrics::register(&self.service, &self.version_text))
+    }
+
     /// Note a failure of this version's own (not of a service it called);
     /// true when it crosses the failover threshold.
     fn failed(&self) -> bool {
@@ -475,7 +486,7 @@ impl Registry {
     /// that request, and it may fail over like any failure.
     pub async fn report_late(&self, version: &Arc<LoadedVersion>, failure: &CallError) {
         version.errors.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::call_failed(&version.service, &version.version.to_string(), failure);
+        crate::metrics::call_failed(&version.service, &version.version_text, failure);
         let own = match failure {
             CallError::Trap(_)
             | CallError::Timeout(_)

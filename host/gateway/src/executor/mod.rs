@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::Gateway;
@@ -27,7 +27,7 @@ use switchyard_control::registry::LoadedVersion;
 use switchyard_runtime::CallError;
 
 /// Which instance (slot of the version's pool) answered.
-pub const INSTANCE_HEADER: &str = "x-switchyard-instance";
+pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
 
 /// How the gateway runs requests on one kind of component.
 pub trait Executor: Send + Sync {
@@ -125,7 +125,9 @@ pub async fn run<E: Executor>(
             .await;
         match outcome {
             Ok(mut response) => {
-                set_header(response.headers_mut(), INSTANCE_HEADER, &slot.to_string());
+                response
+                    .headers_mut()
+                    .insert(INSTANCE_HEADER, HeaderValue::from(slot));
                 return response;
             }
             Err(failure @ (CallError::Trap(_) | CallError::OutOfMemory(_))) if retries_left > 0 => {
