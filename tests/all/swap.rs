@@ -248,7 +248,7 @@ pub(crate) async fn bad_components_are_refused_with_a_reason_while_the_old_versi
     }
     assert!(!site.services().join("etc").exists());
     assert!(
-        site.log().contains("2.0.0.wasm"),
+        site.log_mentioning("2.0.0.wasm").contains("2.0.0.wasm"),
         "the log names the refused file"
     );
 }

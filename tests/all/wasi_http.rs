@@ -203,7 +203,7 @@ pub(crate) async fn outgoing_http_reaches_only_the_hosts_a_service_allows() {
         .await;
     assert_eq!(denied.status, StatusCode::BAD_GATEWAY);
     assert_eq!(denied.error(), "ErrorCode::HttpRequestDenied");
-    let log = site.log();
+    let log = site.log_mentioning("allowed_hosts of");
     assert!(
         log.contains(&format!(
             "denied an outgoing request to http://127.0.0.1:{other}/"
@@ -254,7 +254,7 @@ pub(crate) async fn a_wasi_http_service_swaps_mid_stream_and_counts_its_failures
     );
     assert_eq!(errors(host.service("streamer").await), 2);
     // What the guest wrote to stderr as it panicked reached the host's log.
-    let log = site.log();
+    let log = site.log_mentioning("asked to panic");
     assert!(log.contains("asked to panic"), "{log}");
     let (mut cut, status, _) = request(&host, "GET /streamer/partial HTTP/1.1", |_| {});
     assert_eq!(status, 200);

@@ -139,6 +139,19 @@ impl Site {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
+
+    /// What the host wrote to stderr, once it mentions `needle` (the host
+    /// writes lines at `info` in batches, within 20 ms), or after 5 s.
+    pub fn log_mentioning(&self, needle: &str) -> String {
+        let since = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || since.elapsed() > Duration::from_secs(5) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A running host. Killed (SIGKILL, no graceful shutdown) when dropped.
