@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -26,7 +25,7 @@ use super::{Executor, within_deadline};
 use crate::Gateway;
 use crate::http::error;
 use switchyard_control::balance::Lease;
-use switchyard_control::registry::LoadedVersion;
+use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_runtime::{CallError, incoming_body};
 
 /// Runs `wasi:http` components.
@@ -123,52 +122,29 @@ impl Executor for WasiHttp {
             within_deadline(deadline, lease.handle_http(request, respond)).await
             // The lease ends here: the instance goes back, or is discarded.
         });
-        let name = format!("service {} {}", version.service, version.version);
+        let name = || format!("service {} {}", version.service, version.version);
         match answer.await {
-            Ok(Ok(response)) => {
-                let abandoned = Arc::new(AtomicBool::new(false));
-                let watch = abandoned.clone();
-                let (settle, settled) = tokio::sync::oneshot::channel();
-                let (registry, version) = (gateway.registry.clone(), version.clone());
-                tokio::spawn(async move {
-                    let failure = match guest.await {
-                        Ok(Err(failure)) => failure,
-                        Ok(Ok(())) => {
-                            let _ = settle.send(true);
-                            return;
-                        }
-                        Err(join) => CallError::Trap(anyhow::anyhow!("{join}")),
-                    };
-                    // Read before the body learns of the failure: ending in
-                    // an error, it is dropped unfinished too.
-                    let client_gone = watch.load(Ordering::Relaxed);
-                    let _ = settle.send(false);
-                    if client_gone {
-                        tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
-                    } else {
-                        tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
-                        registry.report_late(&version, &failure).await;
-                    }
-                });
-                Ok(response.map(|body| {
-                    Body::new(Watched {
-                        body,
-                        settled,
-                        finished: false,
-                        abandoned,
-                    })
-                }))
-            }
+            Ok(Ok(response)) => Ok(response.map(|body| {
+                Body::new(Watched {
+                    body,
+                    guest: Some(guest),
+                    registry: gateway.registry.clone(),
+                    version: version.clone(),
+                })
+            })),
             Ok(Err(code)) => Ok(error(
                 StatusCode::BAD_GATEWAY,
-                format!("{name} answered with an error instead of a response: {code:?}"),
+                format!(
+                    "{} answered with an error instead of a response: {code:?}",
+                    name()
+                ),
             )),
             // The guest's handler ended without setting a response.
             Err(_) => match guest.await {
                 Ok(Err(failure)) => Err(failure),
                 Ok(Ok(())) => Ok(error(
                     StatusCode::BAD_GATEWAY,
-                    format!("{name} returned without setting a response"),
+                    format!("{} returned without setting a response", name()),
                 )),
                 Err(join) => Err(CallError::Trap(anyhow::anyhow!("{join}"))),
             },
@@ -176,16 +152,22 @@ impl Executor for WasiHttp {
     }
 }
 
+/// The guest's handler, running on after its answer began.
+type Guest = tokio::task::JoinHandle<Result<(), CallError>>;
+
 /// A response body that ends only once the guest's handler has returned
 /// well: cut short by a failure, it ends in an error (the client sees the
-/// answer broken off, never a truncated body that looks whole). It also
-/// notes whether the client stopped reading before the end.
+/// answer broken off, never a truncated body that looks whole), and the
+/// failure counts against the version. A client that stops reading before
+/// the end is not the version's failure: then the guest's outcome is only
+/// logged. It waits for the guest itself, so that a request that goes well
+/// costs no task beyond the guest's.
 struct Watched<B> {
     body: B,
-    /// Whether the guest's handler returned well.
-    settled: tokio::sync::oneshot::Receiver<bool>,
-    finished: bool,
-    abandoned: Arc<AtomicBool>,
+    /// Until its outcome is known.
+    guest: Option<Guest>,
+    registry: Arc<Registry>,
+    version: Arc<LoadedVersion>,
 }
 
 impl<B> http_body::Body for Watched<B>
@@ -197,28 +179,33 @@ where
     type Error = axum::BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        if self.finished {
+        let this = self.get_mut();
+        let Some(guest) = this.guest.as_mut() else {
             return Poll::Ready(None);
-        }
-        if let Some(frame) = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+        };
+        if let Some(frame) = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             return Poll::Ready(Some(frame.map_err(Into::into)));
         }
-        match std::task::ready!(Pin::new(&mut self.settled).poll(cx)) {
-            Ok(true) => {
-                self.finished = true;
-                Poll::Ready(None)
-            }
-            _ => Poll::Ready(Some(Err(
-                "the service failed before finishing its answer".into()
-            ))),
-        }
+        let outcome = std::task::ready!(Pin::new(guest).poll(cx));
+        this.guest = None;
+        let failure = match outcome {
+            Ok(Ok(())) => return Poll::Ready(None),
+            Ok(Err(failure)) => failure,
+            Err(join) => CallError::Trap(anyhow::anyhow!("{join}")),
+        };
+        let (registry, version) = (this.registry.clone(), this.version.clone());
+        tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
+        tokio::spawn(async move { registry.report_late(&version, &failure).await });
+        Poll::Ready(Some(Err(
+            "the service failed before finishing its answer".into()
+        )))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished
+        self.guest.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -227,9 +214,21 @@ where
 }
 
 impl<B> Drop for Watched<B> {
+    /// The client went away mid-answer: the guest runs on to its end (its
+    /// instance is then recycled or discarded as usual), and how it ended
+    /// is logged.
     fn drop(&mut self) {
-        if !self.finished {
-            self.abandoned.store(true, Ordering::Relaxed);
-        }
+        let Some(guest) = self.guest.take() else {
+            return;
+        };
+        let version = self.version.clone();
+        tokio::spawn(async move {
+            let failure = match guest.await {
+                Ok(Ok(())) => return,
+                Ok(Err(failure)) => failure,
+                Err(join) => CallError::Trap(anyhow::anyhow!("{join}")),
+            };
+            tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
+        });
     }
 }
