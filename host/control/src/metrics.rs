@@ -29,16 +29,8 @@ impl RequestMetrics {
     /// `service` `version`'s, in the process's recorder (which must be
     /// installed by now, or they count nothing).
     pub fn register(service: &str, version: &str) -> RequestMetrics {
-        let labels = [
-            ("service", service.to_string()),
-            ("version", version.to_string()),
-        ];
-        let requests = |class: &str| {
-            counter!(
-                REQUESTS,
-                &[&labels[..], &[("status", class.to_string())]].concat()
-            )
-        };
+        let labels = version_labels(service, version);
+        let requests = |class: &str| counter!(REQUESTS, &with(&labels, "status", class));
         RequestMetrics {
             ok: requests("ok"),
             client_error: requests("4xx"),
@@ -69,18 +61,28 @@ pub fn call_failed(service: &str, version: &str, failure: &CallError) {
         CallError::TooMuchData => "oversized",
         CallError::Start(_) => "start",
     };
-    let labels = [
-        ("service", service.to_string()),
-        ("version", version.to_string()),
-    ];
-    counter!(
-        ERRORS,
-        &[&labels[..], &[("kind", kind.to_string())]].concat()
-    )
-    .increment(1);
+    let labels = version_labels(service, version);
+    counter!(ERRORS, &with(&labels, "kind", kind)).increment(1);
     match failure {
         CallError::Trap(_) | CallError::OutOfMemory(_) => counter!(TRAPS, &labels).increment(1),
         CallError::Timeout(_) => counter!(TIMEOUTS, &labels).increment(1),
         CallError::Dependency(_) | CallError::TooMuchData | CallError::Start(_) => {}
     }
+}
+
+/// The labels every per-version metric carries.
+fn version_labels(service: &str, version: &str) -> [(&'static str, String); 2] {
+    [
+        ("service", service.to_string()),
+        ("version", version.to_string()),
+    ]
+}
+
+/// `labels` and one more.
+fn with(
+    labels: &[(&'static str, String)],
+    name: &'static str,
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    [labels, &[(name, value.to_string())]].concat()
 }
