@@ -7,19 +7,17 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use switchyard::{App, Settings};
-use switchyard_gateway::server::ConnectionLimits;
+use switchyard::App;
 use switchyard_gateway::telemetry::Telemetry;
 use tower::ServiceExt;
 
-use crate::support::component;
+use crate::support::{component, in_process_settings};
 
 /// A host over `dir` with goods 1.0.0 and 1.1.0, loaded in process.
 async fn goods_app(dir: &Path) -> App {
@@ -29,23 +27,7 @@ async fn goods_app(dir: &Path) -> App {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::copy(component("goods"), file).unwrap();
     }
-    let settings = Settings {
-        services_dir: services,
-        data_dir: dir.join("data"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes: 1 << 20,
-        request_timeout: Duration::from_secs(5),
-        admin_token: None,
-        shutdown_timeout: Duration::from_secs(1),
-        pool_instances: 16,
-        connections: ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 16,
-        },
-        store: None,
-        node_id: None,
-    };
+    let settings = in_process_settings(services, dir.join("data"));
     let telemetry = Arc::new(Telemetry::detached().unwrap());
     App::load(&settings, telemetry).await.unwrap()
 }

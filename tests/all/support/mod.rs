@@ -23,6 +23,28 @@ pub fn component(name: &str) -> PathBuf {
     PathBuf::from(test_artifacts::path(name))
 }
 
+/// Settings to load the services in `services` in process (`App::load`),
+/// with data in `data`: a small pool, no socket of its own.
+pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Settings {
+    switchyard::Settings {
+        services_dir: services,
+        data_dir: data,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_body_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(5),
+        admin_token: None,
+        shutdown_timeout: Duration::from_secs(1),
+        pool_instances: 16,
+        connections: switchyard_gateway::server::ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16,
+        },
+        store: None,
+        node_id: None,
+    }
+}
+
 /// A services folder and a data folder that outlive host restarts.
 pub struct Site {
     dir: tempfile::TempDir,

@@ -1,0 +1,207 @@
+//! `make bench`, in process: hello (`GET /hello/hello`, 13 bytes) through
+//! the host's routes built by `App::load` and driven with `oneshot`, with no
+//! socket, no load generator and one thread: what the host itself spends
+//! per request, free of the kernel's and wrk's share that makes the HTTP
+//! benchmarks' figures move by microseconds from run to run. Rows:
+//!
+//! - `axum_router`: an axum router answering the same route itself, the floor;
+//! - `host_warn`: the host's routes, logs at `warn` (no access log);
+//! - `host_access_log`: as deployed by default, the access log on (`info`,
+//!   a line per request, to a file);
+//! - `host_access_log_json`: the same with `--log-format json`;
+//! - `axum_router_browser_headers`, `host_browser_headers`: the first two
+//!   with the 14 headers a browser sends (~900 bytes): what handing every
+//!   header to the guest costs, which a guest that reads headers on demand
+//!   would not pay.
+//!
+//! Each row runs in a process of its own (logging is set up once per
+//! process), three rounds alternating between them; each figure is the
+//! median. Writes `target/bench/in_process.json` and prints a table.
+
+#[path = "../../tests/all/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use http_body_util::BodyExt;
+use serde_json::json;
+use support::{component, in_process_settings};
+use tower::ServiceExt;
+
+/// Measured rounds per row.
+const ROUNDS: usize = 3;
+/// Requests per round, after as many to warm up.
+const REQUESTS: u32 = 200_000;
+/// Tells a child process which row it measures.
+const ROW_VAR: &str = "SWITCHYARD_BENCH_ROW";
+
+/// Every row: its name, `RUST_LOG`, and whether lines are JSON.
+const ROWS: [(&str, &str, bool); 6] = [
+    ("axum_router", "warn", false),
+    ("host_warn", "warn", false),
+    ("host_access_log", "info", false),
+    ("host_access_log_json", "info", true),
+    ("axum_router_browser_headers", "warn", false),
+    ("host_browser_headers", "warn", false),
+];
+
+/// What a browser sends with a page request, besides `host`.
+const BROWSER_HEADERS: [(&str, &str); 14] = [
+    ("connection", "keep-alive"),
+    ("sec-ch-ua", r#""Chromium";v="156", "Not.A/Brand";v="99""#),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", r#""Linux""#),
+    ("upgrade-insecure-requests", "1"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/156.0.0.0 Safari/537.36",
+    ),
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,\
+         image/apng,*/*;q=0.8",
+    ),
+    ("sec-fetch-site", "none"),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-user", "?1"),
+    ("sec-fetch-dest", "document"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-US,en;q=0.9,de;q=0.8"),
+    (
+        "cookie",
+        "session=4f1c2a9e8b7d6c5f4e3d2c1b0a9f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7; \
+         theme=dark; consent=analytics%3Dno%26ads%3Dno",
+    ),
+];
+
+fn main() {
+    match std::env::var(ROW_VAR) {
+        Ok(row) => measure(&row),
+        Err(_) => compare(),
+    }
+}
+
+/// Run every row in a child process, round after round; report medians.
+fn compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = dir.path().join("services/hello/1.0.0.wasm");
+    std::fs::create_dir_all(hello.parent().unwrap()).unwrap();
+    std::fs::copy(component("faulty"), &hello).unwrap();
+    let mut samples = vec![Vec::new(); ROWS.len()];
+    for _ in 0..ROUNDS {
+        for ((row, log, _), samples) in ROWS.iter().zip(&mut samples) {
+            samples.push(run_child(dir.path(), row, log));
+        }
+    }
+    let mut report = json!({});
+    for ((row, ..), samples) in ROWS.iter().zip(&mut samples) {
+        samples.sort_by(f64::total_cmp);
+        report[*row] = json!({ "ns_per_request": samples[samples.len() / 2], "rounds": samples });
+    }
+    let ns = |row: &str| report[row]["ns_per_request"].as_f64().unwrap();
+    let differences = [
+        ("host_over_axum_ns", ns("host_warn") - ns("axum_router")),
+        ("access_log_ns", ns("host_access_log") - ns("host_warn")),
+        (
+            "access_log_json_ns",
+            ns("host_access_log_json") - ns("host_warn"),
+        ),
+        (
+            "browser_headers_ns",
+            (ns("host_browser_headers") - ns("host_warn"))
+                - (ns("axum_router_browser_headers") - ns("axum_router")),
+        ),
+    ];
+    println!("{:<30} {:>12}", "in process", "ns/request");
+    for (row, ..) in ROWS {
+        println!("{row:<30} {:>12.0}", ns(row));
+    }
+    for (name, difference) in differences {
+        println!("{name:<30} {difference:>+12.0}");
+        report[name] = json!(difference);
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("in_process.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("wrote {}", file.display());
+}
+
+/// This benchmark again, measuring `row` with logs at `log` (its lines to a
+/// file in `dir`); its nanoseconds per request.
+fn run_child(dir: &Path, row: &str, log: &str) -> f64 {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .env(ROW_VAR, row)
+        .env("RUST_LOG", log)
+        .env("SWITCHYARD_BENCH_DIR", dir)
+        .stderr(std::fs::File::create(dir.join(format!("{row}.log"))).unwrap())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{row} failed: {text}");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{row} printed {text:?}"))
+}
+
+/// In a child: set up `row`, send it requests, print ns per request.
+fn measure(row: &str) {
+    let (_, _, json) = *ROWS.iter().find(|(name, ..)| *name == row).unwrap();
+    let _logs = switchyard::logs::init(json);
+    let dir = PathBuf::from(std::env::var("SWITCHYARD_BENCH_DIR").unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let router = if row.starts_with("axum_router") {
+            Router::new().route("/hello/hello", get(|| async { "hello, world\n" }))
+        } else {
+            let settings = in_process_settings(dir.join("services"), dir.join("data"));
+            let telemetry = switchyard_gateway::telemetry::Telemetry::install().unwrap();
+            switchyard::App::load(&settings, Arc::new(telemetry))
+                .await
+                .unwrap()
+                .router
+        };
+        let headers: &[(&str, &str)] = if row.ends_with("browser_headers") {
+            &BROWSER_HEADERS
+        } else {
+            &[]
+        };
+        let one = || async {
+            let mut request = Request::get("/hello/hello");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello, world\n");
+        };
+        for _ in 0..REQUESTS {
+            one().await;
+        }
+        let started = Instant::now();
+        for _ in 0..REQUESTS {
+            one().await;
+        }
+        println!(
+            "{}",
+            started.elapsed().as_nanos() as f64 / f64::from(REQUESTS)
+        );
+    });
+}
