@@ -97,6 +97,21 @@ async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_follows_the_log_filter() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    let mut quiet = site.serve_command(&[]);
+    quiet.env("RUST_LOG", "warn");
+    let host = site.start_command(quiet);
+    assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
+    // An error is written at once, after every line before it.
+    let failed = host.get("/faulty/panic").await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let logs = site.log_mentioning("request failed");
+    assert!(!logs.contains(" served "), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_whether_every_service_has_an_active_version() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));

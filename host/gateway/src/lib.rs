@@ -10,11 +10,13 @@
 //! errors. It holds no business logic and no state of its own beyond its
 //! limits.
 //!
+//! - [`access_log`]: the line logged for every request.
 //! - [`server`]: the listening socket: connection limits and timeouts.
 //! - [`executor`]: running a request on a version, one executor per kind.
 //! - [`http`]: errors as JSON, bodies read within limits.
 //! - [`telemetry`]: the metrics it serves.
 
+pub mod access_log;
 pub mod executor;
 pub mod http;
 pub mod server;
@@ -154,27 +156,27 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
     // What the request's own log lines (and its service's) carry: its id.
     // The rest goes in the one access-log line, once known: recording
     // fields on a span formats them again at every `record`.
-    let span = tracing::info_span!("request", id = id.to_str().unwrap_or_default());
+    let id_text = id.to_str().unwrap_or_default();
+    let span = tracing::info_span!("request", id = id_text);
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let (mut response, served_by) = route_to_service(&gateway, &path, request)
         .instrument(span.clone())
         .await;
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
+    let status = response.status();
+    let latency = started.elapsed();
     if let Some(version) = &served_by {
-        version.request_metrics().served(status, elapsed);
+        version.request_metrics().served(status.as_u16(), latency);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            %method,
-            path,
-            service = served_by.as_ref().map(|v| v.service.as_str()),
-            version = served_by.as_ref().map(|v| v.version_text.as_str()),
-            status,
-            latency_ms = elapsed.as_micros() as f64 / 1e3,
-            "served"
-        )
-    });
+    let served = access_log::Served {
+        id: id_text,
+        method: &method,
+        path: &path,
+        service: served_by.as_ref().map(|v| v.service.as_str()),
+        version: served_by.as_ref().map(|v| v.version_text.as_str()),
+        status,
+        latency,
+    };
+    access_log::log(&served, &span);
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }
