@@ -9,6 +9,9 @@
 //! thread of its own writes out every [`FLUSH_EVERY`], or sooner once it
 //! holds [`HIGH_WATER`] bytes. Warnings and errors are written at once,
 //! after every line before them: an operator sees trouble as it happens.
+//! The access log's line itself is made here too (`AccessLines`, the same
+//! bytes the subscriber would write): formatting it the subscriber's way
+//! cost more than the rest of a request's logging.
 //!
 //! This must never drop a line, nor let the buffer grow without bound: past
 //! [`MAX_PENDING`] bytes, the line's writer writes the buffer out itself.
