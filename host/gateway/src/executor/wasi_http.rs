@@ -140,13 +140,12 @@ impl Executor for WasiHttp {
                 ),
             )),
             // The guest's handler ended without setting a response.
-            Err(_) => match guest.await {
-                Ok(Err(failure)) => Err(failure),
-                Ok(Ok(())) => Ok(error(
+            Err(_) => match failure(guest.await) {
+                Some(failure) => Err(failure),
+                None => Ok(error(
                     StatusCode::BAD_GATEWAY,
                     format!("{} returned without setting a response", name()),
                 )),
-                Err(join) => Err(CallError::Trap(anyhow::anyhow!("{join}"))),
             },
         }
     }
@@ -154,6 +153,15 @@ impl Executor for WasiHttp {
 
 /// The guest's handler, running on after its answer began.
 type Guest = tokio::task::JoinHandle<Result<(), CallError>>;
+
+/// How the guest's handler failed, if it did (a panic of its task is a trap).
+fn failure(outcome: Result<Result<(), CallError>, tokio::task::JoinError>) -> Option<CallError> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(failure)) => Some(failure),
+        Err(join) => Some(CallError::Trap(anyhow::anyhow!("{join}"))),
+    }
+}
 
 /// A response body that ends only once the guest's handler has returned
 /// well: cut short by a failure, it ends in an error (the client sees the
@@ -191,10 +199,8 @@ where
         }
         let outcome = std::task::ready!(Pin::new(guest).poll(cx));
         this.guest = None;
-        let failure = match outcome {
-            Ok(Ok(())) => return Poll::Ready(None),
-            Ok(Err(failure)) => failure,
-            Err(join) => CallError::Trap(anyhow::anyhow!("{join}")),
+        let Some(failure) = failure(outcome) else {
+            return Poll::Ready(None);
         };
         let (registry, version) = (this.registry.clone(), this.version.clone());
         tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
@@ -223,12 +229,9 @@ impl<B> Drop for Watched<B> {
         };
         let version = self.version.clone();
         tokio::spawn(async move {
-            let failure = match guest.await {
-                Ok(Ok(())) => return,
-                Ok(Err(failure)) => failure,
-                Err(join) => CallError::Trap(anyhow::anyhow!("{join}")),
-            };
-            tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
+            if let Some(failure) = failure(guest.await) {
+                tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
+            }
         });
     }
 }
