@@ -409,8 +409,7 @@ mod tests {
             move || out.clone()
         });
         let event = || {
-            let span = tracing::info_span!(target: access_log::TARGET, "request", id = served.id);
-            span.in_scope(|| access_log::event(served));
+            access_log::request_span(served.id).in_scope(|| access_log::event(served));
         };
         if json {
             let logs = subscriber

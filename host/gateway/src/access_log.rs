@@ -62,6 +62,12 @@ pub fn install(writer: Box<dyn Writer>) -> bool {
     INSTALLED.set(writer).is_ok()
 }
 
+/// The span a request runs in, `request{id}`: every line logged while it
+/// runs carries its id. The access log's writer spells it out the same way.
+pub fn request_span(id: &str) -> Span {
+    tracing::info_span!(target: TARGET, "request", id)
+}
+
 /// Log `served`, whose span is `span`, if the filter lets lines at `info`
 /// through.
 pub fn log(served: &Served<'_>, span: &Span) {

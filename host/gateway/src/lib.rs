@@ -157,7 +157,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
     // The rest goes in the one access-log line, once known: recording
     // fields on a span formats them again at every `record`.
     let id_text = id.to_str().unwrap_or_default();
-    let span = tracing::info_span!("request", id = id_text);
+    let span = access_log::request_span(id_text);
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let (mut response, served_by) = route_to_service(&gateway, &path, request)
         .instrument(span.clone())
