@@ -23,6 +23,8 @@
 #[path = "../../tests/all/support/mod.rs"]
 mod support;
 
+mod measure;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -151,10 +153,7 @@ fn compare() {
         println!("{name:<30} {difference:>+12.0}");
         report[name] = json!(difference);
     }
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("bench");
+    let out = measure::target_dir().join("bench");
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join("in_process.json");
     std::fs::write(&file, serde_json::to_string_pretty(&report).unwrap()).unwrap();
