@@ -11,7 +11,7 @@ LISTEN     ?= 127.0.0.1:8080
 GUESTS     := goods users orders
 FOREIGN_GUESTS := reviews wishlist
 # Components only the tests use, built from tests/fixtures/.
-FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer hello-http
+FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer hello-http hello2
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
                switchyard-runtime switchyard-platform switchyard-store

@@ -12,7 +12,10 @@
 //! - `axum_router_browser_headers`, `host_browser_headers`: the first two
 //!   with the 14 headers a browser sends (~900 bytes): what handing every
 //!   header to the guest costs, which a guest that reads headers on demand
-//!   would not pay.
+//!   would not pay;
+//! - `host_handler2`, `host_handler2_browser_headers`: the same hello from a
+//!   guest exporting `handler2` (`hello2`), which is lent the request and
+//!   reads only its path.
 //!
 //! Each row runs in a process of its own (logging is set up once per
 //! process), nine rounds alternating between them; each figure is the
@@ -46,13 +49,15 @@ const REQUESTS: u32 = 60_000;
 const ROW_VAR: &str = "SWITCHYARD_BENCH_ROW";
 
 /// Every row: its name, `RUST_LOG`, and whether lines are JSON.
-const ROWS: [(&str, &str, bool); 6] = [
+const ROWS: [(&str, &str, bool); 8] = [
     ("axum_router", "warn", false),
     ("host_warn", "warn", false),
     ("host_access_log", "info", false),
     ("host_access_log_json", "info", true),
     ("axum_router_browser_headers", "warn", false),
     ("host_browser_headers", "warn", false),
+    ("host_handler2", "warn", false),
+    ("host_handler2_browser_headers", "warn", false),
 ];
 
 /// What a browser sends with a page request, besides `host`.
@@ -95,9 +100,12 @@ fn main() {
 /// Run every row in a child process, round after round; report medians.
 fn compare() {
     let dir = tempfile::tempdir().unwrap();
-    let hello = dir.path().join("services/hello/1.0.0.wasm");
-    std::fs::create_dir_all(hello.parent().unwrap()).unwrap();
-    std::fs::copy(component("faulty"), &hello).unwrap();
+    // The handler rows' services, then the handler2 rows'.
+    for (services, hello) in [("services", "faulty"), ("services2", "hello2")] {
+        let file = dir.path().join(services).join("hello/1.0.0.wasm");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::copy(component(hello), &file).unwrap();
+    }
     // rounds[i][row]: the machine's speed drifts by 20 % over a run, so
     // differences are taken within a round, where it is about the same.
     let rounds: Vec<Vec<f64>> = (0..ROUNDS)
@@ -140,6 +148,21 @@ fn compare() {
                 (ns(r, "host_browser_headers") - ns(r, "host_warn"))
                     - (ns(r, "axum_router_browser_headers") - ns(r, "axum_router"))
             }),
+        ),
+        (
+            "handler2_over_handler_ns",
+            median_of(&|r| ns(r, "host_handler2") - ns(r, "host_warn")),
+        ),
+        (
+            "handler2_browser_headers_ns",
+            median_of(&|r| {
+                (ns(r, "host_handler2_browser_headers") - ns(r, "host_handler2"))
+                    - (ns(r, "axum_router_browser_headers") - ns(r, "axum_router"))
+            }),
+        ),
+        (
+            "handler2_browser_over_handler_ns",
+            median_of(&|r| ns(r, "host_handler2_browser_headers") - ns(r, "host_browser_headers")),
         ),
     ];
     println!("{:<30} {:>12}", "in process", "ns/request");
@@ -191,7 +214,12 @@ fn measure(row: &str) {
         let router = if row.starts_with("axum_router") {
             Router::new().route("/hello/hello", get(|| async { "hello, world\n" }))
         } else {
-            let settings = in_process_settings(dir.join("services"), dir.join("data"));
+            let (services, data) = if row.starts_with("host_handler2") {
+                ("services2", "data2")
+            } else {
+                ("services", "data")
+            };
+            let settings = in_process_settings(dir.join(services), dir.join(data));
             let telemetry = switchyard_gateway::telemetry::Telemetry::install().unwrap();
             switchyard::App::load(&settings, Arc::new(telemetry))
                 .await

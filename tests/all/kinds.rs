@@ -1,11 +1,16 @@
 //! Kinds of component beyond handler services, and how clients reach them:
-//! interface-only services (a library other services import), and any
-//! exported function called with JSON over `POST /rpc/...`.
+//! handler2 services (lent their request), interface-only services (a
+//! library other services import), and any exported function called with
+//! JSON over `POST /rpc/...`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Site, component};
+use crate::support::{Host, Site, component};
 
 /// tax (interface-only) and till (a handler service that imports it).
 fn till_and_tax() -> Site {
@@ -235,4 +240,119 @@ async fn rpc_refuses_what_it_cannot_call_with_a_reason() {
             .iter()
             .all(|s| s["name"] != "rpc")
     );
+}
+
+/// The kind of `version` of `service`, as the admin API tells it.
+async fn kind_of(host: &Host, service: &str, version: &str) -> Value {
+    let listed = host.service(service).await;
+    let versions = listed["versions"].as_array().unwrap();
+    versions
+        .iter()
+        .find(|v| v["version"] == version)
+        .unwrap_or_else(|| panic!("{version} is listed: {listed}"))["kind"]
+        .clone()
+}
+
+/// `head` (request line and headers, no blank line) sent as raw bytes; the
+/// answer's JSON body.
+fn raw_exchange(host: &Host, head: &[u8]) -> Value {
+    let mut stream = TcpStream::connect(host.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head).unwrap();
+    stream
+        .write_all(b"\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let start = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    serde_json::from_slice(&answer[start..]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn a_handler2_service_reads_its_lent_request_part_by_part() {
+    // A service that serves with `handler` first, then upgrades to a
+    // version exporting `handler2`: a service may change kinds.
+    let site = Site::new();
+    site.install("hello", "1.0.0", &component("faulty"));
+    let host = site.start();
+    assert_eq!(kind_of(&host, "hello", "1.0.0").await, "handler");
+    site.drop_in(
+        "hello",
+        "2.0.0",
+        &std::fs::read(component("hello2")).unwrap(),
+    );
+    host.wait_active("hello", "2.0.0").await;
+    assert_eq!(kind_of(&host, "hello", "2.0.0").await, "handler2");
+
+    let hello = host.client().get(format!("{}/hello/hello", host.base));
+    let hello = hello.send().await.unwrap();
+    assert_eq!(hello.status(), StatusCode::OK);
+    assert_eq!(hello.headers()["x-switchyard-version"], "2.0.0");
+    assert_eq!(hello.text().await.unwrap(), "hello, world\n");
+
+    // Every part, as sent: a header asked for in any case has every value.
+    let echo = host
+        .client()
+        .post(format!("{}/hello/echo/a%20b?header=X-Multi&z=1", host.base))
+        .header("x-multi", "one")
+        .header("X-Multi", "two")
+        .header("x-other", "three")
+        .body("the body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.status(), StatusCode::OK);
+    let echo: Value = echo.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo/a%20b");
+    assert_eq!(echo["query"], "header=X-Multi&z=1");
+    assert_eq!(echo["header"], json!(["one", "two"]));
+    assert_eq!(echo["body"], "the body");
+    let headers = echo["headers"].as_array().unwrap();
+    for sent in [
+        json!(["x-multi", "one"]),
+        json!(["x-multi", "two"]),
+        json!(["x-other", "three"]),
+    ] {
+        assert!(headers.contains(&sent), "{sent} in {headers:?}");
+    }
+    // The gateway's request id reaches the guest as a header too.
+    assert!(
+        headers.iter().any(|h| h[0] == "x-request-id"),
+        "{headers:?}"
+    );
+
+    // Asking for a header that is absent, or a name no header can have, is
+    // an empty answer, not a failure.
+    for name in ["x-absent", "bad%20name", ""] {
+        let none = host.get(&format!("/hello/echo?header={name}")).await;
+        assert_eq!(none.status, StatusCode::OK, "{name}: {none:?}");
+        assert_eq!(none.body["header"], json!([]), "{name}");
+        assert_eq!(none.body["body"], "", "{name}");
+    }
+    // A value that is not UTF-8 arrives with its bad byte replaced.
+    let latin1 = raw_exchange(
+        &host,
+        b"GET /hello/echo?header=x-name HTTP/1.1\r\nx-name: caf\xe9",
+    );
+    assert_eq!(latin1["header"], json!(["caf\u{fffd}"]), "{latin1}");
+
+    // A trap is a 500 for that request alone, and names the panic.
+    let panic = host.get("/hello/panic").await;
+    assert_eq!(panic.status, StatusCode::INTERNAL_SERVER_ERROR, "{panic:?}");
+    assert!(
+        panic.error().contains("service hello 2.0.0 failed"),
+        "{panic:?}"
+    );
+    let after = host.get("/hello/echo").await;
+    assert_eq!(after.status, StatusCode::OK, "{after:?}");
+
+    // Back to the handler version, which serves at once.
+    let back = host.post("/admin/services/hello/rollback", json!({})).await;
+    assert_eq!(back.status, StatusCode::OK, "{back:?}");
+    let ok = host.get("/hello/ok").await;
+    assert_eq!((ok.status, &ok.body), (StatusCode::OK, &json!("ok")));
+    assert_eq!(ok.header("x-switchyard-version"), "1.0.0");
 }

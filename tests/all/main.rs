@@ -24,6 +24,7 @@ mod wasi_http;
 /// the build (see `foreach_component!` below).
 mod exercised_by {
     pub(crate) use crate::hardening::a_service_importing_what_it_exports_is_refused_for_that_reason as self_import;
+    pub(crate) use crate::kinds::a_handler2_service_reads_its_lent_request_part_by_part as hello2;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as tax;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as till;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as reviews;

@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "till",
     "streamer",
     "hello-http",
+    "hello2",
 ];
 
 /// A component built from a guest in another language, by its toolchain

@@ -5,7 +5,8 @@
 //! It also owns the bindings of the platform imports (key-value, compare-and-swap,
 //! config, logging), which the services reuse through wit-bindgen's `with`, and
 //! [`store`], the typed JSON-record layer the services keep their data in. Each
-//! service converts a [`Reply`] into its own generated `handler::Response`.
+//! service converts a [`Reply`] into its own generated response, with
+//! [`http_handler!`] or [`http_handler2!`].
 
 pub mod store;
 
@@ -109,6 +110,30 @@ macro_rules! http_handler {
             ) -> crate::exports::switchyard::platform::handler::Response {
                 let reply = $route(&request).unwrap_or_else(|error| error);
                 crate::exports::switchyard::platform::handler::Response {
+                    status: reply.status,
+                    headers: reply.headers(),
+                    body: reply.body,
+                }
+            }
+        }
+    };
+}
+
+/// Implement the platform's `handler2` for `$service` by calling `$route`, a
+/// `fn(&Request) -> Outcome` given the lent request (which it reads with
+/// `method()`, `path()`, `header(name)`, `body()`...): both a success and an
+/// error reply go back as they are.
+#[macro_export]
+// `crate` is meant: the bindings are the calling crate's, wherever it calls this.
+#[allow(clippy::crate_in_macro_def)]
+macro_rules! http_handler2 {
+    ($service:ident, $route:path) => {
+        impl crate::exports::switchyard::platform::handler2::Guest for $service {
+            fn handle(
+                request: &crate::switchyard::platform::incoming::Request,
+            ) -> crate::switchyard::platform::incoming::Response {
+                let reply = $route(request).unwrap_or_else(|error| error);
+                crate::switchyard::platform::incoming::Response {
                     status: reply.status,
                     headers: reply.headers(),
                     body: reply.body,

@@ -35,6 +35,7 @@ use wasmtime::component::{ComponentExportIndex, Val};
 
 use crate::registry::Registry;
 use switchyard_platform::{Platform, handler};
+use switchyard_runtime::incoming::{self, IncomingRequest};
 use switchyard_runtime::{
     BoxFuture, CallError, HttpResponder, IncomingBody, Limits, Linked, LiveInstance, Runtime,
     ServiceCalls,
@@ -416,6 +417,18 @@ impl Lease {
     ) -> Result<handler::Response, CallError> {
         self.reusable = false;
         let response = self.instance().handle(request).await?;
+        self.ended_well();
+        Ok(response)
+    }
+
+    /// Lend `request` to the instance's `handler2` (see
+    /// [`LiveInstance::handle_lent`]).
+    pub async fn handle_lent(
+        &mut self,
+        request: &IncomingRequest,
+    ) -> Result<incoming::Response, CallError> {
+        self.reusable = false;
+        let response = self.instance().handle_lent(request).await?;
         self.ended_well();
         Ok(response)
     }

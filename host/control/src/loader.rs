@@ -22,7 +22,7 @@ use crate::files;
 use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
-use switchyard_platform::{HANDLER_INTERFACE, Platform};
+use switchyard_platform::{HANDLER_INTERFACE, HANDLER2_INTERFACE, Platform};
 use switchyard_runtime::outbound::AllowedHosts;
 use switchyard_runtime::{
     InterfaceUse, Limits, MEMORY_CEILING, Provider, Runtime, WASI_HTTP_HANDLER,
@@ -38,6 +38,9 @@ pub enum ComponentKind {
     /// Exports `switchyard:platform/handler`: a request record in, a
     /// response record out.
     Handler,
+    /// Exports `switchyard:platform/handler2`: the request lent, read by the
+    /// guest part by part; a response record out.
+    Handler2,
     /// Exports `wasi:http/incoming-handler` (the `wasi:http/proxy` world
     /// other hosts run): requests and responses stream both ways.
     WasiHttp,
@@ -49,7 +52,10 @@ pub enum ComponentKind {
 impl ComponentKind {
     /// The kind of a component that exports `exports`, if it is a service.
     pub fn of(exports: &[InterfaceUse]) -> Option<ComponentKind> {
-        if exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
+        // A component exporting both handlers is served the cheaper way.
+        if exports.iter().any(|e| e.name == HANDLER2_INTERFACE) {
+            Some(ComponentKind::Handler2)
+        } else if exports.iter().any(|e| e.name == HANDLER_INTERFACE) {
             Some(ComponentKind::Handler)
         } else if exports
             .iter()
@@ -566,9 +572,10 @@ impl Loader {
         let exports = self.runtime.exports(component);
         let Some(kind) = ComponentKind::of(&exports) else {
             bail!(
-                "exports neither {HANDLER_INTERFACE}, wasi:http/incoming-handler nor a \
-                 typed interface of its own: a service targets the switchyard:platform/service \
-                 or wasi:http/proxy world, or exports interfaces for other services to import"
+                "exports neither {HANDLER_INTERFACE}, {HANDLER2_INTERFACE}, \
+                 wasi:http/incoming-handler nor a typed interface of its own: a service \
+                 targets the switchyard:platform/service, switchyard:platform/service2 or \
+                 wasi:http/proxy world, or exports interfaces for other services to import"
             );
         };
         let crossing = imports

@@ -36,6 +36,7 @@ use tracing::Instrument;
 
 pub use executor::INSTANCE_HEADER;
 use executor::handler::Handler;
+use executor::handler2::Handler2;
 use executor::rpc::Rpc;
 use executor::wasi_http::WasiHttp;
 use http::set_header;
@@ -208,6 +209,7 @@ async fn route_to_service(
     let mut response = match version.kind {
         _ if rpc => executor::run(&Rpc, gateway, &version, rest, request).await,
         ComponentKind::Handler => executor::run(&Handler, gateway, &version, rest, request).await,
+        ComponentKind::Handler2 => executor::run(&Handler2, gateway, &version, rest, request).await,
         ComponentKind::WasiHttp => executor::run(&WasiHttp, gateway, &version, rest, request).await,
         ComponentKind::Interfaces => error(
             StatusCode::NOT_FOUND,

@@ -165,12 +165,15 @@ platform_imports! {
 
 /// The handler interface every service must export.
 pub const HANDLER_INTERFACE: &str = "switchyard:platform/handler@0.1.0";
+/// The cheaper handler interface a service may export instead: the request
+/// is lent to the guest, which reads what it needs.
+pub const HANDLER2_INTERFACE: &str = "switchyard:platform/handler2@0.1.0";
 /// The interface a service may export to finish or undo work a crash left
 /// half-done (see `wit/platform/recovery.wit`).
 pub const RECOVERY_INTERFACE: &str = "switchyard:platform/recovery@0.1.0";
 
 /// Interfaces a service exports for the host to call, not for other services.
-pub const ENTRY_POINTS: [&str; 2] = [HANDLER_INTERFACE, RECOVERY_INTERFACE];
+pub const ENTRY_POINTS: [&str; 3] = [HANDLER_INTERFACE, HANDLER2_INTERFACE, RECOVERY_INTERFACE];
 
 fn guest_error(e: StoreError) -> store::Error {
     store::Error::Other(e.to_string())

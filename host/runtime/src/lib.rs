@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
-    Component, ComponentExportIndex, Instance, InstancePre, Linker, ResourceTable,
+    Component, ComponentExportIndex, Instance, InstancePre, Linker, Resource, ResourceTable,
 };
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
@@ -35,6 +35,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use guest_output::{GuestOutput, OutputBudget};
+use incoming::{Handler2, IncomingRequest};
 use outbound::{AllowedHosts, Outbound};
 
 use switchyard_platform::{
@@ -83,6 +84,7 @@ const WASI_SYSTEM_PREFIXES: [&str; 7] = [
 pub const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 mod guest_output;
+pub mod incoming;
 pub mod json;
 pub mod outbound;
 pub use wasmtime::component::Val;
@@ -258,7 +260,10 @@ impl InterfaceUse {
         let name = self.name.as_str();
         if !name.contains(':') {
             Provider::Toolchain
-        } else if platform::INTERFACES.contains(&name) || platform::ENTRY_POINTS.contains(&name) {
+        } else if platform::INTERFACES.contains(&name)
+            || platform::ENTRY_POINTS.contains(&name)
+            || name == incoming::INTERFACE
+        {
             Provider::Platform
         } else if WASI_SYSTEM_PREFIXES
             .iter()
@@ -331,6 +336,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut base_linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut base_linker)?;
         platform::add_to_linker(&mut base_linker, platform_view)?;
+        incoming::add_to_linker(&mut base_linker, |state| &mut state.table)?;
         Ok(Runtime {
             engine,
             base_linker,
@@ -495,6 +501,16 @@ impl Runtime {
                     platform::HANDLER_INTERFACE
                 )
             })?;
+        let handler2 = component
+            .get_export_index(None, platform::HANDLER2_INTERFACE)
+            .map(|_| incoming::GuestIndices::new(&pre))
+            .transpose()
+            .map_err(|e| {
+                anyhow!(
+                    "does not export a usable {}: {e:#}",
+                    platform::HANDLER2_INTERFACE
+                )
+            })?;
         // Names only: the exports' types are the loader's business.
         let exports_wasi_http = component
             .component_type()
@@ -507,6 +523,7 @@ impl Runtime {
         Ok(Linked {
             pre,
             handler,
+            handler2,
             proxy,
             allowed,
         })
@@ -597,6 +614,11 @@ impl Runtime {
             .as_ref()
             .map(|indices| indices.load(&mut store, &instance))
             .transpose()?;
+        let handler2 = linked
+            .handler2
+            .as_ref()
+            .map(|indices| indices.load(&mut store, &instance))
+            .transpose()?;
         let proxy = linked
             .proxy
             .as_ref()
@@ -606,6 +628,7 @@ impl Runtime {
             store,
             instance,
             handler,
+            handler2,
             proxy,
         })
     }
@@ -617,6 +640,8 @@ pub struct Linked {
     /// Where its HTTP handler is, if it exports one (an interface-only
     /// service does not).
     handler: Option<HandlerIndices>,
+    /// Where its `handler2` is, if it exports one.
+    handler2: Option<incoming::GuestIndices>,
     /// Where its `wasi:http` handler is, if it exports one.
     proxy: Option<ProxyIndices>,
     /// Where its outgoing HTTP may go.
@@ -669,6 +694,8 @@ pub struct LiveInstance {
     instance: Instance,
     /// Its HTTP handler, if it exports one.
     handler: Option<ServiceBindings>,
+    /// Its `handler2`, if it exports one.
+    handler2: Option<Handler2>,
     /// Its `wasi:http` handler, if it exports one.
     proxy: Option<Proxy>,
 }
@@ -707,6 +734,32 @@ impl LiveInstance {
         self.begin(0);
         let outcome = handler.call_handle(&mut self.store, request).await;
         self.finish(outcome)
+    }
+
+    /// Lend one HTTP request to the guest's `handler2`, for the call.
+    pub async fn handle_lent(
+        &mut self,
+        request: &IncomingRequest,
+    ) -> Result<incoming::Response, CallError> {
+        let Some(handler) = self.handler2.clone() else {
+            return Err(CallError::Trap(anyhow!(
+                "exports no {}",
+                platform::HANDLER2_INTERFACE
+            )));
+        };
+        let table = &mut self.store.data_mut().table;
+        let lent = table
+            .push(request.clone())
+            .map_err(|e| CallError::Trap(e.into()))?;
+        // The guest holds a borrow, which ends with the call: the request
+        // is the host's again afterwards, whatever the guest did.
+        let borrowed = Resource::new_borrow(lent.rep());
+        self.begin(0);
+        let outcome = handler.call_handle(&mut self.store, borrowed).await;
+        let returned = self.store.data_mut().table.delete(lent);
+        let response = self.finish(outcome)?;
+        returned.map_err(|e| CallError::Trap(e.into()))?;
+        Ok(response)
     }
 
     /// Hand one HTTP request to the guest's `wasi:http` handler. Its

@@ -107,7 +107,7 @@ enum BadResponse {
     HeadersTooLarge(usize),
 }
 
-fn into_http(version: &LoadedVersion, response: handler::Response) -> Response {
+pub(super) fn into_http(version: &LoadedVersion, response: handler::Response) -> Response {
     match checked_response(version, response) {
         Ok(response) => response,
         Err(bad) => {

@@ -4,11 +4,13 @@
 //! after a trap or running out of memory, failures turned into answers), around an [`Executor`] that
 //! knows its kind of component: how the request goes in and the answer
 //! comes out. One executor per kind, one file each: [`handler`] for
-//! components exporting `switchyard:platform/handler`, [`wasi_http`] for
+//! components exporting `switchyard:platform/handler`, [`handler2`] for
+//! those exporting `switchyard:platform/handler2`, [`wasi_http`] for
 //! those exporting `wasi:http/incoming-handler`; and [`rpc`] for calls
 //! to exported functions with JSON, which any kind with interfaces takes.
 
 pub mod handler;
+pub mod handler2;
 pub mod rpc;
 pub mod wasi_http;
 
