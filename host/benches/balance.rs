@@ -72,7 +72,7 @@ impl ServiceCalls for NoCalls {
 }
 
 async fn instantiation_time() -> serde_json::Value {
-    let runtime = Runtime::new(switchyard_runtime::POOLED_INSTANCES).unwrap();
+    let runtime = Runtime::new(switchyard_runtime::POOLED_INSTANCES, false).unwrap();
     let component = runtime
         .compile(&std::fs::read(component("faulty")).unwrap())
         .unwrap();

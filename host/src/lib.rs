@@ -45,6 +45,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Instances of all services together that can exist at once.
     pub pool_instances: u32,
+    /// Whether to tell `perf` the names of guest functions (see
+    /// [`switchyard_runtime::Runtime::new`]).
+    pub perf_map: bool,
     /// How many connections, and how slow and idle they may be.
     pub connections: server::ConnectionLimits,
     /// Where services' data and the deployment records live; `None`: the
@@ -88,7 +91,10 @@ impl App {
         let store = switchyard_store::open(&location)
             .await
             .with_context(|| format!("cannot open the store ({})", describe(&location)))?;
-        let runtime = Arc::new(switchyard_runtime::Runtime::new(settings.pool_instances)?);
+        let runtime = Arc::new(switchyard_runtime::Runtime::new(
+            settings.pool_instances,
+            settings.perf_map,
+        )?);
         let registry = Arc::new(registry::Registry::new(store.clone()));
         telemetry.follow(&registry);
         let loader = Arc::new(loader::Loader {

@@ -100,6 +100,10 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_POOL_INSTANCES", default_value_t = switchyard_runtime::POOLED_INSTANCES,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pool_instances: u32,
+    /// Write the names of the guests' compiled functions to
+    /// /tmp/perf-<pid>.map, so that `perf` names guest code in a profile.
+    #[arg(long, env = "SWITCHYARD_PERF_MAP")]
+    perf_map: bool,
     /// Log lines as `text` for people or `json` for machines (filter: RUST_LOG).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -146,6 +150,7 @@ async fn run() -> anyhow::Result<()> {
                 admin_token: args.admin_token.filter(|t| !t.is_empty()),
                 shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
                 pool_instances: args.pool_instances,
+                perf_map: args.perf_map,
                 connections: switchyard_gateway::server::ConnectionLimits {
                     header_timeout: Duration::from_millis(args.header_timeout_ms),
                     idle_timeout: Duration::from_millis(args.idle_timeout_ms),

@@ -112,6 +112,29 @@ async fn the_access_log_follows_the_log_filter() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_perf_map_perf_can_name_guest_functions() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    let host = site.start_with(&["--perf-map"]);
+    assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.pid()));
+    let names = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    // perf's format: start address, size, name (mangled; perf demangles
+    // it); the guest's own handler among them.
+    let handler = names
+        .lines()
+        .find(|line| line.contains("faulty") && line.contains("6handle"))
+        .unwrap_or_else(|| panic!("no faulty handler in {map:?}: {names:.2000}"));
+    let fields: Vec<&str> = handler.splitn(3, ' ').collect();
+    let hex = |field: &str| u64::from_str_radix(field.trim_start_matches("0x"), 16);
+    assert!(
+        hex(fields[0]).is_ok() && hex(fields[1]).is_ok(),
+        "{handler}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_whether_every_service_has_an_active_version() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));

@@ -25,8 +25,8 @@ use wasmtime::component::{
     Component, ComponentExportIndex, Instance, InstancePre, Linker, Resource, ResourceTable,
 };
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-    Store, UpdateDeadline,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ProfilingStrategy, ResourceLimiter, Store, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -298,8 +298,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// An engine with room for `instances` instances at once.
-    pub fn new(instances: u32) -> Result<Runtime> {
+    /// An engine with room for `instances` instances at once. With
+    /// `perf_map`, the names of the guests' compiled functions are written to
+    /// `/tmp/perf-<pid>.map`, where `perf` finds them: a profile of the host
+    /// then names guest code too.
+    pub fn new(instances: u32, perf_map: bool) -> Result<Runtime> {
         let mut pooling = PoolingAllocationConfig::new();
         // Per component instance, room for what the guest toolchains build:
         // core instances are one per core module (Rust 3, QuickJS 8,
@@ -319,6 +322,9 @@ impl Runtime {
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        if perf_map {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let ticker = engine.weak();

@@ -35,6 +35,7 @@ pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Sett
         admin_token: None,
         shutdown_timeout: Duration::from_secs(1),
         pool_instances: 16,
+        perf_map: false,
         connections: switchyard_gateway::server::ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
