@@ -7,6 +7,8 @@
 //! - a handler component under Switchyard (`faulty`, `GET /hello`), pooled
 //!   and with a fresh instance per request, and pooled under a host with
 //!   its default access log (`info`, one line per request, to a file);
+//! - a handler2 component (`hello2`, `GET /hello`), pooled: lent the
+//!   request, it reads only its path;
 //! - a `wasi:http` component (`hello-http`) under Switchyard, pooled and per
 //!   request, and under `wasmtime serve` (its reference host, one instance
 //!   per request), the same file.
@@ -86,6 +88,7 @@ async fn main() {
     for (name, file, isolation) in [
         ("hello", "faulty", "pooled"),
         ("hello-fresh", "faulty", "per-request"),
+        ("hello2", "hello2", "pooled"),
         ("http", "hello_http", "pooled"),
         ("http-fresh", "hello_http", "per-request"),
     ] {
@@ -115,6 +118,11 @@ async fn main() {
             "handler_pooled_access_log",
             format!("{}/hello/hello", logged.base),
             logged.pid(),
+        ),
+        (
+            "handler2_pooled",
+            format!("{}/hello2/hello", host.base),
+            host.pid(),
         ),
         (
             "handler_per_request",

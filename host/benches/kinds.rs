@@ -2,7 +2,8 @@
 //! component and guest language, side by side in one run, with a real load
 //! generator (wrk) against a real host:
 //!
-//! - a handler component in Rust (`faulty`, `GET /ok`);
+//! - a handler component in Rust (`faulty`, `GET /hello`);
+//! - a handler2 component in Rust (`hello2`, `GET /hello`);
 //! - a `wasi:http` component in Rust (`streamer`, `GET /hello`);
 //! - a handler service in Python (`reviews`, componentize-py, `GET /`);
 //! - a handler service in JavaScript (`wishlist`, componentize-qjs, `GET /`).
@@ -30,8 +31,9 @@ use support::{Site, component};
 use measure::{write_report, wrk};
 
 /// Kind, the component serving it, and the path of its hello.
-const KINDS: [(&str, &str, &str); 4] = [
-    ("handler", "faulty", "/ok"),
+const KINDS: [(&str, &str, &str); 5] = [
+    ("handler", "faulty", "/hello"),
+    ("handler2", "hello2", "/hello"),
     ("wasi-http", "streamer", "/hello"),
     ("python", "reviews", "/"),
     ("javascript", "wishlist", "/"),
