@@ -15,7 +15,10 @@
 //!   would not pay;
 //! - `host_handler2`, `host_handler2_browser_headers`: the same hello from a
 //!   guest exporting `handler2` (`hello2`), which is lent the request and
-//!   reads only its path.
+//!   reads only its path;
+//! - `axum_goods`, `host_goods`: `GET /goods/{id}`, natively
+//!   (`examples/native_goods.rs`' router) and by the goods service, on the
+//!   same record in the same SQLite store.
 //!
 //! Each row runs in a process of its own (logging is set up once per
 //! process), nine rounds alternating between them; each figure is the
@@ -28,6 +31,11 @@ mod support;
 
 mod measure;
 
+// Only its router is used here; its `main` is the example's.
+#[allow(dead_code)]
+#[path = "../examples/native_goods.rs"]
+mod native_goods;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -39,6 +47,7 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use serde_json::json;
 use support::{component, in_process_settings};
+use switchyard_store::{KeyValueStore, Namespace, Quota, SqliteStore};
 use tower::ServiceExt;
 
 /// Measured rounds per row.
@@ -49,7 +58,7 @@ const REQUESTS: u32 = 60_000;
 const ROW_VAR: &str = "SWITCHYARD_BENCH_ROW";
 
 /// Every row: its name, `RUST_LOG`, and whether lines are JSON.
-const ROWS: [(&str, &str, bool); 8] = [
+const ROWS: [(&str, &str, bool); 10] = [
     ("axum_router", "warn", false),
     ("host_warn", "warn", false),
     ("host_access_log", "info", false),
@@ -58,7 +67,13 @@ const ROWS: [(&str, &str, bool); 8] = [
     ("host_browser_headers", "warn", false),
     ("host_handler2", "warn", false),
     ("host_handler2_browser_headers", "warn", false),
+    ("axum_goods", "warn", false),
+    ("host_goods", "warn", false),
 ];
+
+/// The goods record the goods rows read, and its path.
+const GOODS_ID: &str = "g-bench";
+const GOODS: &str = r#"{"id":"g-bench","name":"pen","price_cents":150,"stock":10}"#;
 
 /// What a browser sends with a page request, besides `host`.
 const BROWSER_HEADERS: [(&str, &str); 14] = [
@@ -101,8 +116,13 @@ fn main() {
 fn compare() {
     let dir = tempfile::tempdir().unwrap();
     // The handler rows' services, then the handler2 rows'.
-    for (services, hello) in [("services", "faulty"), ("services2", "hello2")] {
-        let file = dir.path().join(services).join("hello/1.0.0.wasm");
+    for (services, hello) in [
+        ("services", "faulty"),
+        ("services2", "hello2"),
+        ("services3", "goods"),
+    ] {
+        let name = if hello == "goods" { "goods" } else { "hello" };
+        let file = dir.path().join(services).join(name).join("1.0.0.wasm");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::copy(component(hello), &file).unwrap();
     }
@@ -161,6 +181,14 @@ fn compare() {
             }),
         ),
         (
+            "goods_host_over_native_ns",
+            median_of(&|r| ns(r, "host_goods") - ns(r, "axum_goods")),
+        ),
+        (
+            "goods_native_over_host",
+            median_of(&|r| ns(r, "axum_goods") / ns(r, "host_goods")),
+        ),
+        (
             "handler2_browser_over_handler_ns",
             median_of(&|r| ns(r, "host_handler2_browser_headers") - ns(r, "host_browser_headers")),
         ),
@@ -173,7 +201,11 @@ fn compare() {
         );
     }
     for (name, difference) in differences {
-        println!("{name:<30} {difference:>+12.0}");
+        if name.ends_with("_over_host") {
+            println!("{name:<30} {difference:>12.2}");
+        } else {
+            println!("{name:<30} {difference:>+12.0}");
+        }
         report[name] = json!(difference);
     }
     let out = measure::target_dir().join("bench");
@@ -211,11 +243,20 @@ fn measure(row: &str) {
         .build()
         .unwrap();
     runtime.block_on(async {
+        let goods = row.ends_with("goods");
+        if goods {
+            seed_goods(&dir.join("data3/store.sqlite")).await;
+        }
         let router = if row.starts_with("axum_router") {
             Router::new().route("/hello/hello", get(|| async { "hello, world\n" }))
+        } else if row == "axum_goods" {
+            let store = SqliteStore::open(&dir.join("data3/store.sqlite")).unwrap();
+            native_goods::router(Arc::new(store))
         } else {
             let (services, data) = if row.starts_with("host_handler2") {
                 ("services2", "data2")
+            } else if goods {
+                ("services3", "data3")
             } else {
                 ("services", "data")
             };
@@ -231,8 +272,13 @@ fn measure(row: &str) {
         } else {
             &[]
         };
+        let (path, answer) = if goods {
+            (format!("/goods/{GOODS_ID}"), GOODS)
+        } else {
+            ("/hello/hello".to_string(), "hello, world\n")
+        };
         let one = || async {
-            let mut request = Request::get("/hello/hello");
+            let mut request = Request::get(&path);
             for (name, value) in headers {
                 request = request.header(*name, *value);
             }
@@ -240,7 +286,16 @@ fn measure(row: &str) {
             let response = router.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             let body = response.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(&body[..], b"hello, world\n");
+            let body: &[u8] = &body;
+            if goods {
+                let got: serde_json::Value = serde_json::from_slice(body).unwrap();
+                assert_eq!(
+                    got,
+                    serde_json::from_str::<serde_json::Value>(answer).unwrap()
+                );
+            } else {
+                assert_eq!(body, answer.as_bytes());
+            }
         };
         for _ in 0..REQUESTS {
             one().await;
@@ -261,4 +316,19 @@ fn cpu_ns() -> u64 {
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
         .filter_map(|stat| stat.split(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Put the goods rows' record into the store at `path` (the host's and the
+/// native router's alike), as the goods service keeps it.
+async fn seed_goods(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = SqliteStore::open(path).unwrap();
+    let goods = Namespace {
+        service: "goods".into(),
+        bucket: "goods".into(),
+    };
+    store
+        .set(&goods, GOODS_ID, GOODS.as_bytes(), &Quota::default())
+        .await
+        .unwrap();
 }

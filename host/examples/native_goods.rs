@@ -52,14 +52,19 @@ async fn goods(State(store): State<Arc<SqliteStore>>, Path(id): Path<String>) ->
     }
 }
 
+/// `GET /goods/{id}` and `GET /hello`, natively, on `store`.
+pub fn router(store: Arc<SqliteStore>) -> Router {
+    Router::new()
+        .route("/goods/{id}", get(goods))
+        .route("/hello", get(|| async { "hello, world\n" }))
+        .with_state(store)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let store = Arc::new(SqliteStore::open(&args.data.join("store.sqlite"))?);
-    let app = Router::new()
-        .route("/goods/{id}", get(goods))
-        .route("/hello", get(|| async { "hello, world\n" }))
-        .with_state(store);
+    let app = router(store);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("native listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
