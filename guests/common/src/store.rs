@@ -3,6 +3,10 @@
 //! host namespaces buckets per service, so a bucket name only has to be unique
 //! within one service.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,14 +37,28 @@ impl From<StoreError> for Reply {
 
 /// One bucket of JSON records keyed by id.
 pub struct Table {
-    bucket: Bucket,
+    bucket: Rc<Bucket>,
+}
+
+thread_local! {
+    /// The buckets this instance has opened, by name. An instance serves
+    /// call after call, and a bucket handle stays good for its life: opening
+    /// once saves every later call two calls into the host (open, drop).
+    static OPEN: RefCell<HashMap<String, Rc<Bucket>>> = RefCell::new(HashMap::new());
 }
 
 impl Table {
     pub fn open(name: &str) -> Result<Table, StoreError> {
-        Ok(Table {
-            bucket: open(name)?,
-        })
+        let open_before = OPEN.with_borrow(|buckets| buckets.get(name).cloned());
+        let bucket = match open_before {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = Rc::new(open(name)?);
+                OPEN.with_borrow_mut(|buckets| buckets.insert(name.to_string(), bucket.clone()));
+                bucket
+            }
+        };
+        Ok(Table { bucket })
     }
 
     /// The record under `key`, if any.
