@@ -5,9 +5,11 @@
 //! environment with no files, network, environment variables or arguments, a
 //! memory cap, call deadlines enforced by epoch interruption, and cooperative
 //! yielding so that a busy guest cannot starve the gateway; and it tells how a
-//! call failed ([`CallError`]). It knows nothing of the registry: calls to
-//! other services leave through [`ServiceCalls`], supplied by whoever links
-//! the component.
+//! call failed ([`CallError`]). It calls a guest's HTTP entry point in each
+//! of its forms: `handler` (the request copied in as a record), `handler2`
+//! (the request lent, [`incoming`]) and `wasi:http`. It knows nothing of the
+//! registry: calls to other services leave through [`ServiceCalls`],
+//! supplied by whoever links the component.
 
 use std::collections::HashMap;
 use std::future::Future;
