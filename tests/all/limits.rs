@@ -173,11 +173,12 @@ async fn each_strategy_spreads_calls_as_it_promises() {
         "least",
         "strategy = \"least-outstanding\"\n[instances]\nmin = 2\nmax = 2\n",
     );
-    faulty(
-        &site,
-        "hash",
-        "strategy = \"consistent-hash\"\nhash_key = \"header:x-user-id\"\n[instances]\nmin = 0\nmax = 4\n",
-    );
+    let hashed = "strategy = \"consistent-hash\"\nhash_key = \"header:x-user-id\"\n[instances]\nmin = 0\nmax = 4\n";
+    faulty(&site, "hash", hashed);
+    // The same for a handler2 service, whose executor finds the key in the
+    // request it lends.
+    site.install("hash2", "1.0.0", &component("hello2"));
+    site.settings("hash2", hashed);
     let host = Arc::new(site.start());
 
     // Round-robin: strictly in turn.
@@ -224,33 +225,39 @@ async fn each_strategy_spreads_calls_as_it_promises() {
     assert!(!during.contains(&busy), "a call went to the busy instance");
 
     // Consistent hash: a key always lands on the same instance; keys spread.
-    let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for round in 0..3 {
-        for user in 0..40 {
-            let reply = host
-                .client()
-                .get(format!("{}/hash/ok", host.base))
-                .header("x-user-id", format!("user-{user}"))
-                .send()
-                .await
-                .unwrap();
-            let slot = reply.headers()["x-switchyard-instance"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            homes
-                .entry(format!("user-{user}"))
-                .or_default()
-                .insert(slot);
-            assert_eq!(reply.status(), StatusCode::OK, "round {round}");
+    for path in ["/hash/ok", "/hash2/hello"] {
+        let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for round in 0..3 {
+            for user in 0..40 {
+                let reply = host
+                    .client()
+                    .get(format!("{}{path}", host.base))
+                    .header("x-user-id", format!("user-{user}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let slot = reply.headers()["x-switchyard-instance"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                homes
+                    .entry(format!("user-{user}"))
+                    .or_default()
+                    .insert(slot);
+                assert_eq!(reply.status(), StatusCode::OK, "{path}, round {round}");
+            }
         }
+        assert!(
+            homes.values().all(|slots| slots.len() == 1),
+            "{path}: a key moved: {homes:?}"
+        );
+        let used: BTreeSet<&String> = homes.values().flatten().collect();
+        assert_eq!(
+            used.len(),
+            4,
+            "{path}: 40 keys use all 4 instances: {used:?}"
+        );
     }
-    assert!(
-        homes.values().all(|slots| slots.len() == 1),
-        "a key moved: {homes:?}"
-    );
-    let used: BTreeSet<&String> = homes.values().flatten().collect();
-    assert_eq!(used.len(), 4, "40 keys use all 4 instances: {used:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
