@@ -14,11 +14,7 @@ use serde_json::json;
 
 /// Open a raw TCP connection to the host.
 fn connect(host: &Host) -> TcpStream {
-    let stream = TcpStream::connect(host.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
+    host.connect(Duration::from_secs(10))
 }
 
 /// How long until the host closes `stream` (reads return end of file or

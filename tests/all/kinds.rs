@@ -4,7 +4,6 @@
 //! JSON over `POST /rpc/...`.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -256,10 +255,7 @@ async fn kind_of(host: &Host, service: &str, version: &str) -> Value {
 /// `head` (request line and headers, no blank line) sent as raw bytes; the
 /// answer's JSON body.
 fn raw_exchange(host: &Host, head: &[u8]) -> Value {
-    let mut stream = TcpStream::connect(host.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = host.connect(Duration::from_secs(30));
     stream.write_all(head).unwrap();
     stream
         .write_all(b"\r\nhost: test\r\nconnection: close\r\n\r\n")

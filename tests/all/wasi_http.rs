@@ -16,11 +16,7 @@ const GIB: u64 = 1 << 30;
 
 /// A connection to `host` that gives up on a read after 30 s.
 fn connect(host: &Host) -> TcpStream {
-    let stream = TcpStream::connect(host.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
+    host.connect(Duration::from_secs(30))
 }
 
 /// Send `head` (a request line and headers, without the blank line), and

@@ -8,6 +8,7 @@ mod client;
 pub use client::{Client, RequestBuilder};
 
 use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, mpsc};
@@ -389,6 +390,15 @@ impl Host {
     /// `host:port` the host listens on, for raw TCP clients.
     pub fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
+    }
+
+    /// A raw TCP connection to the host, whose reads give up after
+    /// `read_timeout` (a test waiting on a host that never answers fails
+    /// instead of hanging).
+    pub fn connect(&self, read_timeout: Duration) -> TcpStream {
+        let stream = TcpStream::connect(self.addr()).unwrap();
+        stream.set_read_timeout(Some(read_timeout)).unwrap();
+        stream
     }
 
     /// The host's process id.
