@@ -71,7 +71,27 @@ const ROWS: [(&str, &str, bool); 10] = [
     ("host_goods", "warn", false),
 ];
 
-/// The goods record the goods rows read, and its path.
+/// The sites the host rows load, each a services and a data folder: the
+/// service there and the component it runs.
+const SITES: [(&str, &str, &str, &str); 3] = [
+    ("services", "data", "hello", "faulty"),
+    ("services2", "data2", "hello", "hello2"),
+    ("services3", "data3", "goods", "goods"),
+];
+
+/// The site a host row loads: its services and data folders.
+fn site(row: &str) -> (&'static str, &'static str) {
+    let (services, data, ..) = if row.starts_with("host_handler2") {
+        SITES[1]
+    } else if row.ends_with("goods") {
+        SITES[2]
+    } else {
+        SITES[0]
+    };
+    (services, data)
+}
+
+/// The goods record the goods rows read, and its id.
 const GOODS_ID: &str = "g-bench";
 const GOODS: &str = r#"{"id":"g-bench","name":"pen","price_cents":150,"stock":10}"#;
 
@@ -115,16 +135,10 @@ fn main() {
 /// Run every row in a child process, round after round; report medians.
 fn compare() {
     let dir = tempfile::tempdir().unwrap();
-    // The handler rows' services, then the handler2 rows'.
-    for (services, hello) in [
-        ("services", "faulty"),
-        ("services2", "hello2"),
-        ("services3", "goods"),
-    ] {
-        let name = if hello == "goods" { "goods" } else { "hello" };
-        let file = dir.path().join(services).join(name).join("1.0.0.wasm");
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::copy(component(hello), &file).unwrap();
+    for (services, _, service, file) in SITES {
+        let installed = dir.path().join(services).join(service).join("1.0.0.wasm");
+        std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+        std::fs::copy(component(file), &installed).unwrap();
     }
     // rounds[i][row]: the machine's speed drifts by 20 % over a run, so
     // differences are taken within a round, where it is about the same.
@@ -244,22 +258,17 @@ fn measure(row: &str) {
         .unwrap();
     runtime.block_on(async {
         let goods = row.ends_with("goods");
+        // The goods rows, native and host alike, read the goods site's store.
+        let (services, data) = site(row);
+        let store = dir.join(data).join("store.sqlite");
         if goods {
-            seed_goods(&dir.join("data3/store.sqlite")).await;
+            seed_goods(&store).await;
         }
         let router = if row.starts_with("axum_router") {
             Router::new().route("/hello/hello", get(|| async { "hello, world\n" }))
         } else if row == "axum_goods" {
-            let store = SqliteStore::open(&dir.join("data3/store.sqlite")).unwrap();
-            native_goods::router(Arc::new(store))
+            native_goods::router(Arc::new(SqliteStore::open(&store).unwrap()))
         } else {
-            let (services, data) = if row.starts_with("host_handler2") {
-                ("services2", "data2")
-            } else if goods {
-                ("services3", "data3")
-            } else {
-                ("services", "data")
-            };
             let settings = in_process_settings(dir.join(services), dir.join(data));
             let telemetry = switchyard_gateway::telemetry::Telemetry::install().unwrap();
             switchyard::App::load(&settings, Arc::new(telemetry))
