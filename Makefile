@@ -95,8 +95,9 @@ build-guests: setup tools
 build-host: setup
 	$(CARGO) build --release -p switchyard
 
-# Install each shop service under the version its crate declares; an existing
-# file of that version is left alone, so that `make run` never rewrites history.
+# Install each shop service under the version its crate declares, with its
+# service.toml where it has one; an existing file is left alone, so that
+# `make run` never rewrites history or an operator's settings.
 install-services: build-guests
 	@for g in $(GUESTS) $(FOREIGN_GUESTS); do \
 	  v=$$(cat guests/$$g/Cargo.toml guests/$$g/pyproject.toml 2>/dev/null | sed -n 's/^version = "\(.*\)"/\1/p' | head -1); \
@@ -105,5 +106,8 @@ install-services: build-guests
 	  if [ ! -e $(SERVICES)/$$g/$$v.wasm ]; then \
 	    cp $(WASM_DIR)/$$g.wasm $(SERVICES)/$$g/$$v.wasm.tmp && mv $(SERVICES)/$$g/$$v.wasm.tmp $(SERVICES)/$$g/$$v.wasm; \
 	    echo "installed $(SERVICES)/$$g/$$v.wasm"; \
+	  fi; \
+	  if [ -e guests/$$g/service.toml ] && [ ! -e $(SERVICES)/$$g/service.toml ]; then \
+	    cp guests/$$g/service.toml $(SERVICES)/$$g/service.toml && echo "installed $(SERVICES)/$$g/service.toml"; \
 	  fi; \
 	done

@@ -29,6 +29,7 @@ use anyhow::{Context, Result};
 use switchyard_admin::Admin;
 use switchyard_control::node::{self, Node};
 use switchyard_control::{loader, recovery, registry, watcher};
+use switchyard_gateway::operator::Operators;
 use switchyard_gateway::{Gateway, server, telemetry};
 use switchyard_store::{Location, Store};
 
@@ -133,10 +134,11 @@ impl App {
             Arc::downgrade(&registry),
             store.clone(),
         ));
+        let operators = Operators::new(settings.admin_token.clone());
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),
             loader,
-            admin_token: settings.admin_token.clone(),
+            operators: operators.clone(),
             request_timeout: settings.request_timeout,
             node,
             nodes: store.clone(),
@@ -146,6 +148,7 @@ impl App {
             telemetry,
             max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
+            operators,
         });
         let router = switchyard_gateway::router(gateway, admin);
         Ok(App {

@@ -15,6 +15,7 @@ use crate::support::{Host, Site, component};
 fn till_and_tax() -> Site {
     let site = Site::new();
     site.install("tax", "1.0.0", &component("tax"));
+    site.settings("tax", "[rpc]\npublic = [\"rates\"]\n");
     site.install("till", "1.0.0", &component("till"));
     site
 }
@@ -37,7 +38,7 @@ pub(crate) async fn an_interface_only_service_is_imported_swapped_and_refuses_ht
     assert_eq!(http.header("x-switchyard-service"), "tax");
     for part in [
         "no HTTP handler",
-        "switchyard:tax/rates@1.0.0",
+        "it publishes (rates.",
         "POST /rpc/tax/<interface>/<function>",
     ] {
         assert!(http.error().contains(part), "{part}: {http:?}");

@@ -14,6 +14,7 @@ mod languages;
 mod limits;
 mod loading;
 mod operations;
+mod publishing;
 mod shop;
 mod storage;
 mod swap;

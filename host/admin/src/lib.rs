@@ -13,18 +13,18 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use semver::Version;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use switchyard_control::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
 use switchyard_control::node::{self, Node};
 use switchyard_control::registry::{Cause, Registry, VersionEntry};
+use switchyard_gateway::operator::Operators;
 use switchyard_gateway::{ApiError, error, read_body_in_time};
 use switchyard_store::NodeStore;
 
@@ -32,9 +32,8 @@ use switchyard_store::NodeStore;
 pub struct Admin {
     pub registry: Arc<Registry>,
     pub loader: Arc<Loader>,
-    /// When set, admin changes need `Authorization: Bearer <token>`; when not,
-    /// they are accepted from loopback clients only.
-    pub admin_token: Option<String>,
+    /// Who may make admin changes.
+    pub operators: Operators,
     /// An admin request body still arriving after this gets a 408.
     pub request_timeout: Duration,
     /// This host, as a node of its cluster.
@@ -95,51 +94,16 @@ async fn list_nodes(State(admin): State<Arc<Admin>>) -> Response {
     }
 }
 
-/// Admin changes: a bearer token when one is configured, else loopback only.
-async fn authorize(
-    State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &admin.admin_token else {
-        if peer.ip().is_loopback() {
-            return next.run(request).await;
-        }
-        return error(
-            StatusCode::FORBIDDEN,
-            "no admin token is configured, so admin changes are accepted from loopback only",
-        );
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
-            next.run(request).await
-        }
-        _ => {
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "admin changes need a valid Authorization: Bearer <token> header",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        }
+/// Admin changes: operators only (the admin token, or loopback without one).
+async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    match admin.operators.check(request.headers(), peer) {
+        Ok(()) => next.run(request).await,
+        Err(not) => not.refusal("admin changes"),
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` value; the scheme is
-/// case-insensitive (RFC 9110 §11.1).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_start_matches(' '))
 }
 
 /// Admin changes read their whole body (up to the largest component) within

@@ -22,6 +22,7 @@ use crate::files;
 use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
+use crate::rpc;
 use switchyard_platform::{HANDLER_INTERFACE, HANDLER2_INTERFACE, Platform};
 use switchyard_runtime::outbound::AllowedHosts;
 use switchyard_runtime::{
@@ -117,6 +118,19 @@ pub struct ServiceSettings {
     pub config: BTreeMap<String, String>,
     /// `[outbound]`: where the service's outgoing HTTP may go.
     pub outbound: OutboundSettings,
+    /// `[rpc]`: what anonymous clients may call over `/rpc`.
+    pub rpc: RpcSettings,
+}
+
+/// `[rpc]`: a service's exported functions are for other services; over
+/// `/rpc` anonymous clients reach only those named here (operators, with
+/// the admin token, reach all).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcSettings {
+    /// `"<interface>.<function>"` or a whole `"<interface>"`, the interface
+    /// by its short or full name (see [`crate::rpc::publish`]).
+    pub public: Vec<String>,
 }
 
 /// `[outbound]`: outgoing HTTP (`wasi:http/outgoing-handler`) is denied
@@ -578,6 +592,8 @@ impl Loader {
                  wasi:http/proxy world, or exports interfaces for other services to import"
             );
         };
+        let published = rpc::publish(&exports, &settings.rpc.public)
+            .with_context(|| format!("services/{service}/service.toml"))?;
         let crossing = imports
             .iter()
             .chain(&exports)
@@ -639,6 +655,7 @@ impl Loader {
             version_text: version.to_string(),
             imports,
             exports,
+            published,
             pool: Arc::new(pool),
             digest: compiled.digest,
             compile_time: compiled.compile_time,

@@ -14,11 +14,13 @@
 //! - [`server`]: the listening socket: connection limits and timeouts.
 //! - [`executor`]: running a request on a version, one executor per kind.
 //! - [`http`]: errors as JSON, bodies read within limits.
+//! - [`operator`]: who may change things and call what is not published.
 //! - [`telemetry`]: the metrics it serves.
 
 pub mod access_log;
 pub mod executor;
 pub mod http;
+pub mod operator;
 pub mod server;
 pub mod telemetry;
 
@@ -41,6 +43,7 @@ use executor::rpc::Rpc;
 use executor::wasi_http::WasiHttp;
 use http::set_header;
 pub use http::{ApiError, error, read_body_in_time};
+use operator::Operators;
 use switchyard_control::loader::ComponentKind;
 use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_control::rpc::{self, RPC_PREFIX};
@@ -58,6 +61,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// A request still running after this gets a 504; its instance is discarded.
     pub request_timeout: Duration,
+    /// Who may call the functions services do not publish over `/rpc`.
+    pub operators: Operators,
 }
 
 impl Gateway {
@@ -214,14 +219,11 @@ async fn route_to_service(
         ComponentKind::Interfaces => error(
             StatusCode::NOT_FOUND,
             format!(
-                "service {name} {} has no HTTP handler: it exports only typed interfaces ({}), \
-                 which other services import and clients call with \
+                "service {name} {} has no HTTP handler: it exports only typed interfaces, \
+                 which other services import; clients call what it publishes ({}) with \
                  POST /{RPC_PREFIX}/{name}/<interface>/<function>",
                 version.version,
-                rpc::callable(&version.exports)
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                rpc::describe_published(&version.published)
             ),
         ),
     };

@@ -61,13 +61,24 @@ impl Site {
         site
     }
 
-    /// The shop: goods, users and orders at 1.0.0.
+    /// The shop: goods, users and orders at 1.0.0, with the settings
+    /// `make run` installs (`guests/<name>/service.toml`).
     pub fn shop() -> Site {
         let site = Site::new();
         for name in ["goods", "users", "orders"] {
             site.install(name, "1.0.0", &component(name));
+            site.install_settings(name);
         }
         site
+    }
+
+    /// Copy the shop service `name`'s own `guests/<name>/service.toml`, if
+    /// it has one, as `make run` does.
+    pub fn install_settings(&self, name: &str) {
+        let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
+        if let Ok(toml) = std::fs::read_to_string(guests.join(name).join("service.toml")) {
+            self.settings(name, &toml);
+        }
     }
 
     pub fn services(&self) -> PathBuf {

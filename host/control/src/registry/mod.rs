@@ -125,6 +125,9 @@ pub struct LoadedVersion {
     pub version_text: String,
     pub imports: Vec<InterfaceUse>,
     pub exports: Vec<InterfaceUse>,
+    /// The part of `exports` its `service.toml` publishes to anonymous
+    /// clients over `/rpc` (see [`rpc::publish`]).
+    pub published: Vec<InterfaceUse>,
     pub pool: Arc<InstancePool>,
     /// SHA-256 of the component file.
     pub digest: String,
@@ -668,6 +671,11 @@ impl Registry {
                             function: function.name.clone(),
                             signature: function.signature.to_string(),
                             rpc: rpc::path_of(name, &v.exports, &interface.name, &function.name),
+                            public: rpc::is_published(
+                                &v.published,
+                                &interface.name,
+                                &function.name,
+                            ),
                         })
                     })
                     .collect()
@@ -770,6 +778,9 @@ pub struct FunctionView {
     pub signature: String,
     /// The path that calls it with JSON.
     pub rpc: String,
+    /// Whether anonymous clients may call it over `/rpc` (its service's
+    /// `[rpc] public` names it); else only other services and operators.
+    pub public: bool,
 }
 
 #[derive(Serialize)]

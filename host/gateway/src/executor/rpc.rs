@@ -5,12 +5,16 @@
 //! exports typed interfaces takes these calls, through the same pools,
 //! versions and limits as the calls other services make.
 //!
+//! Anonymous clients reach the functions the service publishes (`[rpc]
+//! public`); operators ([`crate::operator`]) reach every exported one.
+//!
 //! Addressing is [`switchyard_control::rpc`]'s, the JSON mapping is
 //! [`switchyard_runtime::json`]'s; this file only joins them to HTTP.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -67,8 +71,34 @@ impl Executor for Rpc {
                 ),
             ));
         };
-        let (interface, function) = rpc::resolve(&version.exports, interface, function)
-            .map_err(|e| error(StatusCode::NOT_FOUND, format!("{name} {e}")))?;
+        // Anonymous clients see only what the service publishes: whether an
+        // unpublished function exists is not theirs to learn.
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let operator = gateway.operators.check(request.headers(), peer).is_ok();
+        let callable = if operator {
+            &version.exports
+        } else {
+            &version.published
+        };
+        let (interface, function) =
+            rpc::resolve(callable, interface, function).map_err(|e| match e {
+                _ if operator => error(StatusCode::NOT_FOUND, format!("{name} {e}")),
+                rpc::NotFound::Ambiguous { .. } => {
+                    error(StatusCode::NOT_FOUND, format!("{name} publishes {e}"))
+                }
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "{name} publishes no function {interface}/{function} over /rpc; \
+                         it publishes {} (a service's [rpc] public names what clients may \
+                         call; operators call the rest with the admin token)",
+                        rpc::describe_published(&version.published)
+                    ),
+                ),
+            })?;
         let signature = &function.signature;
         if let Some(ty) = wit_json::unsupported(signature) {
             return Err(error(

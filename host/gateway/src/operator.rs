@@ -1,0 +1,148 @@
+//! Who is an operator: whoever presents the admin token (`Authorization:
+//! Bearer <token>`), or, on a host configured without a token, a client on
+//! loopback. Operators change what serves (the admin API) and may call any
+//! exported function over `/rpc`; everyone else reaches only what services
+//! publish.
+//!
+//! It decides and words refusals; it must never let a request through when
+//! a token is configured and the request does not carry it.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use subtle::ConstantTimeEq;
+
+use crate::http::error;
+
+/// The host's rule for operators.
+#[derive(Debug, Clone, Default)]
+pub struct Operators {
+    token: Option<String>,
+}
+
+/// Why a request is not an operator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotOperator {
+    /// A token is configured and the request lacks it (or has another).
+    NoToken,
+    /// No token is configured and the client is not on loopback.
+    NotLoopback,
+}
+
+impl Operators {
+    /// `token`: the admin token; none (or empty) leaves operators to loopback.
+    pub fn new(token: Option<String>) -> Operators {
+        Operators {
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Whether the request with `headers`, from `peer` (unknown when the
+    /// request came without a socket), is an operator's.
+    pub fn check(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), NotOperator> {
+        let Some(token) = &self.token else {
+            return match peer {
+                Some(peer) if peer.ip().is_loopback() => Ok(()),
+                _ => Err(NotOperator::NotLoopback),
+            };
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token);
+        match given {
+            Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+            _ => Err(NotOperator::NoToken),
+        }
+    }
+}
+
+impl NotOperator {
+    /// The answer to a request that needs an operator, naming `what` it asked
+    /// for (`"admin changes"`).
+    pub fn refusal(self, what: &str) -> Response {
+        match self {
+            NotOperator::NotLoopback => error(
+                StatusCode::FORBIDDEN,
+                format!("no admin token is configured, so {what} are accepted from loopback only"),
+            ),
+            NotOperator::NoToken => {
+                let mut response = error(
+                    StatusCode::UNAUTHORIZED,
+                    format!("{what} need a valid Authorization: Bearer <token> header"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        }
+        headers
+    }
+
+    const LOOPBACK: Option<SocketAddr> = Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        40000,
+    ));
+    const REMOTE: Option<SocketAddr> = Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+        40000,
+    ));
+
+    #[test]
+    fn with_a_token_only_its_holder_is_an_operator_wherever_they_are() {
+        let operators = Operators::new(Some("s3cret".into()));
+        for peer in [LOOPBACK, REMOTE, None] {
+            for good in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+                assert_eq!(operators.check(&headers(Some(good)), peer), Ok(()));
+            }
+            for bad in [
+                None,
+                Some("Bearer s3cre"),
+                Some("Basic s3cret"),
+                Some("s3cret"),
+            ] {
+                assert_eq!(
+                    operators.check(&headers(bad), peer),
+                    Err(NotOperator::NoToken),
+                    "{bad:?} from {peer:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_token_loopback_clients_are_operators() {
+        for operators in [Operators::new(None), Operators::new(Some(String::new()))] {
+            assert_eq!(operators.check(&headers(None), LOOPBACK), Ok(()));
+            for peer in [REMOTE, None] {
+                assert_eq!(
+                    operators.check(&headers(Some("Bearer x")), peer),
+                    Err(NotOperator::NotLoopback)
+                );
+            }
+        }
+    }
+}
