@@ -287,3 +287,96 @@ pub(crate) async fn a_component_built_for_other_hosts_runs_unchanged() {
     assert_eq!(response.headers()["content-length"], "13");
     assert_eq!(response.text().await.unwrap(), "hello, world\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasi_http_guest_is_served_as_the_reference_host_serves_it() {
+    let site = Site::new();
+    site.install("streamer", "1.0.0", &component("streamer"));
+    let host = site.start();
+    let errors = || async {
+        host.service("streamer").await["versions"][0]["errors"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // The guest gets the authority a request in absolute form names, over
+    // its Host header; else its Host header; a request naming none is a 400.
+    let authority = |head: &str| {
+        let (mut reader, status, _) = request(&host, head, |_| {});
+        let mut body = String::new();
+        reader.read_to_string(&mut body).unwrap();
+        (status, body)
+    };
+    assert_eq!(
+        authority("GET http://elsewhere.example:81/streamer/authority HTTP/1.1"),
+        (200, "elsewhere.example:81".to_string())
+    );
+    assert_eq!(
+        authority("GET /streamer/authority HTTP/1.1"),
+        (200, "test".to_string())
+    );
+    let mut bare = connect(&host);
+    bare.write_all(b"GET /streamer/authority HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = bare.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(answer.contains("Host header"), "{answer}");
+
+    // Complete answers end cleanly on the guest's side too: finishing its
+    // stream after the client had every byte does not fail.
+    for n in [1u64 << 20, 100, 0].into_iter().cycle().take(60) {
+        let url = format!("{}/streamer/bytes?n={n}", host.base);
+        let response = host.client().get(url).send().await.unwrap();
+        assert_eq!(response.bytes().await.unwrap().len() as u64, n);
+        assert_eq!(hello(&host).await.2, "hello from wasi:http\n");
+    }
+    assert_eq!(errors().await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!site.log().contains("went away"), "{}", site.log());
+
+    // A handler that returns without setting a response failed: a 500,
+    // counted (a read: tried twice) and logged as an error.
+    let silent = host.get("/streamer/silent").await;
+    assert_eq!(
+        silent.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{silent:?}"
+    );
+    assert!(
+        silent
+            .error()
+            .contains("returned without setting a response"),
+        "{silent:?}"
+    );
+    assert_eq!(errors().await, 2);
+    let log = site.log_mentioning("request failed");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("without setting a response")),
+        "{log}"
+    );
+
+    // A client that leaves before the answer: the guest's later trap is
+    // still logged and counted, once (the request is gone: no retry).
+    let mut leaving = connect(&host);
+    leaving
+        .write_all(b"GET /streamer/late-panic?ms=300 HTTP/1.1\r\nhost: test\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(leaving);
+    for _ in 0..100 {
+        if errors().await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(errors().await, 3, "{}", host.service("streamer").await);
+    let log = site.log_mentioning("after its client went away");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("after its client went away")),
+        "{log}"
+    );
+    assert!(log.contains("asked to fail after 300 ms"), "{log}");
+}

@@ -7,8 +7,10 @@
 //! The guest keeps its instance until its handler returns, which may be after
 //! the answer began: the call then runs on in a task of its own, still under
 //! the service's deadline, and a failure after that point (a trap halfway
-//! through the body) is reported late. A client that goes away mid-answer is
-//! not the service's failure.
+//! through the body) is reported late. Every handler's end is watched, also
+//! when its client left before the answer began. A client that goes away
+//! mid-answer is not the service's failure. A handler that returns without
+//! setting a response has failed (a 500), as in `wasmtime serve`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,13 +19,16 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, Version, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Buf as _;
 
 use super::{Executor, within_deadline};
 use crate::Gateway;
-use crate::http::error;
+use crate::http::{ApiError, error};
 use switchyard_control::balance::Lease;
 use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_runtime::{CallError, incoming_body};
@@ -58,14 +63,8 @@ impl Executor for WasiHttp {
             Some(query) => format!("{path}?{query}"),
             None => path.to_string(),
         };
-        // wasi:http gives the guest an authority: the client's Host, as
-        // HTTP/1.1 requires one.
-        let authority = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-            .map_or_else(|| "localhost".to_string(), |a| a.to_string());
+        let authority =
+            authority(&parts.uri, &parts.headers).map_err(IntoResponse::into_response)?;
         let uri = Uri::builder()
             .scheme("http")
             .authority(authority)
@@ -118,20 +117,31 @@ impl Executor for WasiHttp {
 
         let (respond, answer) = tokio::sync::oneshot::channel();
         let deadline = version.pool.policy().limits.deadline;
-        let guest = tokio::spawn(async move {
-            within_deadline(deadline, lease.handle_http(request, respond)).await
-            // The lease ends here: the instance goes back, or is discarded.
-        });
+        let mut guest = Running {
+            guest: Some(tokio::spawn(async move {
+                within_deadline(deadline, lease.handle_http(request, respond)).await
+                // The lease ends here: the instance goes back, or is discarded.
+            })),
+            registry: gateway.registry.clone(),
+            version: version.clone(),
+        };
         let name = || format!("service {} {}", version.service, version.version);
         match answer.await {
-            Ok(Ok(response)) => Ok(response.map(|body| {
-                Body::new(Watched {
-                    body,
-                    guest: Some(guest),
-                    registry: gateway.registry.clone(),
-                    version: version.clone(),
-                })
-            })),
+            Ok(Ok(response)) => {
+                let remaining = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|len| len.to_str().ok()?.parse().ok());
+                Ok(response.map(|body| {
+                    Body::new(Watched {
+                        body: Some(body),
+                        guest: guest.take(),
+                        remaining,
+                        registry: gateway.registry.clone(),
+                        version: version.clone(),
+                    })
+                }))
+            }
             Ok(Err(code)) => Ok(error(
                 StatusCode::BAD_GATEWAY,
                 format!(
@@ -139,16 +149,75 @@ impl Executor for WasiHttp {
                     name()
                 ),
             )),
-            // The guest's handler ended without setting a response.
-            Err(_) => match failure(guest.await) {
+            // The guest's handler ended without setting a response: its own
+            // failure, as a trap is (wasmtime serve answers 500 too).
+            Err(_) => match failure(guest.take().expect("not yet taken").await) {
                 Some(failure) => Err(failure),
-                None => Ok(error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{} returned without setting a response", name()),
-                )),
+                None => Err(CallError::Trap(anyhow::anyhow!(
+                    "its wasi:http handler returned without setting a response"
+                ))),
             },
         }
     }
+}
+
+/// The guest's handler, until the request's answer takes it over. A request
+/// dropped before that (its client went away while the guest had not
+/// answered) leaves the handler running: how it ends is still watched, and
+/// a failure is logged and counted against the version like any other,
+/// since the guest never learnt that the client left.
+struct Running {
+    guest: Option<Guest>,
+    registry: Arc<Registry>,
+    version: Arc<LoadedVersion>,
+}
+
+impl Running {
+    fn take(&mut self) -> Option<Guest> {
+        self.guest.take()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(guest) = self.guest.take() else {
+            return;
+        };
+        let (registry, version) = (self.registry.clone(), self.version.clone());
+        tokio::spawn(async move {
+            if let Some(failure) = failure(guest.await) {
+                tracing::error!(service = %version.service, version = %version.version, "failed after its client went away: {failure}");
+                registry.report(&version, Some(&failure)).await;
+            }
+        });
+    }
+}
+
+/// The authority a `wasi:http` guest is given, as wasmtime gives it: the
+/// request's own when it came in absolute form (`GET http://host/x`, which
+/// wins over its Host header, RFC 9112 §3.2.2), else its Host header. A
+/// request with neither names no host: a 400, as HTTP/1.1 asks of a
+/// request without Host (RFC 9112 §3.2).
+fn authority(uri: &Uri, headers: &HeaderMap) -> Result<Authority, ApiError> {
+    if let Some(authority) = uri.authority() {
+        return Ok(authority.clone());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the request must name its host in exactly one Host header",
+        ));
+    };
+    host.to_str()
+        .ok()
+        .and_then(|h| h.parse::<Authority>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the Host header {host:?} is not a valid host"),
+            )
+        })
 }
 
 /// The guest's handler, running on after its answer began.
@@ -170,17 +239,20 @@ fn failure(outcome: Result<Result<(), CallError>, tokio::task::JoinError>) -> Op
 /// the end is not the version's failure: then the guest's outcome is only
 /// logged. It waits for the guest itself, so that a request that goes well
 /// costs no task beyond the guest's.
-struct Watched<B> {
-    body: B,
+struct Watched<B: http_body::Body + Unpin + Send + 'static> {
+    /// Until the connection lets go of the answer.
+    body: Option<B>,
     /// Until its outcome is known.
     guest: Option<Guest>,
+    /// Bytes the answer's content-length still promises, when it has one.
+    remaining: Option<u64>,
     registry: Arc<Registry>,
     version: Arc<LoadedVersion>,
 }
 
 impl<B> http_body::Body for Watched<B>
 where
-    B: http_body::Body + Unpin,
+    B: http_body::Body + Unpin + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     type Data = B::Data;
@@ -194,7 +266,14 @@ where
         let Some(guest) = this.guest.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(frame) = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+        if let Some(body) = this.body.as_mut()
+            && let Some(frame) = std::task::ready!(Pin::new(body).poll_frame(cx))
+        {
+            if let (Ok(frame), Some(remaining)) = (&frame, this.remaining.as_mut())
+                && let Some(data) = frame.data_ref()
+            {
+                *remaining = remaining.saturating_sub(data.remaining() as u64);
+            }
             return Poll::Ready(Some(frame.map_err(Into::into)));
         }
         let outcome = std::task::ready!(Pin::new(guest).poll(cx));
@@ -215,19 +294,42 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(SizeHint::default, http_body::Body::size_hint)
     }
 }
 
-impl<B> Drop for Watched<B> {
-    /// The client went away mid-answer: the guest runs on to its end (its
-    /// instance is then recycled or discarded as usual), and how it ended
-    /// is logged.
+impl<B: http_body::Body + Unpin + Send + 'static> Drop for Watched<B> {
     fn drop(&mut self) {
         let Some(guest) = self.guest.take() else {
             return;
         };
-        let version = self.version.clone();
+        let (registry, version) = (self.registry.clone(), self.version.clone());
+        let body = self.body.take();
+        if self.remaining == Some(0) {
+            // The whole answer was sent: the connection is done with it
+            // (hyper lets go of a body once its content-length is met), but
+            // the guest may still be flushing and finishing its stream. Its
+            // stream stays open until it returns, so that finishing a
+            // complete answer never fails, and how it ends is its own.
+            tokio::spawn(async move {
+                // Whatever else it sends (the end of the stream) goes nowhere.
+                if let Some(mut body) = body {
+                    while let Some(Ok(_)) = body.frame().await {}
+                }
+                if let Some(failure) = failure(guest.await) {
+                    tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
+                    registry.report_late(&version, &failure).await;
+                }
+            });
+            return;
+        }
+        // The client went away mid-answer: the guest runs on to its end
+        // (its writes now fail; its instance is then recycled or discarded
+        // as usual), and how it ended is logged, not counted: a client
+        // that leaves must not be able to fail a version over.
+        drop(body);
         tokio::spawn(async move {
             if let Some(failure) = failure(guest.await) {
                 tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
