@@ -84,6 +84,7 @@ async fn instantiation_time() -> serde_json::Value {
         Arc::new(SqliteStore::open(&data.path().join("kv.sqlite")).unwrap());
     let limits = Limits {
         memory_bytes: 64 << 20,
+        retained_memory_bytes: None,
         deadline: Duration::from_secs(10),
         call_depth: 8,
     };

@@ -508,3 +508,46 @@ async fn an_instance_whose_memory_only_grows_is_replaced_before_its_limit() {
     let faulty = host.service("faulty").await;
     assert_eq!(faulty["versions"][0]["errors"], 0, "{faulty}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_a_burst_of_large_answers_grew_goes_back_after_it() {
+    let site = Site::new();
+    faulty(
+        &site,
+        "faulty",
+        "[instances]\nmin = 1\nmax = 4\n[limits]\nmemory_mib = 256\n[failover]\nenabled = false\n",
+    );
+    let host = Arc::new(site.start());
+    for _ in 0..20 {
+        assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
+    }
+    let baseline_rss = host.rss_kib();
+
+    // Four instances at once each grow past 100 MiB to answer.
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let url = format!("{}/faulty/big?mib=100", host.base);
+                let response = host.client().get(url).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                response.bytes().await.unwrap().len()
+            })
+        })
+        .collect();
+    for answer in burst {
+        assert_eq!(answer.await.unwrap(), 100 << 20);
+    }
+    // Instances that grew that much were replaced after their call: their
+    // memory went back to the system, and ordinary calls still answer.
+    for _ in 0..20 {
+        assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
+    }
+    let rss = host.rss_kib();
+    assert!(
+        rss < baseline_rss + 20 * 1024,
+        "RSS grew from {baseline_rss} KiB to {rss} KiB after the burst"
+    );
+    let faulty = host.service("faulty").await;
+    assert_eq!(faulty["versions"][0]["errors"], 0, "{faulty}");
+}

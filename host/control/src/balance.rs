@@ -473,11 +473,11 @@ impl Lease {
     }
 
     /// The call ended cleanly: the instance may serve again, unless its
-    /// memory is near its limit (then a fresh one takes its place).
+    /// memory grew too large (then a fresh one takes its place).
     fn ended_well(&mut self) {
-        self.reusable = !self.instance().near_memory_limit();
+        self.reusable = !self.instance().grew_too_large();
         if !self.reusable {
-            tracing::debug!("recycling an instance near its memory limit");
+            tracing::debug!("replacing an instance whose memory grew too large");
         }
     }
 }

@@ -188,6 +188,9 @@ pub struct LimitSettings {
     pub deadline_ms: Option<u64>,
     /// Linear memory per instance.
     pub memory_mib: usize,
+    /// A pooled instance whose memory grew beyond this is replaced after
+    /// its call; default: 4 × its initial memory, at least 16 MiB.
+    pub retained_memory_mib: Option<usize>,
     /// How deep a chain of service-to-service calls may go.
     pub call_depth: u32,
 }
@@ -197,6 +200,7 @@ impl Default for LimitSettings {
         LimitSettings {
             deadline_ms: None,
             memory_mib: 64,
+            retained_memory_mib: None,
             call_depth: 8,
         }
     }
@@ -247,6 +251,13 @@ impl ServiceSettings {
                 MEMORY_CEILING >> 20
             );
         }
+        if self
+            .limits
+            .retained_memory_mib
+            .is_some_and(|r| r == 0 || r > self.limits.memory_mib)
+        {
+            bail!("[limits] retained_memory_mib must be from 1 to memory_mib");
+        }
         if self.limits.call_depth == 0 {
             bail!("[limits] call_depth must be at least 1");
         }
@@ -266,6 +277,7 @@ impl ServiceSettings {
             queue_timeout: Duration::from_millis(i.queue_timeout_ms),
             limits: Limits {
                 memory_bytes: memory,
+                retained_memory_bytes: self.limits.retained_memory_mib.map(|r| r << 20),
                 deadline: self
                     .limits
                     .deadline_ms

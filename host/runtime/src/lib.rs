@@ -115,11 +115,23 @@ pub trait ServiceCalls: Send + Sync + 'static {
 pub struct Limits {
     /// Linear memory an instance may grow to.
     pub memory_bytes: usize,
+    /// An instance whose memory grew beyond this is replaced once its call
+    /// ends, so that a burst of large calls does not keep its memory
+    /// resident for good; `None`: [`DEFAULT_RETAINED_FACTOR`] times the
+    /// instance's initial memory, at least [`DEFAULT_RETAINED_FLOOR`].
+    pub retained_memory_bytes: Option<usize>,
     /// How long one call may run.
     pub deadline: Duration,
     /// How deep a chain of service-to-service calls may go.
     pub call_depth: u32,
 }
+
+/// Without a setting, an instance may keep this many times the memory it
+/// started with between calls.
+pub const DEFAULT_RETAINED_FACTOR: usize = 4;
+/// Without a setting, an instance may always keep this much memory between
+/// calls: small guests' ordinary calls never replace their instance.
+pub const DEFAULT_RETAINED_FLOOR: usize = 16 << 20;
 
 /// How a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +188,8 @@ pub struct ServiceState {
     out_of_memory: bool,
     /// The largest linear memory the instance has grown to.
     memory_size: usize,
+    /// Its linear memory once instantiated.
+    initial_memory: usize,
 }
 
 impl ResourceLimiter for ServiceState {
@@ -600,6 +614,7 @@ impl Runtime {
             timed_out: false,
             out_of_memory: false,
             memory_size: 0,
+            initial_memory: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state);
@@ -617,6 +632,8 @@ impl Runtime {
             }
         });
         let instance = linked.pre.instantiate_async(&mut store).await?;
+        let state = store.data_mut();
+        state.initial_memory = state.memory_size;
         let handler = linked
             .handler
             .as_ref()
@@ -813,12 +830,21 @@ impl LiveInstance {
         self.finish(outcome)
     }
 
-    /// Whether its memory has grown to within an eighth of its limit: a guest
-    /// whose heap only grows (some JavaScript engines' do) is better
-    /// replaced now than failing a call at the limit.
-    pub fn near_memory_limit(&self) -> bool {
+    /// Whether it is better replaced than kept for the next call: its memory
+    /// has grown to within an eighth of its limit (a guest whose heap only
+    /// grows, as some JavaScript engines' does, would otherwise fail a call
+    /// at the limit), or beyond what it may retain (memory a burst of large
+    /// calls grew would otherwise stay resident for good: linear memory
+    /// never shrinks, and a replaced instance's memory goes back to the
+    /// system).
+    pub fn grew_too_large(&self) -> bool {
         let state = self.store.data();
-        state.memory_size >= state.limits.memory_bytes - state.limits.memory_bytes / 8
+        let limits = &state.limits;
+        let retained = limits.retained_memory_bytes.unwrap_or_else(|| {
+            (DEFAULT_RETAINED_FACTOR * state.initial_memory).max(DEFAULT_RETAINED_FLOOR)
+        });
+        state.memory_size >= limits.memory_bytes - limits.memory_bytes / 8
+            || state.memory_size > retained
     }
 
     fn begin(&mut self, depth: u32) {
