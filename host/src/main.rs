@@ -72,9 +72,9 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     request_timeout_ms: u64,
-    /// Token that admin changes (activate, rollback, traffic, upload) must
-    /// present as `Authorization: Bearer <token>`. Without one, admin changes
-    /// are accepted from loopback clients only.
+    /// Operators' token, presented as `Authorization: Bearer <token>`: the
+    /// admin API, /metrics and unpublished functions over /rpc need it.
+    /// Without one, operators are loopback clients.
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// After SIGTERM or Ctrl-C, milliseconds requests in flight may take to finish.

@@ -94,10 +94,7 @@ async fn anonymous_clients_reach_only_what_the_shop_publishes() {
     assert_eq!(stock(&host, &pen).await, 7);
 
     // The admin view says, per function, whether it is public.
-    let goods = host
-        .send_as(TOKEN, Method::GET, "/admin/services/goods", None)
-        .await
-        .body;
+    let goods = host.service("goods").await;
     let public: Vec<(&str, bool)> = goods["functions"]
         .as_array()
         .unwrap()
@@ -126,12 +123,51 @@ async fn anonymous_clients_reach_only_what_the_shop_publishes() {
     let anonymous = host.send(Method::POST, upload, Some(thief.clone())).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{anonymous:?}");
     assert!(!site.services().join("thief").exists());
-    let listed = host
-        .send_as(TOKEN, Method::GET, "/admin/services/thief", None)
-        .await;
+    let listed = host.read("/admin/services/thief").await;
     assert_eq!(listed.status, StatusCode::NOT_FOUND, "{listed:?}");
     let installed = host.send_as(TOKEN, Method::POST, upload, Some(thief)).await;
     assert_eq!(installed.status, StatusCode::CREATED, "{installed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_itself_answers_anonymous_clients_only_whether_it_is_up() {
+    let site = Site::shop();
+    let host = site.start_with(&["--admin-token", TOKEN]);
+    // What serves, its versions, functions, history and numbers are the
+    // operators'.
+    for path in [
+        "/admin/services",
+        "/admin/services/goods",
+        "/admin/services/nope",
+        "/admin/nodes",
+        "/metrics",
+    ] {
+        for reply in [
+            host.get(path).await,
+            host.send_as("s3cre", Method::GET, path, None).await,
+        ] {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}: {reply:?}");
+            assert!(reply.error().contains("Bearer <token>"), "{reply:?}");
+            assert_eq!(reply.header("www-authenticate"), "Bearer");
+        }
+        let operator = host
+            .client()
+            .get(format!("{}{path}", host.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let expected = if path.ends_with("nope") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(operator.status(), expected, "{path}");
+    }
+    // Load balancers ask whether it is up and ready, without a token.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(host.get(path).await.status, StatusCode::OK, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

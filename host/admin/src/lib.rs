@@ -1,18 +1,18 @@
 //! The admin API under `/admin`: reading what serves, and changing it
 //! (upload, activate, rollback, traffic split).
 //!
-//! It owns who may change things (a bearer token, or loopback clients when
-//! none is configured) and how admin requests are read and refused. It must
+//! Every call is an operator's (see `switchyard_gateway::operator`: the
+//! bearer token, or loopback clients when none is configured); it owns how
+//! admin requests are read and refused. It must
 //! never change state except through the registry and the loader.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use switchyard_store::NodeStore;
 pub struct Admin {
     pub registry: Arc<Registry>,
     pub loader: Arc<Loader>,
-    /// Who may make admin changes.
+    /// Who may use the admin API.
     pub operators: Operators,
     /// An admin request body still arriving after this gets a 408.
     pub request_timeout: Duration,
@@ -42,9 +42,10 @@ pub struct Admin {
     pub nodes: Arc<dyn NodeStore>,
 }
 
-/// The admin routes, reads open, changes authorized. Serve them with connect
-/// info (`ConnectInfo<SocketAddr>`): without a token, changes are accepted
-/// from loopback only.
+/// The admin routes, every one for operators only: what serves, its
+/// versions, functions and history are the host's, not the public's. Serve
+/// them with connect info (`ConnectInfo<SocketAddr>`): without a token,
+/// operators are loopback clients.
 pub fn router(admin: Arc<Admin>) -> Router {
     let changes = Router::new()
         .route("/admin/services/{name}/versions", post(upload_version))
@@ -55,13 +56,13 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .layer(middleware::from_fn_with_state(
             admin.clone(),
             read_admin_body,
-        ))
-        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize));
+        ));
     Router::new()
         .route("/admin/services", get(list_services))
         .route("/admin/services/{name}", get(show_service))
         .route("/admin/nodes", get(list_nodes))
         .merge(changes)
+        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
 }
 
@@ -94,15 +95,11 @@ async fn list_nodes(State(admin): State<Arc<Admin>>) -> Response {
     }
 }
 
-/// Admin changes: operators only (the admin token, or loopback without one).
+/// Operators only (the admin token, or loopback without one).
 async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    match admin.operators.check(request.headers(), peer) {
+    match admin.operators.check_request(&request) {
         Ok(()) => next.run(request).await,
-        Err(not) => not.refusal("admin changes"),
+        Err(not) => not.refusal("admin calls"),
     }
 }
 

@@ -125,7 +125,12 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+/// The metrics, for operators (and the scrapers they give the token): per
+/// service and version counts and latencies are the host's, not the public's.
+async fn metrics(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    if let Err(not) = gateway.operators.check_request(&request) {
+        return not.refusal("metrics");
+    }
     let text = gateway.telemetry.render(&gateway.registry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -9,7 +9,8 @@
 
 use std::net::SocketAddr;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::ConnectInfo;
+use axum::http::{self as http, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
@@ -36,6 +37,16 @@ impl Operators {
         Operators {
             token: token.filter(|t| !t.is_empty()),
         }
+    }
+
+    /// Whether `request` is an operator's: its headers, and the client
+    /// address the server put in its extensions (`ConnectInfo`).
+    pub fn check_request<B>(&self, request: &http::Request<B>) -> Result<(), NotOperator> {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        self.check(request.headers(), peer)
     }
 
     /// Whether the request with `headers`, from `peer` (unknown when the

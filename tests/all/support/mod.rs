@@ -138,8 +138,15 @@ impl Site {
     }
 
     /// Start the host on a free port with extra command-line arguments.
+    /// With `--admin-token T`, the host's helpers that read the admin API
+    /// and metrics present `T`.
     pub fn start_with(&self, args: &[&str]) -> Host {
-        self.start_command(self.serve_command(args))
+        let mut host = self.start_command(self.serve_command(args));
+        host.token = args
+            .windows(2)
+            .find(|pair| pair[0] == "--admin-token")
+            .map(|pair| pair[1].to_string());
+        host
     }
 
     /// Start the host as `command` (from [`Site::serve_command`]) says,
@@ -167,6 +174,7 @@ impl Site {
             child,
             base,
             client: Client::new(),
+            token: None,
         }
     }
 
@@ -194,6 +202,8 @@ pub struct Host {
     child: Child,
     pub base: String,
     client: Client,
+    /// The admin token it was started with, for the helpers that read.
+    token: Option<String>,
 }
 
 /// One HTTP exchange's outcome.
@@ -276,16 +286,25 @@ impl Host {
         .await
     }
 
+    /// `GET path` as an operator: with the host's admin token, if it has
+    /// one (else from loopback, which is one).
+    pub async fn read(&self, path: &str) -> Reply {
+        match &self.token {
+            Some(token) => self.send_as(token, Method::GET, path, None).await,
+            None => self.get(path).await,
+        }
+    }
+
     /// `GET /admin/services/{name}`.
     pub async fn service(&self, name: &str) -> Value {
-        let reply = self.get(&format!("/admin/services/{name}")).await;
+        let reply = self.read(&format!("/admin/services/{name}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         reply.body
     }
 
     /// The version `name` has active now ("" when none, or no such service).
     pub async fn active(&self, name: &str) -> String {
-        let reply = self.get(&format!("/admin/services/{name}")).await;
+        let reply = self.read(&format!("/admin/services/{name}")).await;
         reply.body["active_version"]
             .as_str()
             .unwrap_or("")
@@ -309,7 +328,7 @@ impl Host {
     /// Wait (up to 20 s) until `name` lists `version` in `state`; its entry.
     pub async fn wait_state(&self, name: &str, version: &str, state: &str) -> Value {
         for _ in 0..400 {
-            let service = self.get(&format!("/admin/services/{name}")).await.body;
+            let service = self.read(&format!("/admin/services/{name}")).await.body;
             let Some(versions) = service["versions"].as_array() else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -384,15 +403,11 @@ impl Host {
 
     /// The value of the metric line starting with `series` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let mut request = self.client.get(format!("{}/metrics", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let text = request.send().await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)

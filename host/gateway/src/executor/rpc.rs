@@ -11,10 +11,9 @@
 //! Addressing is [`switchyard_control::rpc`]'s, the JSON mapping is
 //! [`switchyard_runtime::json`]'s; this file only joins them to HTTP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -73,11 +72,7 @@ impl Executor for Rpc {
         };
         // Anonymous clients see only what the service publishes: whether an
         // unpublished function exists is not theirs to learn.
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
-        let operator = gateway.operators.check(request.headers(), peer).is_ok();
+        let operator = gateway.operators.check_request(&request).is_ok();
         let callable = if operator {
             &version.exports
         } else {
