@@ -6,7 +6,10 @@
 //!   answer until the two others serve the new version (50 changes);
 //! - GET /goods/{id} and POST /orders on one host on SQLite, on one host on
 //!   PostgreSQL, and on three hosts on PostgreSQL together (the load spread
-//!   evenly over them; all three share the machine's two cores).
+//!   evenly over them; all three share the machine's two cores);
+//! - the store alone: one service's writes to distinct keys on PostgreSQL,
+//!   by one writer and by 16 at once (whether they queue behind each
+//!   other).
 //!
 //! Needs the PostgreSQL server at SWITCHYARD_TEST_PG (a fresh database is
 //! made for the run). Writes `target/bench/cluster.json` and prints a table.
@@ -17,11 +20,13 @@ mod support;
 mod measure;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use measure::{MakeRequest, load, summary, write_report};
 use serde_json::{Value, json};
 use support::{Host, Site, component};
+use switchyard_store::{KeyValueStore, Namespace, PostgresStore, Quota};
 
 const CLIENTS: usize = 8;
 const PHASE: Duration = Duration::from_secs(4);
@@ -84,6 +89,51 @@ async fn spread(hosts: &[Arc<Host>], request: MakeRequest) -> Value {
     total
 }
 
+/// `writers` tasks setting distinct keys of one service in `store`, back to
+/// back for PHASE: writes per second and their latencies.
+async fn distinct_writes(store: Arc<dyn KeyValueStore>, writers: usize) -> Value {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let ns = Namespace {
+                    service: "goods".into(),
+                    bucket: "b".into(),
+                };
+                let (mut latencies, mut failed, mut i) = (Vec::new(), 0usize, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let key = format!("w{w}-{writers}-{i}");
+                    failed += usize::from(
+                        store
+                            .set(&ns, &key, b"{\"stock\":1}", &Quota::default())
+                            .await
+                            .is_err(),
+                    );
+                    latencies.push(started.elapsed());
+                    i += 1;
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(PHASE).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, f) = task.await.unwrap();
+        all.extend(latencies);
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    let mut row = summary(&mut all);
+    row["rps"] = json!(all.len() as f64 / elapsed.as_secs_f64());
+    row["failed"] = json!(failed);
+    row
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let Some(database) = test_pg::fresh("bench cluster").await else {
@@ -134,6 +184,14 @@ async fn main() {
         samples.push(answered.elapsed());
     }
     report["propagation"] = summary(&mut samples);
+    drop(hosts);
+
+    // The store alone, on a database of its own.
+    let writes = test_pg::fresh("bench cluster writes").await.unwrap();
+    let store: Arc<dyn KeyValueStore> =
+        Arc::new(PostgresStore::connect(&writes.url).await.unwrap());
+    report["pg_writes_1"] = distinct_writes(store.clone(), 1).await;
+    report["pg_writes_16"] = distinct_writes(store, 16).await;
 
     write_report(
         "cluster",
@@ -146,15 +204,18 @@ async fn main() {
             "pg_one_order",
             "pg_three_order",
             "propagation",
+            "pg_writes_1",
+            "pg_writes_16",
         ],
     );
     let ratio =
         |a: &str, b: &str| report[a]["rps"].as_f64().unwrap() / report[b]["rps"].as_f64().unwrap();
     println!(
-        "one host on PostgreSQL against SQLite: reads x{:.2}, orders x{:.2}; three hosts against one: reads x{:.2}, orders x{:.2}",
+        "one host on PostgreSQL against SQLite: reads x{:.2}, orders x{:.2}; three hosts against one: reads x{:.2}, orders x{:.2}; 16 writers of distinct keys against one: x{:.2}",
         ratio("pg_one_read", "sqlite_read"),
         ratio("pg_one_order", "sqlite_order"),
         ratio("pg_three_read", "pg_one_read"),
         ratio("pg_three_order", "pg_one_order"),
+        ratio("pg_writes_16", "pg_writes_1"),
     );
 }
