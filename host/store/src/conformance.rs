@@ -379,6 +379,176 @@ mod postgres {
     conformance!(open_postgres);
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn every_simple_operation_is_one_round_trip() {
+        let Some(database) = test_pg::fresh("round_trips").await else {
+            return;
+        };
+        let proxy = test_pg::Proxy::to(&database.url).await;
+        let store = PostgresStore::connect(&proxy.url(&database.url))
+            .await
+            .unwrap();
+        let (n, q) = (ns("goods"), Quota::default());
+        // The first write of a service draws the shards' shares of its quota
+        // (a second round trip), and a connection prepares each statement
+        // once.
+        store.set(&n, "warm", b"1", &q).await.unwrap();
+        store.increment(&n, "warm-count", 1, &q).await.unwrap();
+        store
+            .compare_and_swap(&n, "warm", Some(b"1"), b"2", &q)
+            .await
+            .unwrap();
+        store.delete(&n, "warm-gone").await.unwrap();
+        store.get(&n, "warm").await.unwrap();
+        store.exists(&n, "warm").await.unwrap();
+        // The listening connection has said LISTEN by now.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let counted = |before: u64| proxy.round_trips() - before;
+        let mut costs = Vec::new();
+        for i in 0..20 {
+            let key = format!("k{i}");
+            let before = proxy.round_trips();
+            store.set(&n, &key, b"v", &q).await.unwrap();
+            costs.push(("set (new)", counted(before)));
+            let before = proxy.round_trips();
+            store.set(&n, &key, b"vv", &q).await.unwrap();
+            costs.push(("set (replace)", counted(before)));
+            let before = proxy.round_trips();
+            store.increment(&n, &format!("c{i}"), 2, &q).await.unwrap();
+            costs.push(("increment", counted(before)));
+            let before = proxy.round_trips();
+            assert!(
+                store
+                    .compare_and_swap(&n, &key, Some(b"vv"), b"w", &q)
+                    .await
+                    .unwrap()
+            );
+            costs.push(("compare-and-swap", counted(before)));
+            let before = proxy.round_trips();
+            assert!(
+                !store
+                    .compare_and_swap(&n, &key, None, b"x", &q)
+                    .await
+                    .unwrap()
+            );
+            costs.push(("compare-and-swap (lost)", counted(before)));
+            let before = proxy.round_trips();
+            assert_eq!(store.get(&n, &key).await.unwrap(), Some(b"w".to_vec()));
+            costs.push(("get", counted(before)));
+            let before = proxy.round_trips();
+            store.delete(&n, &key).await.unwrap();
+            costs.push(("delete", counted(before)));
+        }
+        for (operation, round_trips) in costs {
+            assert_eq!(round_trips, 1, "{operation}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_quota_holds_across_hosts_under_concurrent_writers() {
+        let Some(database) = test_pg::fresh("quota_hosts").await else {
+            return;
+        };
+        let hosts = [
+            Arc::new(PostgresStore::connect(&database.url).await.unwrap()),
+            Arc::new(PostgresStore::connect(&database.url).await.unwrap()),
+        ];
+        let quota = Quota {
+            max_value_bytes: 100,
+            max_keys: 37,
+            max_bytes: 1_000_000,
+        };
+        // 2 hosts × 8 writers × 10 distinct keys each: 160 tries for 37 keys.
+        let mut running = Vec::new();
+        for (h, host) in hosts.iter().enumerate() {
+            for w in 0..8 {
+                let host = host.clone();
+                running.push(tokio::spawn(async move {
+                    let mut stored = 0;
+                    for k in 0..10 {
+                        let key = format!("h{h}-w{w}-k{k}");
+                        match host.set(&ns("goods"), &key, b"v", &quota).await {
+                            Ok(()) => stored += 1,
+                            Err(StoreError::QuotaExceeded { what: "keys", .. }) => {}
+                            Err(e) => panic!("unexpected: {e}"),
+                        }
+                    }
+                    stored
+                }));
+            }
+        }
+        let mut stored = 0;
+        for task in running {
+            stored += task.await.unwrap();
+        }
+        // Exact: full, never over.
+        assert_eq!(stored, 37);
+        let mut keys = 0;
+        let mut cursor = Some(0);
+        while let Some(at) = cursor {
+            let page = hosts[0].list_keys(&ns("goods"), at).await.unwrap();
+            keys += page.keys.len();
+            cursor = page.cursor;
+        }
+        assert_eq!(keys, 37);
+        // Freed room is usable from any host, whichever shard it was in.
+        hosts[1].delete(&ns("goods"), "h0-w0-k0").await.unwrap();
+        hosts[0]
+            .set(&ns("goods"), "more", b"v", &quota)
+            .await
+            .unwrap();
+        assert!(matches!(
+            hosts[1].set(&ns("goods"), "again", b"v", &quota).await,
+            Err(StoreError::QuotaExceeded {
+                what: "keys",
+                used: 37,
+                limit: 37
+            })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn usage_counted_before_the_shards_carries_over() {
+        let Some(database) = test_pg::fresh("usage_carried").await else {
+            return;
+        };
+        // A database as schema 4 left it, written through its triggers.
+        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for step in &crate::MIGRATIONS[..4] {
+            client.batch_execute(step).await.unwrap();
+        }
+        client
+            .batch_execute(
+                "CREATE TABLE switchyard_schema (version INTEGER NOT NULL);
+                 INSERT INTO switchyard_schema VALUES (4);
+                 INSERT INTO kv SELECT 'goods', 'b', 'k' || g, '\\x0102' FROM generate_series(1, 30) g;",
+            )
+            .await
+            .unwrap();
+        let store = PostgresStore::connect(&database.url).await.unwrap();
+        let quota = Quota {
+            max_value_bytes: 100,
+            max_keys: 31,
+            max_bytes: 1_000_000,
+        };
+        store
+            .set(&ns("goods"), "one-more", b"v", &quota)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.set(&ns("goods"), "too-many", b"v", &quota).await,
+            Err(StoreError::QuotaExceeded {
+                what: "keys",
+                used: 31,
+                limit: 31
+            })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn nodes_starting_at_once_migrate_the_schema_once() {
         let Some(database) = test_pg::fresh("migrate").await else {
             return;

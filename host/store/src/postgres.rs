@@ -3,24 +3,29 @@
 //! Connections come from a `deadpool-postgres` pool. The schema is created
 //! and migrated by the host itself ([`MIGRATIONS`], versioned in
 //! `switchyard_schema`), under an advisory lock, so that nodes starting at
-//! once do not race. Each service's use (keys, bytes) is counted by triggers
-//! in `usage`, in the same transaction as the write, as on SQLite. A write
-//! that reads first (a quota check, an increment, a compare-and-swap) locks
-//! its service's `usage` row first: the writes of one service are serialised
-//! across every node, which keeps quotas exact and makes increments and
-//! compare-and-swaps atomic (reads never wait).
+//! once do not race.
+//!
+//! Every write of a key (set, delete, increment, compare-and-swap) is one
+//! statement, `switchyard_kv_write`, a function the migrations install: one
+//! round trip, atomic on its own. A service's use (keys, bytes) is counted
+//! in 16 rows (`usage_shards`, by a hash of the key), each holding a share
+//! of the quota, so writes to different keys rarely wait for each other,
+//! on one host or many. A shard that has used up its share asks for more
+//! with a second statement, which locks the service's shards, checks the
+//! write against the whole quota and shares out what is left: a quota is
+//! never overrun, and a write is refused only when the whole quota is full.
+//! Reads never wait.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{
     ComponentStore, DeploymentStore, Entry, KeyPage, KeyValueStore, LIST_PAGE, Namespace, NodeBeat,
-    NodeStore, Quota, SharedVersion, StoreError, StoredDeployment, Usage, check_key, check_quota,
-    check_value, incremented,
+    NodeStore, Quota, SharedVersion, StoreError, StoredDeployment, check_key, check_value,
 };
 
 /// How long connecting (and waiting for a pooled connection) may take before
@@ -96,6 +101,169 @@ pub const MIGRATIONS: &[&str] = &[
         heartbeat TIMESTAMPTZ NOT NULL,
         report    TEXT NOT NULL
     );
+    "#,
+    // 5: usage counted in 16 shards per service, each holding a share of
+    // the quota, instead of one row every write of a service locked; every
+    // write one statement (`switchyard_kv_write`), not a transaction of
+    // several round trips.
+    r#"
+    CREATE FUNCTION switchyard_shard(key TEXT) RETURNS INTEGER
+        LANGUAGE SQL IMMUTABLE PARALLEL SAFE
+        AS $$ SELECT abs(hashtext(key) % 16) $$;
+    CREATE TABLE usage_shards (
+        service       TEXT NOT NULL,
+        shard         INTEGER NOT NULL,
+        keys          BIGINT NOT NULL DEFAULT 0,
+        bytes         BIGINT NOT NULL DEFAULT 0,
+        -- This shard's share of the quota: its keys and bytes may grow to
+        -- these without asking the other shards. The shares of a service
+        -- never add up to more than the quota they were drawn from.
+        keys_allowed  BIGINT NOT NULL DEFAULT 0,
+        bytes_allowed BIGINT NOT NULL DEFAULT 0,
+        -- The quota the shares were drawn from (0: none yet).
+        quota_keys    BIGINT NOT NULL DEFAULT 0,
+        quota_bytes   BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (service, shard)
+    );
+    INSERT INTO usage_shards (service, shard, keys, bytes)
+        SELECT service, switchyard_shard(key), count(*),
+               sum(octet_length(key) + octet_length(value))
+        FROM kv GROUP BY 1, 2;
+    DROP TRIGGER kv_counted ON kv;
+    DROP FUNCTION switchyard_count_usage();
+    DROP TABLE usage;
+
+    -- One write of a key: `op` is 'set', 'cas' (when the value is
+    -- `expected`, NULL: absent), 'incr' (by `delta`) or 'delete'. Locks
+    -- the key's shard, then the key (always in that order, so writers
+    -- never deadlock). When the shard's share cannot take the write (or
+    -- the quota changed), it answers 'rebalance' having done nothing; the
+    -- caller then asks again with `rebalance`, which locks every shard of
+    -- the service in order first, checks the write against the whole
+    -- quota and shares out what is left. Outcomes: 'ok' (`counter` the
+    -- new count for 'incr'), 'mismatch' (cas), 'keys' or 'bytes' (the
+    -- quota is full; `used` what the service uses), 'not-a-counter',
+    -- 'overflow', 'rebalance'.
+    CREATE FUNCTION switchyard_kv_write(
+        p_service TEXT, p_bucket TEXT, p_key TEXT, p_op TEXT,
+        p_value BYTEA, p_expected BYTEA, p_delta NUMERIC,
+        p_max_keys BIGINT, p_max_bytes BIGINT, p_rebalance BOOLEAN,
+        OUT outcome TEXT, OUT used BIGINT, OUT counter NUMERIC
+    ) LANGUAGE plpgsql AS $$
+    DECLARE
+        s INTEGER := switchyard_shard(p_key);
+        u usage_shards%ROWTYPE;
+        old BYTEA;
+        had BOOLEAN;
+        next BYTEA;
+        dk BIGINT;
+        db BIGINT;
+        total_keys BIGINT;
+        total_bytes BIGINT;
+        spare_keys BIGINT;
+        spare_bytes BIGINT;
+    BEGIN
+        IF p_rebalance THEN
+            INSERT INTO usage_shards (service, shard)
+                SELECT p_service, g FROM generate_series(0, 15) g
+                ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM usage_shards WHERE service = p_service
+                ORDER BY shard FOR UPDATE;
+        END IF;
+        SELECT * INTO u FROM usage_shards
+            WHERE service = p_service AND shard = s FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO usage_shards (service, shard) VALUES (p_service, s)
+                ON CONFLICT DO NOTHING;
+            SELECT * INTO u FROM usage_shards
+                WHERE service = p_service AND shard = s FOR UPDATE;
+        END IF;
+        SELECT value INTO old FROM kv
+            WHERE service = p_service AND bucket = p_bucket AND key = p_key FOR UPDATE;
+        had := FOUND;
+
+        IF p_op = 'delete' THEN
+            IF had THEN
+                DELETE FROM kv WHERE service = p_service AND bucket = p_bucket AND key = p_key;
+                UPDATE usage_shards SET keys = keys - 1,
+                    bytes = bytes - octet_length(p_key) - octet_length(old)
+                    WHERE service = p_service AND shard = s;
+            END IF;
+            outcome := 'ok';
+            RETURN;
+        ELSIF p_op = 'cas' THEN
+            IF old IS DISTINCT FROM p_expected THEN
+                outcome := 'mismatch';
+                RETURN;
+            END IF;
+            next := p_value;
+        ELSIF p_op = 'incr' THEN
+            -- A decimal u64, as Rust parses one (an optional '+', digits).
+            IF NOT had THEN
+                counter := 0;
+            ELSIF encode(old, 'escape') ~ '^[+]?[0-9]+$'
+                  AND ltrim(encode(old, 'escape'), '+')::NUMERIC <= 18446744073709551615 THEN
+                counter := ltrim(encode(old, 'escape'), '+')::NUMERIC;
+            ELSE
+                outcome := 'not-a-counter';
+                RETURN;
+            END IF;
+            counter := counter + p_delta;
+            IF counter > 18446744073709551615 THEN
+                outcome := 'overflow';
+                counter := NULL;
+                RETURN;
+            END IF;
+            next := convert_to(counter::TEXT, 'UTF8');
+        ELSE
+            next := p_value;
+        END IF;
+
+        dk := CASE WHEN had THEN 0 ELSE 1 END;
+        db := octet_length(p_key) + octet_length(next)
+              - CASE WHEN had THEN octet_length(p_key) + octet_length(old) ELSE 0 END;
+        IF u.quota_keys <> p_max_keys OR u.quota_bytes <> p_max_bytes
+           OR (dk > 0 AND u.keys + dk > u.keys_allowed)
+           OR (db > 0 AND u.bytes + db > u.bytes_allowed) THEN
+            IF NOT p_rebalance THEN
+                outcome := 'rebalance';
+                counter := NULL;
+                RETURN;
+            END IF;
+            SELECT sum(keys), sum(bytes) INTO total_keys, total_bytes
+                FROM usage_shards WHERE service = p_service;
+            IF dk > 0 AND total_keys + dk > p_max_keys THEN
+                outcome := 'keys';
+                used := total_keys;
+                counter := NULL;
+                RETURN;
+            END IF;
+            IF db > 0 AND total_bytes + db > p_max_bytes THEN
+                outcome := 'bytes';
+                used := total_bytes;
+                counter := NULL;
+                RETURN;
+            END IF;
+            -- What is left after this write, shared out evenly; the rest of
+            -- the division stays with this shard.
+            spare_keys := greatest(p_max_keys - total_keys - greatest(dk, 0), 0);
+            spare_bytes := greatest(p_max_bytes - total_bytes - greatest(db, 0), 0);
+            UPDATE usage_shards SET
+                keys_allowed = keys + spare_keys / 16
+                    + CASE WHEN shard = s THEN greatest(dk, 0) + spare_keys % 16 ELSE 0 END,
+                bytes_allowed = bytes + spare_bytes / 16
+                    + CASE WHEN shard = s THEN greatest(db, 0) + spare_bytes % 16 ELSE 0 END,
+                quota_keys = p_max_keys,
+                quota_bytes = p_max_bytes
+                WHERE service = p_service;
+        END IF;
+
+        INSERT INTO kv (service, bucket, key, value) VALUES (p_service, p_bucket, p_key, next)
+            ON CONFLICT (service, bucket, key) DO UPDATE SET value = excluded.value;
+        UPDATE usage_shards SET keys = keys + dk, bytes = bytes + db
+            WHERE service = p_service AND shard = s;
+        outcome := 'ok';
+    END $$;
     "#,
 ];
 
@@ -197,59 +365,105 @@ impl PostgresStore {
     }
 }
 
-/// Lock `service`'s usage row for the rest of `tx` (creating it if need
-/// be), and return its (keys, bytes).
-async fn lock_usage(tx: &Transaction<'_>, service: &str) -> Result<Usage, StoreError> {
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO usage (service, keys, bytes) VALUES ($1, 0, 0)
-             ON CONFLICT (service) DO NOTHING",
-        )
-        .await?;
-    tx.execute(&insert, &[&service]).await?;
-    let select = tx
-        .prepare_cached("SELECT keys, bytes FROM usage WHERE service = $1 FOR UPDATE")
-        .await?;
-    let row = tx.query_one(&select, &[&service]).await?;
-    let (keys, bytes): (i64, i64) = (row.get(0), row.get(1));
-    Ok(Usage {
-        keys: keys.max(0) as u64,
-        bytes: bytes.max(0) as u64,
-    })
+/// One write of a key, as `switchyard_kv_write` (migration 5) does it.
+enum Write<'a> {
+    Set(&'a [u8]),
+    CompareAndSwap {
+        expected: Option<&'a [u8]>,
+        new: &'a [u8],
+    },
+    Increment(u64),
+    Delete,
 }
 
-/// The value under `key`, locked for the rest of `tx`.
-async fn read_for_update(
-    tx: &Transaction<'_>,
-    ns: &Namespace,
-    key: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let select = tx
-        .prepare_cached(
-            "SELECT value FROM kv WHERE service = $1 AND bucket = $2 AND key = $3 FOR UPDATE",
-        )
-        .await?;
-    let row = tx
-        .query_opt(&select, &[&ns.service, &ns.bucket, &key])
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+/// What a write came to.
+enum Written {
+    Done,
+    /// The counter's value after an increment.
+    Counted(u64),
+    /// A compare-and-swap found another value.
+    Mismatch,
 }
 
-async fn write(
-    tx: &Transaction<'_>,
-    ns: &Namespace,
-    key: &str,
-    value: &[u8],
-) -> Result<(), StoreError> {
-    let upsert = tx
-        .prepare_cached(
-            "INSERT INTO kv (service, bucket, key, value) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (service, bucket, key) DO UPDATE SET value = excluded.value",
-        )
-        .await?;
-    tx.execute(&upsert, &[&ns.service, &ns.bucket, &key, &value])
-        .await?;
-    Ok(())
+impl PostgresStore {
+    /// `write` of `key`, in one statement: one round trip, unless the key's
+    /// shard has used up its share of the quota (then a second one, which
+    /// shares out what is left of it).
+    async fn write(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        write: Write<'_>,
+        quota: &Quota,
+    ) -> Result<Written, StoreError> {
+        let (op, value, expected, delta) = match write {
+            Write::Set(value) => ("set", Some(value), None, 0),
+            Write::CompareAndSwap { expected, new } => ("cas", Some(new), expected, 0),
+            Write::Increment(delta) => ("incr", None, None, delta),
+            Write::Delete => ("delete", None, None, 0),
+        };
+        // Quotas past what BIGINT holds are as good as none.
+        let max_keys = i64::try_from(quota.max_keys).unwrap_or(i64::MAX);
+        let max_bytes = i64::try_from(quota.max_bytes).unwrap_or(i64::MAX);
+        let delta = delta.to_string();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT outcome, used, counter::TEXT FROM switchyard_kv_write(
+                     $1, $2, $3, $4, $5, $6, $7::TEXT::NUMERIC, $8, $9, $10)",
+            )
+            .await?;
+        for rebalance in [false, true] {
+            let row = client
+                .query_one(
+                    &statement,
+                    &[
+                        &ns.service,
+                        &ns.bucket,
+                        &key,
+                        &op,
+                        &value,
+                        &expected,
+                        &delta,
+                        &max_keys,
+                        &max_bytes,
+                        &rebalance,
+                    ],
+                )
+                .await?;
+            let outcome: &str = row.get(0);
+            let used = || row.get::<_, Option<i64>>(1).unwrap_or(0).max(0) as u64;
+            return match outcome {
+                "ok" => match row.get::<_, Option<String>>(2) {
+                    Some(counter) => counter
+                        .parse()
+                        .map(Written::Counted)
+                        .map_err(|e| StoreError::Backend(Box::new(e))),
+                    None => Ok(Written::Done),
+                },
+                "mismatch" => Ok(Written::Mismatch),
+                "keys" => Err(StoreError::QuotaExceeded {
+                    what: "keys",
+                    used: used(),
+                    limit: quota.max_keys,
+                }),
+                "bytes" => Err(StoreError::QuotaExceeded {
+                    what: "bytes",
+                    used: used(),
+                    limit: quota.max_bytes,
+                }),
+                "not-a-counter" => Err(StoreError::NotACounter(key.to_string())),
+                "overflow" => Err(StoreError::Overflow(key.to_string())),
+                "rebalance" => continue,
+                other => Err(StoreError::Backend(
+                    format!("switchyard_kv_write answered {other:?}").into(),
+                )),
+            };
+        }
+        Err(StoreError::Backend(
+            "switchyard_kv_write asked to rebalance twice".into(),
+        ))
+    }
 }
 
 #[async_trait::async_trait]
@@ -275,25 +489,19 @@ impl KeyValueStore for PostgresStore {
     ) -> Result<(), StoreError> {
         check_key(key)?;
         check_value(value, quota)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let usage = lock_usage(&tx, &ns.service).await?;
-        let old = read_for_update(&tx, ns, key).await?;
-        check_quota(usage, key, old.as_ref().map(Vec::len), value, quota)?;
-        write(&tx, ns, key, value).await?;
-        tx.commit().await?;
+        self.write(ns, key, Write::Set(value), quota).await?;
         Ok(())
     }
 
     async fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
-        let client = self.client().await?;
-        let delete = client
-            .prepare_cached("DELETE FROM kv WHERE service = $1 AND bucket = $2 AND key = $3")
-            .await?;
-        client
-            .execute(&delete, &[&ns.service, &ns.bucket, &key])
-            .await?;
+        // Deleting only frees: no quota applies.
+        let unlimited = Quota {
+            max_value_bytes: usize::MAX,
+            max_keys: u64::MAX,
+            max_bytes: u64::MAX,
+        };
+        self.write(ns, key, Write::Delete, &unlimited).await?;
         Ok(())
     }
 
@@ -339,22 +547,10 @@ impl KeyValueStore for PostgresStore {
         quota: &Quota,
     ) -> Result<u64, StoreError> {
         check_key(key)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let usage = lock_usage(&tx, &ns.service).await?;
-        let old = read_for_update(&tx, ns, key).await?;
-        let next = incremented(key, old.as_deref(), delta)?;
-        let value = next.to_string();
-        check_quota(
-            usage,
-            key,
-            old.as_ref().map(Vec::len),
-            value.as_bytes(),
-            quota,
-        )?;
-        write(&tx, ns, key, value.as_bytes()).await?;
-        tx.commit().await?;
-        Ok(next)
+        match self.write(ns, key, Write::Increment(delta), quota).await? {
+            Written::Counted(next) => Ok(next),
+            _ => Err(StoreError::Backend("an increment answered no count".into())),
+        }
     }
 
     async fn compare_and_swap(
@@ -367,17 +563,11 @@ impl KeyValueStore for PostgresStore {
     ) -> Result<bool, StoreError> {
         check_key(key)?;
         check_value(new, quota)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let usage = lock_usage(&tx, &ns.service).await?;
-        let old = read_for_update(&tx, ns, key).await?;
-        if old.as_deref() != expected {
-            return Ok(false);
-        }
-        check_quota(usage, key, old.as_ref().map(Vec::len), new, quota)?;
-        write(&tx, ns, key, new).await?;
-        tx.commit().await?;
-        Ok(true)
+        let write = Write::CompareAndSwap { expected, new };
+        Ok(match self.write(ns, key, write, quota).await? {
+            Written::Mismatch => false,
+            _ => true,
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 // A helper for tests: it talks to the person running them on stderr.
 #![allow(clippy::print_stderr)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,11 +119,13 @@ impl Drop for TestDatabase {
 
 /// A TCP relay in front of the server, which a test can cut (every
 /// connection closed, new ones closed at once) and restore: a PostgreSQL
-/// outage without stopping the server other tests use.
+/// outage without stopping the server other tests use. It also counts the
+/// round trips its clients make ([`Proxy::round_trips`]).
 pub struct Proxy {
     /// Where the relay listens.
     pub addr: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
+    round_trips: Arc<AtomicU64>,
     relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accepting: tokio::task::JoinHandle<()>,
 }
@@ -135,18 +137,25 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let round_trips = Arc::new(AtomicU64::new(0));
         let relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let accepting = tokio::spawn({
-            let (cut, relays) = (cut.clone(), relays.clone());
+            let (cut, relays, round_trips) = (cut.clone(), relays.clone(), round_trips.clone());
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: closed at once
                     }
-                    let upstream = upstream.clone();
+                    let (upstream, round_trips) = (upstream.clone(), round_trips.clone());
                     let relay = tokio::spawn(async move {
-                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let (client_read, mut client_write) = client.into_split();
+                            let (mut server_read, server_write) = server.into_split();
+                            let answers = tokio::spawn(async move {
+                                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                            });
+                            let _ = relay_counting(client_read, server_write, &round_trips).await;
+                            answers.abort();
                         }
                     });
                     relays.lock().unwrap().push(relay);
@@ -156,9 +165,17 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            round_trips,
             relays,
             accepting,
         }
+    }
+
+    /// Round trips its clients have made so far: the messages after which
+    /// a client waits for the server (`Sync` ending an extended-protocol
+    /// exchange, a simple `Query`).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::SeqCst)
     }
 
     /// `url` with its server replaced by this relay.
@@ -182,6 +199,44 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copy a client's messages to the server, counting round trips: the
+/// startup message (untyped, after any SSL or GSS request), then typed
+/// messages (a tag byte and a length that counts itself).
+async fn relay_counting(
+    mut client: tokio::net::tcp::OwnedReadHalf,
+    mut server: tokio::net::tcp::OwnedWriteHalf,
+    round_trips: &AtomicU64,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    loop {
+        let len = client.read_u32().await?;
+        let mut body = vec![0; (len as usize).saturating_sub(4)];
+        client.read_exact(&mut body).await?;
+        server.write_u32(len).await?;
+        server.write_all(&body).await?;
+        let code = body
+            .get(..4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        if code != Some(SSL_REQUEST) && code != Some(GSSENC_REQUEST) {
+            break;
+        }
+    }
+    loop {
+        let tag = client.read_u8().await?;
+        let len = client.read_u32().await?;
+        let mut body = vec![0; (len as usize).saturating_sub(4)];
+        client.read_exact(&mut body).await?;
+        if tag == b'S' || tag == b'Q' {
+            round_trips.fetch_add(1, Ordering::SeqCst);
+        }
+        server.write_u8(tag).await?;
+        server.write_u32(len).await?;
+        server.write_all(&body).await?;
     }
 }
 
