@@ -564,10 +564,8 @@ impl KeyValueStore for PostgresStore {
         check_key(key)?;
         check_value(new, quota)?;
         let write = Write::CompareAndSwap { expected, new };
-        Ok(match self.write(ns, key, write, quota).await? {
-            Written::Mismatch => false,
-            _ => true,
-        })
+        let written = self.write(ns, key, write, quota).await?;
+        Ok(!matches!(written, Written::Mismatch))
     }
 }
 
