@@ -481,3 +481,43 @@ fn an_unreachable_store_stops_the_host_at_start_with_the_reason() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("is not a store"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_is_decided_off_the_request_path_while_the_store_stalls() {
+    let Some(database) = test_pg::fresh("cluster failover stall").await else {
+        return;
+    };
+    let proxy = test_pg::Proxy::to(&database.url).await;
+    let site = Site::new();
+    for version in ["1.0.0", "1.1.0"] {
+        site.install("faulty", version, &component("faulty"));
+    }
+    site.settings("faulty", "[failover]\nthreshold = 2\n");
+    let host = site.start_with(&["--store", &proxy.url(&database.url)]);
+    host.wait_active("faulty", "1.1.0").await;
+
+    // The database stops answering; the request whose failures cross the
+    // threshold (a read that traps: tried twice) answers at once all the
+    // same, and so does the next.
+    proxy.stall();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(10), host.get("/faulty/panic"))
+            .await
+            .expect("a failing request does not wait for the store");
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{reply:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // Once the database answers again, the decision is made and stored.
+    proxy.restore();
+    host.wait_active("faulty", "1.0.0").await;
+    let failed = host.wait_state("faulty", "1.1.0", "failed").await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("trapped"),
+        "{failed}"
+    );
+}

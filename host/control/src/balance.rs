@@ -540,7 +540,7 @@ impl ServiceCalls for ServiceLinks {
                 Err(AcquireError::Instantiate(e)) => {
                     let failure = CallError::Start(e);
                     let reason = format!("{name} is unavailable: {failure}");
-                    registry.report(&provider, Some(&failure)).await;
+                    registry.report(&provider, Some(&failure));
                     bail!(reason);
                 }
                 Err(busy) => return Err(busy).with_context(|| format!("{name} is unavailable")),
@@ -548,7 +548,7 @@ impl ServiceCalls for ServiceLinks {
             let outcome = lease
                 .call_export(depth + 1, interface, function, params, results)
                 .await;
-            registry.report(&provider, outcome.as_ref().err()).await;
+            registry.report(&provider, outcome.as_ref().err());
             outcome.with_context(|| format!("{name} failed"))
         })
     }

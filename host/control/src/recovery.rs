@@ -21,7 +21,7 @@ use switchyard_platform::RECOVERY_INTERFACE;
 pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Let every serving version that exports recovery recover.
-pub async fn recover_all(registry: &Registry) {
+pub async fn recover_all(registry: &Arc<Registry>) {
     for service in registry.list() {
         let Some(version) = service.routing().primary().cloned() else {
             continue;
@@ -43,7 +43,7 @@ pub async fn run(registry: Weak<Registry>) {
     }
 }
 
-async fn recover(registry: &Registry, version: &Arc<LoadedVersion>) {
+async fn recover(registry: &Arc<Registry>, version: &Arc<LoadedVersion>) {
     let grace = version.pool.policy().limits.deadline * 2;
     let mut lease = match version.pool.acquire(None).await {
         Ok(lease) => lease,
@@ -59,6 +59,6 @@ async fn recover(registry: &Registry, version: &Arc<LoadedVersion>) {
     drop(lease);
     if let Err(failure) = &outcome {
         tracing::warn!(service = %version.service, version = %version.version, "recovery failed: {failure}");
-        registry.report(version, Some(failure)).await;
+        registry.report(version, Some(failure));
     }
 }

@@ -119,12 +119,14 @@ impl Drop for TestDatabase {
 
 /// A TCP relay in front of the server, which a test can cut (every
 /// connection closed, new ones closed at once) and restore: a PostgreSQL
-/// outage without stopping the server other tests use. It also counts the
-/// round trips its clients make ([`Proxy::round_trips`]).
+/// outage without stopping the server other tests use. It can also stall
+/// (connections stay open, nothing moves: a server that hangs). It counts
+/// the round trips its clients make ([`Proxy::round_trips`]).
 pub struct Proxy {
     /// Where the relay listens.
     pub addr: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     round_trips: Arc<AtomicU64>,
     relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accepting: tokio::task::JoinHandle<()>,
@@ -137,16 +139,19 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let round_trips = Arc::new(AtomicU64::new(0));
         let relays: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let accepting = tokio::spawn({
             let (cut, relays, round_trips) = (cut.clone(), relays.clone(), round_trips.clone());
+            let stalled = stalled.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: closed at once
                     }
                     let (upstream, round_trips) = (upstream.clone(), round_trips.clone());
+                    let stalled = stalled.clone();
                     let relay = tokio::spawn(async move {
                         if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
                             let (client_read, mut client_write) = client.into_split();
@@ -154,7 +159,9 @@ impl Proxy {
                             let answers = tokio::spawn(async move {
                                 let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
                             });
-                            let _ = relay_counting(client_read, server_write, &round_trips).await;
+                            let _ =
+                                relay_counting(client_read, server_write, &round_trips, &stalled)
+                                    .await;
                             answers.abort();
                         }
                     });
@@ -165,6 +172,7 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            stalled,
             round_trips,
             relays,
             accepting,
@@ -197,8 +205,15 @@ impl Proxy {
         }
     }
 
+    /// Hold every client message until restored: queries hang, as on a
+    /// server that stopped answering.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
     }
 }
 
@@ -209,6 +224,7 @@ async fn relay_counting(
     mut client: tokio::net::tcp::OwnedReadHalf,
     mut server: tokio::net::tcp::OwnedWriteHalf,
     round_trips: &AtomicU64,
+    stalled: &AtomicBool,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SSL_REQUEST: u32 = 80_877_103;
@@ -231,6 +247,9 @@ async fn relay_counting(
         let len = client.read_u32().await?;
         let mut body = vec![0; (len as usize).saturating_sub(4)];
         client.read_exact(&mut body).await?;
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if tag == b'S' || tag == b'Q' {
             round_trips.fetch_add(1, Ordering::SeqCst);
         }

@@ -477,17 +477,21 @@ impl Registry {
     /// Account for one call `version` served, and apply the failover rule: when
     /// its own failures cross the threshold while it serves, traffic moves to
     /// the previous good version.
-    pub async fn report(&self, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
+    pub fn report(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.requests.fetch_add(1, Ordering::Relaxed);
         if let Some(failure) = failure {
-            self.report_late(version, failure).await;
+            self.report_late(version, failure);
         }
     }
 
     /// A call already reported as answered failed after all: a streamed
     /// response cut short by a trap or the deadline. Counted as an error of
     /// that request, and it may fail over like any failure.
-    pub async fn report_late(&self, version: &Arc<LoadedVersion>, failure: &CallError) {
+    ///
+    /// Never waits: the failover a failure decides is made and stored by a
+    /// task of its own, so that the request that crossed the threshold
+    /// answers at once even while the store is slow or out of reach.
+    pub fn report_late(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: &CallError) {
         version.errors.fetch_add(1, Ordering::Relaxed);
         crate::metrics::call_failed(&version.service, &version.version_text, failure);
         let own = match failure {
@@ -504,10 +508,14 @@ impl Registry {
                 window: version.failover.window,
                 last: failure.to_string(),
             };
-            self.change(Persist::Touched, |state, now| {
-                state.fail_over(now, version, failing)
-            })
-            .await;
+            let (registry, version) = (self.clone(), version.clone());
+            tokio::spawn(async move {
+                registry
+                    .change(Persist::Touched, |state, now| {
+                        state.fail_over(now, &version, failing)
+                    })
+                    .await;
+            });
         }
     }
 

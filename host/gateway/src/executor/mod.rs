@@ -114,17 +114,14 @@ pub async fn run<E: Executor>(
             Err(AcquireError::Instantiate(e)) => {
                 // The version's own failure: counted, and it may fail over.
                 let failure = CallError::Start(e);
-                gateway.registry.report(version, Some(&failure)).await;
+                gateway.registry.report(version, Some(&failure));
                 return failure_response(version, failure);
             }
         };
         let slot = lease.slot();
         let running = executor.call(gateway, version, lease, &call);
         let outcome = within_deadline(policy.limits.deadline, running).await;
-        gateway
-            .registry
-            .report(version, outcome.as_ref().err())
-            .await;
+        gateway.registry.report(version, outcome.as_ref().err());
         match outcome {
             Ok(mut response) => {
                 response

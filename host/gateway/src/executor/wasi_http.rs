@@ -187,7 +187,7 @@ impl Drop for Running {
         tokio::spawn(async move {
             if let Some(failure) = failure(guest.await) {
                 tracing::error!(service = %version.service, version = %version.version, "failed after its client went away: {failure}");
-                registry.report(&version, Some(&failure)).await;
+                registry.report(&version, Some(&failure));
             }
         });
     }
@@ -283,7 +283,7 @@ where
         };
         let (registry, version) = (this.registry.clone(), this.version.clone());
         tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
-        tokio::spawn(async move { registry.report_late(&version, &failure).await });
+        registry.report_late(&version, &failure);
         Poll::Ready(Some(Err(
             "the service failed before finishing its answer".into()
         )))
@@ -320,7 +320,7 @@ impl<B: http_body::Body + Unpin + Send + 'static> Drop for Watched<B> {
                 }
                 if let Some(failure) = failure(guest.await) {
                     tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
-                    registry.report_late(&version, &failure).await;
+                    registry.report_late(&version, &failure);
                 }
             });
             return;
