@@ -6,7 +6,9 @@
 //!   answer until the two others serve the new version (50 changes);
 //! - GET /goods/{id} and POST /orders on one host on SQLite, on one host on
 //!   PostgreSQL, and on three hosts on PostgreSQL together (the load spread
-//!   evenly over them; all three share the machine's two cores);
+//!   evenly over them; all three share the machine's two cores); the orders
+//!   both of one hot pen by one user (the worst case) and spread over 1,000
+//!   goods and 1,000 users;
 //! - the store alone: one service's writes to distinct keys on PostgreSQL,
 //!   by one writer and by 16 at once (whether they queue behind each
 //!   other).
@@ -62,6 +64,26 @@ async fn shop(sites: &mut Vec<Site>, store: Option<&str>) -> Arc<Host> {
 async fn stock_up(host: &Host) {
     assert_eq!(host.add_user().await.str("id"), USER);
     assert_eq!(host.add_goods("pen", 150, u32::MAX).await.str("id"), PEN);
+    // For the orders spread over many: SPREAD goods and users in all
+    // (g1..g1000, u1..u1000).
+    for _ in 1..SPREAD {
+        host.add_user().await;
+        host.add_goods("ink", 90, u32::MAX).await;
+    }
+}
+
+/// How many goods and users the spread orders draw from.
+const SPREAD: usize = 1000;
+
+/// An order of one of SPREAD goods by one of SPREAD users: different
+/// requests rarely share either.
+fn spread_order(host: &Host, i: usize) -> support::RequestBuilder {
+    let user = i % SPREAD + 1;
+    let goods = (i * 7 + i / SPREAD) % SPREAD + 1;
+    let body = json!({"user_id": format!("u{user}"), "items": [{"goods_id": format!("g{goods}"), "qty": 1}]});
+    host.client()
+        .post(format!("{}/orders", host.base))
+        .body(body.to_string())
 }
 
 /// `request` on every host of `hosts` at once, CLIENTS / hosts each: the
@@ -151,6 +173,7 @@ async fn main() {
     stock_up(&alone).await;
     report["sqlite_read"] = load(&alone, CLIENTS, PHASE, read, async {}).await;
     report["sqlite_order"] = load(&alone, CLIENTS, PHASE, order, async {}).await;
+    report["sqlite_order_spread"] = load(&alone, CLIENTS, PHASE, spread_order, async {}).await;
     drop(alone);
 
     // Three hosts on PostgreSQL.
@@ -163,6 +186,8 @@ async fn main() {
     report["pg_one_order"] = load(&hosts[0], CLIENTS, PHASE, order, async {}).await;
     report["pg_three_read"] = spread(&hosts, read).await;
     report["pg_three_order"] = spread(&hosts, order).await;
+    report["pg_one_order_spread"] = load(&hosts[0], CLIENTS, PHASE, spread_order, async {}).await;
+    report["pg_three_order_spread"] = spread(&hosts, spread_order).await;
 
     // Propagation of an activation to the two other hosts.
     let mut samples = Vec::new();
@@ -203,6 +228,9 @@ async fn main() {
             "sqlite_order",
             "pg_one_order",
             "pg_three_order",
+            "sqlite_order_spread",
+            "pg_one_order_spread",
+            "pg_three_order_spread",
             "propagation",
             "pg_writes_1",
             "pg_writes_16",
@@ -211,11 +239,13 @@ async fn main() {
     let ratio =
         |a: &str, b: &str| report[a]["rps"].as_f64().unwrap() / report[b]["rps"].as_f64().unwrap();
     println!(
-        "one host on PostgreSQL against SQLite: reads x{:.2}, orders x{:.2}; three hosts against one: reads x{:.2}, orders x{:.2}; 16 writers of distinct keys against one: x{:.2}",
+        "one host on PostgreSQL against SQLite: reads x{:.2}, orders x{:.2}, spread orders x{:.2}; three hosts against one: reads x{:.2}, orders x{:.2}, spread orders x{:.2}; 16 writers of distinct keys against one: x{:.2}",
         ratio("pg_one_read", "sqlite_read"),
         ratio("pg_one_order", "sqlite_order"),
+        ratio("pg_one_order_spread", "sqlite_order_spread"),
         ratio("pg_three_read", "pg_one_read"),
         ratio("pg_three_order", "pg_one_order"),
+        ratio("pg_three_order_spread", "pg_one_order_spread"),
         ratio("pg_writes_16", "pg_writes_1"),
     );
 }
