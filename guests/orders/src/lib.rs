@@ -25,7 +25,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use guest_common::store::{StoreError, Table, next_id};
+use guest_common::store::{StoreError, Table};
 use guest_common::{Outcome, Reply, parse_body, query_param, segments};
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +224,8 @@ fn place(body: &[u8]) -> Outcome {
             price_cents: 0,
         })
         .collect();
-    let id = next_id("o")?;
+    // Not a counter: one key every order would write, across every host.
+    let id = guest_common::unique_id("o");
     begin_saga(&id, &lines)?;
     let pending = Order {
         id: id.clone(),
