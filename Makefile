@@ -58,7 +58,7 @@ PG_CHECK = hp=$$(echo '$(TEST_PG)' | sed -E 's|^[a-z]+://([^@/]*@)?([^/?]*).*|\2
 bench: setup tools $(WASMTIME)
 	@command -v wrk >/dev/null || apt-get install -y wrk || { echo "install wrk to run the benchmarks"; exit 1; }
 	$(CARGO) build --release -p switchyard --example native_goods
-	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster --bench kinds --bench hello --bench in_process
+	RUST_LOG=warn $(CARGO) bench -p switchyard --bench gateway --bench swap --bench balance --bench fairness --bench cluster --bench capacity --bench kinds --bench hello --bench in_process
 
 lint: setup tools
 	$(CARGO) fmt --all -- --check

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use measure::{MakeRequest, load, summary, write_report};
+use measure::{MakeRequest, load, spread_order, stock_up_spread, summary, write_report};
 use serde_json::{Value, json};
 use support::{Host, Site, component};
 use switchyard_store::{KeyValueStore, Namespace, PostgresStore, Quota};
@@ -64,26 +64,7 @@ async fn shop(sites: &mut Vec<Site>, store: Option<&str>) -> Arc<Host> {
 async fn stock_up(host: &Host) {
     assert_eq!(host.add_user().await.str("id"), USER);
     assert_eq!(host.add_goods("pen", 150, u32::MAX).await.str("id"), PEN);
-    // For the orders spread over many: SPREAD goods and users in all
-    // (g1..g1000, u1..u1000).
-    for _ in 1..SPREAD {
-        host.add_user().await;
-        host.add_goods("ink", 90, u32::MAX).await;
-    }
-}
-
-/// How many goods and users the spread orders draw from.
-const SPREAD: usize = 1000;
-
-/// An order of one of SPREAD goods by one of SPREAD users: different
-/// requests rarely share either.
-fn spread_order(host: &Host, i: usize) -> support::RequestBuilder {
-    let user = i % SPREAD + 1;
-    let goods = (i * 7 + i / SPREAD) % SPREAD + 1;
-    let body = json!({"user_id": format!("u{user}"), "items": [{"goods_id": format!("g{goods}"), "qty": 1}]});
-    host.client()
-        .post(format!("{}/orders", host.base))
-        .body(body.to_string())
+    stock_up_spread(host).await;
 }
 
 /// `request` on every host of `hosts` at once, CLIENTS / hosts each: the

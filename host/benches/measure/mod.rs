@@ -243,3 +243,26 @@ pub fn write_report(name: &str, report: &Value, rows: &[&str]) {
     std::fs::write(&file, serde_json::to_string_pretty(report).unwrap()).unwrap();
     println!("wrote {}", file.display());
 }
+
+/// How many goods and users the spread orders draw from.
+pub const SPREAD: usize = 1000;
+
+/// Goods and users up to SPREAD each (g1..g1000, u1..u1000), after a shop's
+/// first goods and user.
+pub async fn stock_up_spread(host: &Host) {
+    for _ in 1..SPREAD {
+        host.add_user().await;
+        host.add_goods("ink", 90, u32::MAX).await;
+    }
+}
+
+/// An order of one of SPREAD goods by one of SPREAD users: different
+/// requests rarely share either.
+pub fn spread_order(host: &Host, i: usize) -> crate::support::RequestBuilder {
+    let user = i % SPREAD + 1;
+    let goods = (i * 7 + i / SPREAD) % SPREAD + 1;
+    let body = json!({"user_id": format!("u{user}"), "items": [{"goods_id": format!("g{goods}"), "qty": 1}]});
+    host.client()
+        .post(format!("{}/orders", host.base))
+        .body(body.to_string())
+}
