@@ -19,26 +19,24 @@
 //! caller gets [`AcquireError::Busy`]. A lease goes back to its slot only if its
 //! last call finished cleanly and the service reuses instances (`pooled`
 //! isolation); an instance that trapped, timed out or was abandoned halfway is
-//! dropped, and its slot refilled on the next call. [`ServiceLinks`] routes
+//! dropped, and its slot refilled on the next call. [`crate::links`] routes
 //! service-to-service calls through the same pools.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use serde::Deserialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
-use crate::registry::Registry;
 use switchyard_platform::{Platform, handler};
 use switchyard_runtime::incoming::{self, IncomingRequest};
 use switchyard_runtime::{
-    BoxFuture, CallError, HttpResponder, IncomingBody, Limits, Linked, LiveInstance, Runtime,
-    ServiceCalls,
+    CallError, HttpResponder, IncomingBody, Limits, Linked, LiveInstance, Runtime,
 };
 
 /// Builds the [`Platform`] context for each new instance of one version.
@@ -498,59 +496,6 @@ impl Drop for Lease {
         }
         slot.outstanding.fetch_sub(1, Ordering::Relaxed);
         pool.leased.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-// === impl ServiceLinks ===
-
-/// Forwards a component's calls to other services' interfaces, at call time, to
-/// whichever version of the provider serves then: upgrading a provider changes
-/// what its consumers call without touching them.
-pub struct ServiceLinks {
-    /// Weak: the registry owns the versions whose linkers hold this.
-    pub registry: Weak<Registry>,
-}
-
-impl ServiceCalls for ServiceLinks {
-    fn call<'a>(
-        &'a self,
-        depth: u32,
-        interface: &'a str,
-        function: &'a str,
-        params: &'a [Val],
-        results: &'a mut [Val],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let registry = self
-                .registry
-                .upgrade()
-                .context("the host is shutting down")?;
-            let Some(provider) = registry.provider_of(interface) else {
-                bail!("no service with a healthy version provides {interface}");
-            };
-            let name = format!("service {} {}", provider.service, provider.version);
-            let limit = provider.pool.policy().limits.call_depth;
-            if depth + 1 > limit {
-                bail!(
-                    "calling {name} would exceed the call depth limit of {limit}: is there a cycle?"
-                );
-            }
-            let mut lease = match provider.pool.acquire(None).await {
-                Ok(lease) => lease,
-                Err(AcquireError::Instantiate(e)) => {
-                    let failure = CallError::Start(e);
-                    let reason = format!("{name} is unavailable: {failure}");
-                    registry.report(&provider, Some(&failure));
-                    bail!(reason);
-                }
-                Err(busy) => return Err(busy).with_context(|| format!("{name} is unavailable")),
-            };
-            let outcome = lease
-                .call_export(depth + 1, interface, function, params, results)
-                .await;
-            registry.report(&provider, outcome.as_ref().err());
-            outcome.with_context(|| format!("{name} failed"))
-        })
     }
 }
 

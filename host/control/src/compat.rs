@@ -14,7 +14,7 @@ use std::sync::Arc;
 use semver::Version;
 use serde::Serialize;
 
-use crate::registry::Deployable;
+use crate::deployable::Deployable;
 use switchyard_runtime::InterfaceUse;
 
 /// Why a version cannot serve alongside the versions of other services.
@@ -201,4 +201,21 @@ fn gaps<V: Deployable>(import: &InterfaceUse, provider: &V) -> Vec<Gap> {
             },
         )
         .collect()
+}
+
+/// Why a version was refused: the loader's reason (the file, the component,
+/// its settings, its start-up), or how it does not fit the other services.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Refusal {
+    #[error("{reason}")]
+    Load { reason: String },
+    #[error("{why}")]
+    Incompatible { why: Incompatibility },
+}
+
+impl From<Incompatibility> for Refusal {
+    fn from(why: Incompatibility) -> Refusal {
+        Refusal::Incompatible { why }
+    }
 }

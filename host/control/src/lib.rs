@@ -4,8 +4,12 @@
 //! - [`registry`]: the registry, a state machine ([`registry::machine`]) over
 //!   plain data with a thin shell that publishes routing, persists and sends
 //!   events; activation, rollback, traffic splits, failover, history.
-//! - [`compat`]: whether a version fits the versions of other services.
-//! - [`balance`]: instance pools and strategies; service-to-service calls.
+//! - [`deployable`]: what the registry routes to (the bottom: it uses
+//!   nothing of control's).
+//! - [`compat`]: whether a version fits the versions of other services, and
+//!   why a version is refused.
+//! - [`balance`]: instance pools and strategies.
+//! - [`links`]: service-to-service calls, forwarded at call time.
 //! - [`loader`]: turning component files and uploads into versions.
 //! - [`watcher`]: noticing files added, replaced or removed while serving.
 //! - [`recovery`]: letting services finish or undo work a crash left
@@ -20,7 +24,9 @@
 
 pub mod balance;
 pub mod compat;
+pub mod deployable;
 pub mod files;
+pub mod links;
 pub mod loader;
 pub mod metrics;
 pub mod node;

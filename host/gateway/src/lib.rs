@@ -44,9 +44,9 @@ use executor::wasi_http::WasiHttp;
 use http::set_header;
 pub use http::{ApiError, error, read_body_in_time};
 use operator::Operators;
-use switchyard_control::loader::ComponentKind;
 use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_control::rpc::{self, RPC_PREFIX};
+use switchyard_runtime::ComponentKind;
 use telemetry::Telemetry;
 
 /// Headers naming the service and version that answered.

@@ -88,6 +88,8 @@ pub const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 mod guest_output;
 pub mod incoming;
 pub mod json;
+mod kind;
+pub use kind::ComponentKind;
 pub mod outbound;
 pub use wasmtime::component::Val;
 mod signature;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::model::Refusal;
+use crate::compat::Refusal;
 
 /// Something that happened to a service.
 #[derive(Debug, Clone, PartialEq)]

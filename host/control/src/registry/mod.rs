@@ -30,11 +30,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::balance::{HashKey, InstancePool};
-use crate::loader::ComponentKind;
 use crate::metrics::RequestMetrics;
 use crate::outage::Outage;
 use crate::rpc;
-use switchyard_runtime::{CallError, InterfaceUse, Provider};
+use switchyard_runtime::{CallError, ComponentKind, InterfaceUse, Provider};
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
 pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};

@@ -10,40 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::events::HistoryEntry;
 use crate::compat::Incompatibility;
-use switchyard_runtime::{InterfaceUse, Provider};
+pub use crate::compat::Refusal;
+pub use crate::deployable::Deployable;
 
 /// The largest weight one version may have in a traffic split: fine enough
 /// for a 0.01 % canary, small enough that no sum of weights can overflow.
 pub const MAX_WEIGHT: u32 = 10_000;
-
-/// A version the registry can route to, as far as routing and compatibility
-/// care: its name, and the interfaces it needs and offers. The host's
-/// versions carry a compiled component and instances; tests use plain data.
-pub trait Deployable: Send + Sync + 'static {
-    fn service(&self) -> &str;
-    fn version(&self) -> &Version;
-    fn imports(&self) -> &[InterfaceUse];
-    fn exports(&self) -> &[InterfaceUse];
-
-    /// The exported interface named `name`, if any.
-    fn export(&self, name: &str) -> Option<&InterfaceUse> {
-        self.exports().iter().find(|e| e.name == name)
-    }
-
-    /// The interfaces this version needs from other services.
-    fn service_imports(&self) -> impl Iterator<Item = &InterfaceUse> {
-        self.imports()
-            .iter()
-            .filter(|i| i.provider() == Provider::Service)
-    }
-
-    /// The interfaces this version offers other services.
-    fn service_exports(&self) -> impl Iterator<Item = &InterfaceUse> {
-        self.exports()
-            .iter()
-            .filter(|e| e.provider() == Provider::Service)
-    }
-}
 
 /// Where a version stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,23 +160,6 @@ impl<V: Deployable> Routing<V> {
                 })
                 .collect(),
         }
-    }
-}
-
-/// Why a version was refused: the loader's reason (the file, the component,
-/// its settings, its start-up), or how it does not fit the other services.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Refusal {
-    #[error("{reason}")]
-    Load { reason: String },
-    #[error("{why}")]
-    Incompatible { why: Incompatibility },
-}
-
-impl From<Incompatibility> for Refusal {
-    fn from(why: Incompatibility) -> Refusal {
-        Refusal::Incompatible { why }
     }
 }
 
