@@ -22,10 +22,11 @@ mod support;
 mod measure;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use measure::{MakeRequest, load, spread_order, stock_up_spread, summary, write_report};
+use measure::{
+    MakeRequest, closed_loop, load, spread_order, stock_up_spread, summary, write_report,
+};
 use serde_json::{Value, json};
 use support::{Host, Site, component};
 use switchyard_store::{KeyValueStore, Namespace, PostgresStore, Quota};
@@ -95,46 +96,21 @@ async fn spread(hosts: &[Arc<Host>], request: MakeRequest) -> Value {
 /// `writers` tasks setting distinct keys of one service in `store`, back to
 /// back for PHASE: writes per second and their latencies.
 async fn distinct_writes(store: Arc<dyn KeyValueStore>, writers: usize) -> Value {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let (store, stop) = (store.clone(), stop.clone());
-            tokio::spawn(async move {
-                let ns = Namespace {
-                    service: "goods".into(),
-                    bucket: "b".into(),
-                };
-                let (mut latencies, mut failed, mut i) = (Vec::new(), 0usize, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let key = format!("w{w}-{writers}-{i}");
-                    failed += usize::from(
-                        store
-                            .set(&ns, &key, b"{\"stock\":1}", &Quota::default())
-                            .await
-                            .is_err(),
-                    );
-                    latencies.push(started.elapsed());
-                    i += 1;
-                }
-                (latencies, failed)
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    tokio::time::sleep(PHASE).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut all, mut failed) = (Vec::new(), 0);
-    for task in tasks {
-        let (latencies, f) = task.await.unwrap();
-        all.extend(latencies);
-        failed += f;
-    }
-    let elapsed = started.elapsed();
-    let mut row = summary(&mut all);
-    row["rps"] = json!(all.len() as f64 / elapsed.as_secs_f64());
-    row["failed"] = json!(failed);
-    row
+    let attempt = move |i| {
+        let store = store.clone();
+        async move {
+            let ns = Namespace {
+                service: "goods".into(),
+                bucket: "b".into(),
+            };
+            let key = format!("{writers}-{i}");
+            store
+                .set(&ns, &key, b"{\"stock\":1}", &Quota::default())
+                .await
+                .is_ok()
+        }
+    };
+    closed_loop(writers, PHASE, attempt, async {}).await
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -173,24 +173,47 @@ pub async fn load(
     request: MakeRequest,
     during: impl Future<Output = ()>,
 ) -> Value {
+    let host = host.clone();
+    let attempt = move |i| {
+        let host = host.clone();
+        async move {
+            match request(&host, i).send().await {
+                Ok(reply) => {
+                    let ok = reply.status().is_success();
+                    let _ = reply.bytes().await;
+                    ok
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    closed_loop(clients, phase, attempt, during).await
+}
+
+/// `clients` tasks each making `attempt(i)` back to back for `phase` (while
+/// `during` runs), every `i` a different number: a row of latencies, req/s
+/// and failures (the attempts that answered false).
+pub async fn closed_loop<Attempt, Made>(
+    clients: usize,
+    phase: Duration,
+    attempt: Attempt,
+    during: impl Future<Output = ()>,
+) -> Value
+where
+    Attempt: Fn(usize) -> Made + Clone + Send + 'static,
+    Made: Future<Output = bool> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let (host, stop) = (host.clone(), stop.clone());
+            let (attempt, stop) = (attempt.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failed = 0usize;
                 let mut i = client;
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let ok = match request(&host, i).send().await {
-                        Ok(reply) => {
-                            let ok = reply.status().is_success();
-                            let _ = reply.bytes().await;
-                            ok
-                        }
-                        Err(_) => false,
-                    };
+                    let ok = attempt(i).await;
                     latencies.push(started.elapsed());
                     failed += usize::from(!ok);
                     i += clients;
