@@ -176,6 +176,16 @@ pub struct Quota {
 /// The largest value a service may be allowed (`[storage] max_value_bytes`).
 pub const MAX_VALUE_CEILING: usize = 64 << 20;
 
+impl Quota {
+    /// No limit at all: for moving data that is already stored, and for
+    /// deleting, which only frees.
+    pub const UNLIMITED: Quota = Quota {
+        max_value_bytes: usize::MAX,
+        max_keys: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
 impl Default for Quota {
     fn default() -> Quota {
         Quota {
@@ -299,17 +309,12 @@ pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError
     if !to.load_deployments().await?.is_empty() {
         return Err(refuse("deployment records"));
     }
-    let unlimited = Quota {
-        max_value_bytes: usize::MAX,
-        max_keys: u64::MAX,
-        max_bytes: u64::MAX,
-    };
     let mut copied = Copied::default();
     let mut after: Option<Entry> = None;
     loop {
         let page = from.scan(after.as_ref(), LIST_PAGE).await?;
         for entry in &page {
-            to.set(&entry.ns, &entry.key, &entry.value, &unlimited)
+            to.set(&entry.ns, &entry.key, &entry.value, &Quota::UNLIMITED)
                 .await?;
             copied.entries += 1;
         }

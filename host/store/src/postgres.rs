@@ -496,12 +496,8 @@ impl KeyValueStore for PostgresStore {
     async fn delete(&self, ns: &Namespace, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         // Deleting only frees: no quota applies.
-        let unlimited = Quota {
-            max_value_bytes: usize::MAX,
-            max_keys: u64::MAX,
-            max_bytes: u64::MAX,
-        };
-        self.write(ns, key, Write::Delete, &unlimited).await?;
+        self.write(ns, key, Write::Delete, &Quota::UNLIMITED)
+            .await?;
         Ok(())
     }
 
