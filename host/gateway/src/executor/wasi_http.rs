@@ -117,13 +117,16 @@ impl Executor for WasiHttp {
 
         let (respond, answer) = tokio::sync::oneshot::channel();
         let deadline = version.pool.policy().limits.deadline;
+        let outcome = Outcome {
+            registry: gateway.registry.clone(),
+            version: version.clone(),
+        };
         let mut guest = Running {
             guest: Some(tokio::spawn(async move {
                 within_deadline(deadline, lease.handle_http(request, respond)).await
                 // The lease ends here: the instance goes back, or is discarded.
             })),
-            registry: gateway.registry.clone(),
-            version: version.clone(),
+            outcome: outcome.clone(),
         };
         let name = || format!("service {} {}", version.service, version.version);
         match answer.await {
@@ -137,8 +140,7 @@ impl Executor for WasiHttp {
                         body: Some(body),
                         guest: guest.take(),
                         remaining,
-                        registry: gateway.registry.clone(),
-                        version: version.clone(),
+                        outcome,
                     })
                 }))
             }
@@ -168,8 +170,7 @@ impl Executor for WasiHttp {
 /// since the guest never learnt that the client left.
 struct Running {
     guest: Option<Guest>,
-    registry: Arc<Registry>,
-    version: Arc<LoadedVersion>,
+    outcome: Outcome,
 }
 
 impl Running {
@@ -183,11 +184,65 @@ impl Drop for Running {
         let Some(guest) = self.guest.take() else {
             return;
         };
-        let (registry, version) = (self.registry.clone(), self.version.clone());
+        self.outcome
+            .clone()
+            .follow(guest, Afterwards::Unanswered, async {});
+    }
+}
+
+/// When a guest's handler ended, relative to its answer: what a failure
+/// then counts as.
+#[derive(Clone, Copy)]
+enum Afterwards {
+    /// Its client left before any answer: a failure like any other.
+    Unanswered,
+    /// Its answer had begun, or was complete: a late failure.
+    Answered,
+    /// Its client left mid-answer: logged, never counted (a client that
+    /// leaves must not be able to fail a version over).
+    Abandoned,
+}
+
+/// Where the outcome of a guest's handler goes: the version's log lines
+/// and its failover accounting.
+#[derive(Clone)]
+struct Outcome {
+    registry: Arc<Registry>,
+    version: Arc<LoadedVersion>,
+}
+
+impl Outcome {
+    /// Log and count `failure` as `afterwards` says.
+    fn failed(&self, failure: &CallError, afterwards: Afterwards) {
+        let version = &self.version;
+        let (service, number) = (&version.service, &version.version);
+        match afterwards {
+            Afterwards::Unanswered => {
+                tracing::error!(service = %service, version = %number, "failed after its client went away: {failure}");
+                self.registry.report(version, Some(failure));
+            }
+            Afterwards::Answered => {
+                tracing::error!(service = %service, version = %number, "failed after answering: {failure}");
+                self.registry.report_late(version, failure);
+            }
+            Afterwards::Abandoned => {
+                tracing::info!(service = %service, version = %number, "the client went away mid-answer: {failure}");
+            }
+        }
+    }
+
+    /// Off the request: once `first` is done, wait for `guest` to end and
+    /// take its failure, if any, as `afterwards` says.
+    fn follow(
+        self,
+        guest: Guest,
+        afterwards: Afterwards,
+        first: impl Future<Output = ()> + Send + 'static,
+    ) {
         tokio::spawn(async move {
+            first.await;
             if let Some(failure) = failure(guest.await) {
-                tracing::error!(service = %version.service, version = %version.version, "failed after its client went away: {failure}");
-                registry.report(&version, Some(&failure));
+                self.failed(&failure, afterwards);
             }
         });
     }
@@ -246,8 +301,7 @@ struct Watched<B: http_body::Body + Unpin + Send + 'static> {
     guest: Option<Guest>,
     /// Bytes the answer's content-length still promises, when it has one.
     remaining: Option<u64>,
-    registry: Arc<Registry>,
-    version: Arc<LoadedVersion>,
+    outcome: Outcome,
 }
 
 impl<B> http_body::Body for Watched<B>
@@ -281,9 +335,7 @@ where
         let Some(failure) = failure(outcome) else {
             return Poll::Ready(None);
         };
-        let (registry, version) = (this.registry.clone(), this.version.clone());
-        tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
-        registry.report_late(&version, &failure);
+        this.outcome.failed(&failure, Afterwards::Answered);
         Poll::Ready(Some(Err(
             "the service failed before finishing its answer".into()
         )))
@@ -305,35 +357,27 @@ impl<B: http_body::Body + Unpin + Send + 'static> Drop for Watched<B> {
         let Some(guest) = self.guest.take() else {
             return;
         };
-        let (registry, version) = (self.registry.clone(), self.version.clone());
         let body = self.body.take();
+        let outcome = self.outcome.clone();
         if self.remaining == Some(0) {
             // The whole answer was sent: the connection is done with it
             // (hyper lets go of a body once its content-length is met), but
             // the guest may still be flushing and finishing its stream. Its
             // stream stays open until it returns, so that finishing a
             // complete answer never fails, and how it ends is its own.
-            tokio::spawn(async move {
+            let drained = async move {
                 // Whatever else it sends (the end of the stream) goes nowhere.
                 if let Some(mut body) = body {
                     while let Some(Ok(_)) = body.frame().await {}
                 }
-                if let Some(failure) = failure(guest.await) {
-                    tracing::error!(service = %version.service, version = %version.version, "failed after answering: {failure}");
-                    registry.report_late(&version, &failure);
-                }
-            });
+            };
+            outcome.follow(guest, Afterwards::Answered, drained);
             return;
         }
         // The client went away mid-answer: the guest runs on to its end
         // (its writes now fail; its instance is then recycled or discarded
-        // as usual), and how it ended is logged, not counted: a client
-        // that leaves must not be able to fail a version over.
+        // as usual).
         drop(body);
-        tokio::spawn(async move {
-            if let Some(failure) = failure(guest.await) {
-                tracing::info!(service = %version.service, version = %version.version, "the client went away mid-answer: {failure}");
-            }
-        });
+        outcome.follow(guest, Afterwards::Abandoned, async {});
     }
 }
