@@ -154,6 +154,10 @@ impl Proxy {
                     let stalled = stalled.clone();
                     let relay = tokio::spawn(async move {
                         if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                            // As the client and the server themselves do:
+                            // without it every small message waits for the
+                            // last one's ACK (40 ms of delayed ACK a round trip).
+                            let _ = (client.set_nodelay(true), server.set_nodelay(true));
                             let (client_read, mut client_write) = client.into_split();
                             let (mut server_read, server_write) = server.into_split();
                             let answers = tokio::spawn(async move {
