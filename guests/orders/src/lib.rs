@@ -11,17 +11,19 @@
 //!
 //! Placing and cancelling span two services with no transaction between
 //! them, so each is a saga: its intent is written first (a `sagas` entry
-//! naming the order and its lines, and for a placement a `pending` order),
-//! every step on goods is keyed by order and line (a hold when placing, a
-//! return when cancelling: safe to repeat), and the intent is removed only
-//! when every step is done. A crash or a trap halfway leaves the intent
-//! behind; `recover` (called by the host at start-up and then periodically)
-//! finds intents older than any request can run and finishes or undoes them
-//! by the order's status: a pending order is undone (its holds released, the
-//! order removed: the client never got its 201), a placed one has its holds
+//! naming the order and its lines), every step on goods is keyed by order
+//! and line (a hold when placing, a return when cancelling: safe to
+//! repeat), and the intent is removed only when every step is done. The
+//! order itself is written once, when every line is held: a placement
+//! costs the store no write for a `pending` order and no second one to
+//! make it `created`. A crash or a trap halfway leaves the intent behind;
+//! `recover` (called by the host at start-up and then periodically) finds
+//! intents older than any request can run and finishes or undoes them by
+//! what the order reached: an intent without an order is undone (its holds
+//! released: the client never got its 201), a placed order has its holds
 //! settled, a cancelled one its stock put back. So every unit taken belongs
-//! to an order that exists, and stock = initial − Σ qty of the orders not
-//! cancelled.
+//! to an order that exists once recovery has run, and stock = initial − Σ
+//! qty of the orders not cancelled.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,8 +44,9 @@ const MAX_ITEMS: usize = 100;
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
 enum Status {
-    /// Being placed: stock is being held. Never answered to the client as
-    /// placed; recovery undoes it if its placement stopped halfway.
+    /// Being placed, as versions before 1.3.0 wrote an order before its
+    /// stock was held; recovery undoes such an order if its placement
+    /// stopped halfway. Never written now.
     Pending,
     Created,
     Paid,
@@ -227,33 +230,23 @@ fn place(body: &[u8]) -> Outcome {
     // Not a counter: one key every order would write, across every host.
     let id = guest_common::unique_id("o");
     begin_saga(&id, &lines)?;
-    let pending = Order {
-        id: id.clone(),
-        user_id: new.user_id.clone(),
-        items: lines,
-        total_cents: 0,
-        status: Status::Pending,
-    };
-    orders_table()?.insert(&id, &pending)?;
-    let held = match hold_all(&pending) {
+    let held = match hold_all(&id, &lines) {
         Ok(held) => held,
         Err(reply) => {
-            undo_placement(&pending)?;
+            undo_placement(&id, &lines)?;
             return Err(reply);
         }
     };
-    let placed = orders_table()?.update(&id, |mut order: Order| {
-        order.items = held.lines.clone();
-        order.total_cents = held.total_cents;
-        order.status = Status::Created;
-        Ok::<_, Reply>(order)
-    })?;
-    let Some(placed) = placed else {
-        return Err(Reply::error(
-            503,
-            format!("order {id:?} vanished while placed"),
-        ));
+    // One write, once the stock is held: until then the intent alone
+    // stands for the order (recovery undoes an intent without an order).
+    let placed = Order {
+        id: id.clone(),
+        user_id: new.user_id,
+        items: held.lines,
+        total_cents: held.total_cents,
+        status: Status::Created,
     };
+    orders_table()?.insert(&id, &placed)?;
     // The order is placed and durable: the 201 stands whatever happens next.
     // Settling the holds and ending the intent are left to recovery if they
     // fail now.
@@ -269,15 +262,15 @@ struct Held {
     total_cents: u64,
 }
 
-/// Hold every line of `order`; on a failure, the reply to give (the lines
-/// held so far stay held until [`undo_placement`]).
-fn hold_all(order: &Order) -> Result<Held, Reply> {
+/// Hold every line of order `order_id`; on a failure, the reply to give
+/// (the lines held so far stay held until [`undo_placement`]).
+fn hold_all(order_id: &str, lines: &[Line]) -> Result<Held, Reply> {
     let mut held = Held {
         lines: Vec::new(),
         total_cents: 0,
     };
-    for (index, line) in order.items.iter().enumerate() {
-        let goods = catalog::hold(&line_id(&order.id, index), &line.goods_id, line.qty)
+    for (index, line) in lines.iter().enumerate() {
+        let goods = catalog::hold(&line_id(order_id, index), &line.goods_id, line.qty)
             .map_err(|e| stock_reply(&line.goods_id, line.qty, e))?;
         held.lines.push(Line {
             goods_id: line.goods_id.clone(),
@@ -293,14 +286,15 @@ fn hold_all(order: &Order) -> Result<Held, Reply> {
     Ok(held)
 }
 
-/// Undo a placement that did not complete: release its holds, then forget
-/// the order and the intent. When a release fails, both stay, for recovery.
-fn undo_placement(order: &Order) -> Result<(), StoreError> {
-    if release_holds(&order.id, &order.items) {
-        orders_table()?.delete(&order.id)?;
-        end_saga(&order.id)?;
+/// Undo a placement that did not complete (its order never written):
+/// release its holds, then forget the intent; whether all of it is done.
+/// When a release fails, the intent stays, for recovery.
+fn undo_placement(order_id: &str, lines: &[Line]) -> Result<bool, StoreError> {
+    if !release_holds(order_id, lines) {
+        return Ok(false);
     }
-    Ok(())
+    end_saga(order_id)?;
+    Ok(true)
 }
 
 fn stock_reply(goods_id: &str, qty: u32, e: StockError) -> Reply {
@@ -460,7 +454,8 @@ fn recover_older_than(grace_ms: u64) -> Result<(), StoreError> {
         }
         let done = match orders.get::<Order>(&id)? {
             // A placement that stopped halfway: undo it.
-            None => release_holds(&id, &saga.lines) && end_saga(&id).is_ok(),
+            None => undo_placement(&id, &saga.lines).unwrap_or(false),
+            // The same, as versions before 1.3.0 left it.
             Some(order) if order.status == Status::Pending => {
                 release_holds(&id, &order.items)
                     && orders.delete(&id).is_ok()
