@@ -506,3 +506,37 @@ async fn concurrent_orders_never_oversell() {
     let orders = host.get(&format!("/orders?user_id={user}")).await;
     assert_eq!(orders.body.as_array().unwrap().len(), 10);
 }
+
+/// A page of the catalog reads the records on the page, not every record:
+/// counted in round trips to PostgreSQL, through a relay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_goods_costs_its_own_size_not_the_catalogs() {
+    let Some(database) = test_pg::fresh("goods page").await else {
+        return;
+    };
+    let proxy = test_pg::Proxy::to(&database.url).await;
+    let site = Site::shop();
+    let host = site.start_with(&["--store", &proxy.url(&database.url)]);
+    const GOODS: usize = 120;
+    for i in 0..GOODS {
+        create_goods(&host, &format!("item {i}"), 100, 1).await;
+    }
+    let before = proxy.round_trips();
+    let page = host.get("/goods?offset=100&limit=3").await;
+    let round_trips = proxy.round_trips() - before;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    let names: Vec<&str> = page
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["item 100", "item 101", "item 102"]);
+    // The keys (one page of them), then the three records; the host's own
+    // background (a heartbeat, a look for changed records) may add a few.
+    assert!(
+        round_trips <= 10,
+        "{round_trips} round trips for 3 goods of {GOODS}"
+    );
+}

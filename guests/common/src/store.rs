@@ -133,10 +133,23 @@ impl Table {
 
     /// Every record, in id creation order (see [`crate::id_order`]).
     pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        self.page(0, usize::MAX)
+    }
+
+    /// The records from the `offset`-th to `limit` further, in id creation
+    /// order: the keys are listed (a page of keys per round trip), but only
+    /// the records on the page are read, so a page costs its own size, not
+    /// the table's.
+    pub fn page<T: DeserializeOwned>(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
         let mut keys = self.keys()?;
         keys.sort_by(|a, b| crate::id_order(a).cmp(&crate::id_order(b)));
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
+        let on_page: Vec<String> = keys.into_iter().skip(offset).take(limit).collect();
+        let mut records = Vec::with_capacity(on_page.len());
+        for key in on_page {
             // A record deleted since the listing is simply not part of the answer.
             if let Some(record) = self.get(&key)? {
                 records.push(record);

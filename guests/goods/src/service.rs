@@ -135,13 +135,8 @@ fn list(query: &str) -> Outcome {
 }
 
 fn page(offset: u32, limit: u32) -> Result<Vec<Goods>, StoreError> {
-    let all: Vec<Record> = goods_table()?.all()?;
-    Ok(all
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|record| record.goods)
-        .collect())
+    let records: Vec<Record> = goods_table()?.page(offset as usize, limit as usize)?;
+    Ok(records.into_iter().map(|record| record.goods).collect())
 }
 
 fn change(id: &str, body: &[u8]) -> Outcome {
