@@ -33,11 +33,8 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::{ComponentExportIndex, Val};
 
-use switchyard_platform::{Platform, handler};
-use switchyard_runtime::incoming::{self, IncomingRequest};
-use switchyard_runtime::{
-    CallError, HttpResponder, IncomingBody, Limits, Linked, LiveInstance, Runtime,
-};
+use switchyard_platform::Platform;
+use switchyard_runtime::{CallError, Limits, Linked, LiveInstance, Runtime};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;
@@ -409,39 +406,18 @@ impl Lease {
             .expect("a lease holds its instance until dropped")
     }
 
-    pub async fn handle(
+    /// Make one call on the leased instance, whatever its kind (the
+    /// gateway's executors: `|instance| instance.handle_http(..)`, ...):
+    /// `call` has the instance for the call's length. The instance serves
+    /// again only if the call ended well (see [`Lease::ended_well`]).
+    pub async fn run<T>(
         &mut self,
-        request: &handler::Request,
-    ) -> Result<handler::Response, CallError> {
+        call: impl AsyncFnOnce(&mut LiveInstance) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
         self.reusable = false;
-        let response = self.instance().handle(request).await?;
+        let answer = call(self.instance()).await?;
         self.ended_well();
-        Ok(response)
-    }
-
-    /// Lend `request` to the instance's `handler2` (see
-    /// [`LiveInstance::handle_lent`]).
-    pub async fn handle_lent(
-        &mut self,
-        request: &IncomingRequest,
-    ) -> Result<incoming::Response, CallError> {
-        self.reusable = false;
-        let response = self.instance().handle_lent(request).await?;
-        self.ended_well();
-        Ok(response)
-    }
-
-    /// Hand `request` to the instance's `wasi:http` handler (see
-    /// [`LiveInstance::handle_http`]).
-    pub async fn handle_http(
-        &mut self,
-        request: http::Request<IncomingBody>,
-        respond: HttpResponder,
-    ) -> Result<(), CallError> {
-        self.reusable = false;
-        self.instance().handle_http(request, respond).await?;
-        self.ended_well();
-        Ok(())
+        Ok(answer)
     }
 
     pub async fn call_export(
@@ -462,12 +438,8 @@ impl Lease {
                 "{interface}#{function} is not exported"
             )));
         };
-        self.reusable = false;
-        self.instance()
-            .call_export(depth, &index, params, results)
-            .await?;
-        self.ended_well();
-        Ok(())
+        self.run(async |instance| instance.call_export(depth, &index, params, results).await)
+            .await
     }
 
     /// The call ended cleanly: the instance may serve again, unless its

@@ -71,7 +71,7 @@ impl Executor for Handler {
         mut lease: Lease,
         call: &handler::Request,
     ) -> Result<Response, CallError> {
-        let response = lease.handle(call).await?;
+        let response = lease.run(async |guest| guest.handle(call).await).await?;
         Ok(into_http(version, response))
     }
 }

@@ -61,7 +61,9 @@ impl Executor for Handler2 {
         mut lease: Lease,
         call: &IncomingRequest,
     ) -> Result<Response, CallError> {
-        let response = lease.handle_lent(call).await?;
+        let response = lease
+            .run(async |guest| guest.handle_lent(call).await)
+            .await?;
         // The same record as handler's, field for field.
         let response = handler::Response {
             status: response.status,

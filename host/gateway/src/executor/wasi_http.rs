@@ -123,7 +123,8 @@ impl Executor for WasiHttp {
         };
         let mut guest = Running {
             guest: Some(tokio::spawn(async move {
-                within_deadline(deadline, lease.handle_http(request, respond)).await
+                let handled = lease.run(async |guest| guest.handle_http(request, respond).await);
+                within_deadline(deadline, handled).await
                 // The lease ends here: the instance goes back, or is discarded.
             })),
             outcome: outcome.clone(),
