@@ -18,7 +18,10 @@
 //!   reads only its path;
 //! - `axum_goods`, `host_goods`: `GET /goods/{id}`, natively
 //!   (`examples/native_goods.rs`' router) and by the goods service, on the
-//!   same record in the same SQLite store.
+//!   same record in the same SQLite store;
+//! - `host_service_call`: `GET /till/1000/eu`, a service (`till`) whose
+//!   answer takes one call of another service's interface (`tax`'s
+//!   `rates.apply`): what a service-to-service call adds to a request.
 //!
 //! Each row runs in a process of its own (logging is set up once per
 //! process), nine rounds alternating between them; each figure is the
@@ -58,7 +61,7 @@ const REQUESTS: u32 = 60_000;
 const ROW_VAR: &str = "SWITCHYARD_BENCH_ROW";
 
 /// Every row: its name, `RUST_LOG`, and whether lines are JSON.
-const ROWS: [(&str, &str, bool); 10] = [
+const ROWS: [(&str, &str, bool); 11] = [
     ("axum_router", "warn", false),
     ("host_warn", "warn", false),
     ("host_access_log", "info", false),
@@ -69,14 +72,17 @@ const ROWS: [(&str, &str, bool); 10] = [
     ("host_handler2_browser_headers", "warn", false),
     ("axum_goods", "warn", false),
     ("host_goods", "warn", false),
+    ("host_service_call", "warn", false),
 ];
 
 /// The sites the host rows load, each a services and a data folder: the
-/// service there and the component it runs.
-const SITES: [(&str, &str, &str, &str); 3] = [
-    ("services", "data", "hello", "faulty"),
-    ("services2", "data2", "hello", "hello2"),
-    ("services3", "data3", "goods", "goods"),
+/// services there and the components they run.
+type Services = &'static [(&'static str, &'static str)];
+const SITES: [(&str, &str, Services); 4] = [
+    ("services", "data", &[("hello", "faulty")]),
+    ("services2", "data2", &[("hello", "hello2")]),
+    ("services3", "data3", &[("goods", "goods")]),
+    ("services4", "data4", &[("tax", "tax"), ("till", "till")]),
 ];
 
 /// The site a host row loads: its services and data folders.
@@ -85,6 +91,8 @@ fn site(row: &str) -> (&'static str, &'static str) {
         SITES[1]
     } else if row.ends_with("goods") {
         SITES[2]
+    } else if row == "host_service_call" {
+        SITES[3]
     } else {
         SITES[0]
     };
@@ -94,6 +102,9 @@ fn site(row: &str) -> (&'static str, &'static str) {
 /// The goods record the goods rows read, and its id.
 const GOODS_ID: &str = "g-bench";
 const GOODS: &str = r#"{"id":"g-bench","name":"pen","price_cents":150,"stock":10}"#;
+
+/// What `GET /till/1000/eu` answers.
+const LEVY: &str = r#"{"net":1000,"tax":200,"gross":1200}"#;
 
 /// What a browser sends with a page request, besides `host`.
 const BROWSER_HEADERS: [(&str, &str); 14] = [
@@ -135,10 +146,12 @@ fn main() {
 /// Run every row in a child process, round after round; report medians.
 fn compare() {
     let dir = tempfile::tempdir().unwrap();
-    for (services, _, service, file) in SITES {
-        let installed = dir.path().join(services).join(service).join("1.0.0.wasm");
-        std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
-        std::fs::copy(component(file), &installed).unwrap();
+    for (services, _, installs) in SITES {
+        for (service, file) in installs {
+            let installed = dir.path().join(services).join(service).join("1.0.0.wasm");
+            std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+            std::fs::copy(component(file), &installed).unwrap();
+        }
     }
     // rounds[i][row]: the machine's speed drifts by 20 % over a run, so
     // differences are taken within a round, where it is about the same.
@@ -283,6 +296,8 @@ fn measure(row: &str) {
         };
         let (path, answer) = if goods {
             (format!("/goods/{GOODS_ID}"), GOODS)
+        } else if row == "host_service_call" {
+            ("/till/1000/eu".to_string(), LEVY)
         } else {
             ("/hello/hello".to_string(), "hello, world\n")
         };
@@ -296,7 +311,7 @@ fn measure(row: &str) {
             assert_eq!(response.status(), StatusCode::OK);
             let body = response.into_body().collect().await.unwrap().to_bytes();
             let body: &[u8] = &body;
-            if goods {
+            if goods || row == "host_service_call" {
                 let got: serde_json::Value = serde_json::from_slice(body).unwrap();
                 assert_eq!(
                     got,
