@@ -19,7 +19,7 @@ pub mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -217,6 +217,10 @@ impl Service {
 pub struct Registry {
     /// What requests read: each service's published routing.
     services: RwLock<BTreeMap<String, Arc<Service>>>,
+    /// Which service provides each interface, for service-to-service
+    /// calls: rebuilt whenever routing is published, so that a call looks
+    /// its provider up instead of scanning every service's versions.
+    providers: ArcSwap<HashMap<String, Arc<Service>>>,
     /// The decisions' state; every change holds this lock from decision to
     /// publication, so the compatibility check always sees a stable world.
     state: Mutex<Deployments>,
@@ -230,6 +234,7 @@ impl Registry {
     pub fn new(deployments: Arc<dyn DeploymentStore>) -> Registry {
         Registry {
             services: RwLock::default(),
+            providers: ArcSwap::default(),
             state: Mutex::default(),
             persisting: tokio::sync::Mutex::default(),
             deployments,
@@ -256,14 +261,7 @@ impl Registry {
     /// The version that serves a call to `interface`, drawn by its service's
     /// routing like any other call to that service.
     pub fn provider_of(&self, interface: &str) -> Option<Arc<LoadedVersion>> {
-        self.list()
-            .into_iter()
-            .find(|s| {
-                s.routing()
-                    .versions()
-                    .any(|v| v.export(interface).is_some())
-            })?
-            .pick()
+        self.providers.load().get(interface)?.pick()
     }
 
     fn state(&self) -> MutexGuard<'_, Deployments> {
@@ -389,6 +387,19 @@ impl Registry {
                 service.publish(book.routing.clone());
             }
         }
+        // The first service by name whose routed versions export it, as
+        // the compatibility check allows only one.
+        let mut providers = HashMap::new();
+        for service in services.values() {
+            for version in service.routing().versions() {
+                for export in &version.exports {
+                    providers
+                        .entry(export.name.clone())
+                        .or_insert_with(|| service.clone());
+                }
+            }
+        }
+        self.providers.store(Arc::new(providers));
     }
 
     /// Set up every service found at start-up from what was stored before
