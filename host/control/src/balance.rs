@@ -22,7 +22,6 @@
 //! dropped, and its slot refilled on the next call. [`crate::links`] routes
 //! service-to-service calls through the same pools.
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,10 +30,10 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use wasmtime::component::{ComponentExportIndex, Val};
+use wasmtime::component::Val;
 
 use switchyard_platform::Platform;
-use switchyard_runtime::{CallError, Limits, Linked, LiveInstance, Runtime};
+use switchyard_runtime::{CallError, ExportIndices, Limits, Linked, LiveInstance, Runtime};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;
@@ -105,7 +104,7 @@ pub struct InstancePool {
     runtime: Arc<Runtime>,
     linked: Linked,
     platform: PlatformFactory,
-    exports: HashMap<(String, String), ComponentExportIndex>,
+    exports: ExportIndices,
     policy: PoolPolicy,
     slots: Vec<Slot>,
     cursor: AtomicUsize,
@@ -124,7 +123,7 @@ impl InstancePool {
         runtime: Arc<Runtime>,
         linked: Linked,
         platform: PlatformFactory,
-        exports: HashMap<(String, String), ComponentExportIndex>,
+        exports: ExportIndices,
         policy: PoolPolicy,
     ) -> InstancePool {
         let slots = (0..policy.max.max(1))
@@ -428,12 +427,7 @@ impl Lease {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallError> {
-        let Some(index) = self
-            .pool
-            .exports
-            .get(&(interface.to_string(), function.to_string()))
-            .copied()
-        else {
+        let Some(index) = self.pool.exports.get(interface, function) else {
             return Err(CallError::Trap(anyhow!(
                 "{interface}#{function} is not exported"
             )));

@@ -305,6 +305,18 @@ impl InterfaceUse {
 /// per memory slot that has been used.
 const KEEP_RESIDENT: usize = 256 << 10;
 
+/// Where each exported function of a component lives, by interface and
+/// function name: looked up on every service-to-service call, with the
+/// caller's borrowed names (no key to build).
+#[derive(Default)]
+pub struct ExportIndices(HashMap<String, HashMap<String, ComponentExportIndex>>);
+
+impl ExportIndices {
+    pub fn get(&self, interface: &str, function: &str) -> Option<ComponentExportIndex> {
+        self.0.get(interface)?.get(function).copied()
+    }
+}
+
 /// The engine and the linker every component starts from.
 ///
 /// Instances come from wasmtime's pooling allocator: memory, tables and
@@ -558,15 +570,19 @@ impl Runtime {
         &self,
         component: &Component,
         interfaces: &[InterfaceUse],
-    ) -> HashMap<(String, String), ComponentExportIndex> {
-        let mut indices = HashMap::new();
+    ) -> ExportIndices {
+        let mut indices = ExportIndices::default();
         for interface in interfaces {
             let Some((_, iface)) = component.get_export(None, &interface.name) else {
                 continue;
             };
             for function in &interface.functions {
                 if let Some((_, func)) = component.get_export(Some(&iface), &function.name) {
-                    indices.insert((interface.name.clone(), function.name.clone()), func);
+                    indices
+                        .0
+                        .entry(interface.name.clone())
+                        .or_default()
+                        .insert(function.name.clone(), func);
                 }
             }
         }
