@@ -6,6 +6,8 @@
 //!   events; activation, rollback, traffic splits, failover, history.
 //! - [`deployable`]: what the registry routes to (the bottom: it uses
 //!   nothing of control's).
+//! - [`version`]: one version as the host runs it ([`version::LoadedVersion`]).
+//! - [`failover`]: the rule that moves traffic off a failing version.
 //! - [`compat`]: whether a version fits the versions of other services, and
 //!   why a version is refused.
 //! - [`balance`]: instance pools and strategies.
@@ -25,6 +27,7 @@
 pub mod balance;
 pub mod compat;
 pub mod deployable;
+pub mod failover;
 pub mod files;
 pub mod links;
 pub mod loader;
@@ -34,4 +37,5 @@ mod outage;
 pub mod recovery;
 pub mod registry;
 pub mod rpc;
+pub mod version;
 pub mod watcher;

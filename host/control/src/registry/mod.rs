@@ -20,22 +20,21 @@ pub mod model;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use semver::Version;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::balance::{HashKey, InstancePool};
-use crate::metrics::RequestMetrics;
 use crate::outage::Outage;
 use crate::rpc;
 use switchyard_runtime::{CallError, ComponentKind, InterfaceUse, Provider};
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
+pub use crate::version::LoadedVersion;
 pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};
 pub use machine::{Found, Stored};
 pub use model::{
@@ -115,65 +114,6 @@ fn parse_records(rows: Vec<StoredDeployment>) -> BTreeMap<String, Stored> {
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 1024;
-
-/// A version compiled, validated and linked: able to take traffic.
-pub struct LoadedVersion {
-    pub service: String,
-    pub version: Version,
-    /// `version` as text, for labels and headers: formatted once.
-    pub version_text: String,
-    pub imports: Vec<InterfaceUse>,
-    pub exports: Vec<InterfaceUse>,
-    /// The part of `exports` its `service.toml` publishes to anonymous
-    /// clients over `/rpc` (see [`rpc::publish`]).
-    pub published: Vec<InterfaceUse>,
-    pub pool: Arc<InstancePool>,
-    /// SHA-256 of the component file.
-    pub digest: String,
-    pub compile_time: Duration,
-    pub from_cache: bool,
-    pub loaded_at_ms: u64,
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    /// Where a consistent-hash service finds a request's key.
-    pub hash_key: Option<HashKey>,
-    /// How the gateway runs requests on it.
-    pub kind: ComponentKind,
-    pub failover: FailoverPolicy,
-    pub failures: Mutex<FailureWindow>,
-    /// Registered at the first request, when the recorder is surely installed.
-    pub(crate) request_metrics: OnceLock<RequestMetrics>,
-}
-
-impl Deployable for LoadedVersion {
-    fn service(&self) -> &str {
-        &self.service
-    }
-    fn version(&self) -> &Version {
-        &self.version
-    }
-    fn imports(&self) -> &[InterfaceUse] {
-        &self.imports
-    }
-    fn exports(&self) -> &[InterfaceUse] {
-        &self.exports
-    }
-}
-
-impl LoadedVersion {
-    /// Its request count and latency, as metrics.
-    pub fn request_metrics(&self) -> &RequestMetrics {
-        self.request_metrics
-            .get_or_init(|| RequestMetrics::register(&self.service, &self.version_text))
-    }
-
-    /// Note a failure of this version's own (not of a service it called);
-    /// true when it crosses the failover threshold.
-    fn failed(&self) -> bool {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.crosses(&self.failover, Instant::now())
-    }
-}
 
 /// A service's routing, read on every call.
 pub struct Service {

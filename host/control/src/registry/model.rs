@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -12,6 +11,7 @@ use super::events::HistoryEntry;
 use crate::compat::Incompatibility;
 pub use crate::compat::Refusal;
 pub use crate::deployable::Deployable;
+pub use crate::failover::{FailoverPolicy, FailureWindow};
 
 /// The largest weight one version may have in a traffic split: fine enough
 /// for a 0.01 % canary, small enough that no sum of weights can overflow.
@@ -239,44 +239,4 @@ pub struct Deployment {
     /// Versions failover took out of traffic, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<Version, String>,
-}
-
-/// When a version's failures move its service's traffic back to the previous
-/// good version.
-#[derive(Debug, Clone, Copy)]
-pub struct FailoverPolicy {
-    pub enabled: bool,
-    /// Failures within `window` that trigger it.
-    pub threshold: usize,
-    pub window: Duration,
-}
-
-/// A version's recent failures (traps, timeouts, memory), for the failover rule.
-#[derive(Debug, Default)]
-pub struct FailureWindow {
-    times: VecDeque<Instant>,
-}
-
-impl FailureWindow {
-    /// Note a failure at `now`; true when it makes `policy.threshold`
-    /// failures within `policy.window` (and the count starts over).
-    pub fn crosses(&mut self, policy: &FailoverPolicy, now: Instant) -> bool {
-        if !policy.enabled {
-            return false;
-        }
-        self.times.push_back(now);
-        while self
-            .times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > policy.window)
-        {
-            self.times.pop_front();
-        }
-        if self.times.len() >= policy.threshold {
-            self.times.clear();
-            true
-        } else {
-            false
-        }
-    }
 }

@@ -1,0 +1,76 @@
+//! One version of a service as the host runs it: compiled, validated,
+//! linked, with its instance pool and what the registry counts of it.
+//!
+//! It owns the version's own facts and counters; deciding what serves
+//! (routing, states, failover) is the registry's, never this file's.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use semver::Version;
+use switchyard_runtime::{ComponentKind, InterfaceUse};
+
+use crate::balance::{HashKey, InstancePool};
+use crate::deployable::Deployable;
+use crate::failover::{FailoverPolicy, FailureWindow};
+use crate::metrics::RequestMetrics;
+
+/// A version compiled, validated and linked: able to take traffic.
+pub struct LoadedVersion {
+    pub service: String,
+    pub version: Version,
+    /// `version` as text, for labels and headers: formatted once.
+    pub version_text: String,
+    pub imports: Vec<InterfaceUse>,
+    pub exports: Vec<InterfaceUse>,
+    /// The part of `exports` its `service.toml` publishes to anonymous
+    /// clients over `/rpc` (see [`rpc::publish`]).
+    pub published: Vec<InterfaceUse>,
+    pub pool: Arc<InstancePool>,
+    /// SHA-256 of the component file.
+    pub digest: String,
+    pub compile_time: Duration,
+    pub from_cache: bool,
+    pub loaded_at_ms: u64,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// Where a consistent-hash service finds a request's key.
+    pub hash_key: Option<HashKey>,
+    /// How the gateway runs requests on it.
+    pub kind: ComponentKind,
+    pub failover: FailoverPolicy,
+    pub failures: Mutex<FailureWindow>,
+    /// Registered at the first request, when the recorder is surely installed.
+    pub(crate) request_metrics: OnceLock<RequestMetrics>,
+}
+
+impl Deployable for LoadedVersion {
+    fn service(&self) -> &str {
+        &self.service
+    }
+    fn version(&self) -> &Version {
+        &self.version
+    }
+    fn imports(&self) -> &[InterfaceUse] {
+        &self.imports
+    }
+    fn exports(&self) -> &[InterfaceUse] {
+        &self.exports
+    }
+}
+
+impl LoadedVersion {
+    /// Its request count and latency, as metrics.
+    pub fn request_metrics(&self) -> &RequestMetrics {
+        self.request_metrics
+            .get_or_init(|| RequestMetrics::register(&self.service, &self.version_text))
+    }
+
+    /// Note a failure of this version's own (not of a service it called);
+    /// true when it crosses the failover threshold.
+    pub(crate) fn failed(&self) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.crosses(&self.failover, Instant::now())
+    }
+}
