@@ -334,6 +334,33 @@ async fn a_failing_version_fails_over_to_the_previous_good_one_unless_turned_off
     );
 }
 
+/// A failing version with no healthy one to take over serves on, and says
+/// so: its history line is no failover to itself, its state is not a plain
+/// `active`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_version_with_nowhere_to_go_serves_on_marked_failing() {
+    let site = Site::new();
+    site.install("alone", "1.0.0", &component("faulty"));
+    site.settings("alone", "[failover]\nthreshold = 4\nwindow_ms = 60000\n");
+    let host = site.start();
+    for _ in 0..2 {
+        // Each GET traps twice (the retry traps too): 4 failures in all.
+        host.get("/alone/panic").await;
+    }
+    let alone = host.service("alone").await;
+    assert_eq!(alone["active_version"], "1.0.0", "{alone}");
+    let event = &alone["history"][0];
+    assert_eq!(event["action"], "no-fallback", "{event}");
+    assert_eq!(event["version"], "1.0.0", "{event}");
+    let version = &alone["versions"][0];
+    assert_eq!(version["state"], "failing", "{version}");
+    assert!(
+        version["reason"].as_str().unwrap().contains("4 failures"),
+        "{version}"
+    );
+    assert_eq!(host.get("/alone/ok").await.status, StatusCode::OK);
+}
+
 /// Make 1.1.0 active with 1.0.0 before it on the rollback stack.
 async fn rollback_then_upgrade(host: &Host, service: &str) {
     let activate = |version: &str| json!({"version": version});

@@ -154,7 +154,8 @@ fn deployment_event(service: &str, action: Action) {
             FAILOVERS
         }
         Action::Rejected => REJECTED,
-        Action::Refused | Action::Added | Action::Removed => return,
+        // Nothing moved: what serves is what served.
+        Action::NoFallback | Action::Refused | Action::Added | Action::Removed => return,
     };
     counter!(name, "service" => service.to_string()).increment(1);
 }

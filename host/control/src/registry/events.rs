@@ -86,12 +86,14 @@ impl fmt::Display for Failing {
 
 /// The kind of a change, as the history and the metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     Activated,
     Replaced,
     Traffic,
     Failover,
+    /// Failover found no healthy version to move the traffic to.
+    NoFallback,
     Rejected,
     Refused,
     Added,
@@ -106,6 +108,7 @@ impl Action {
             Action::Replaced => "replaced",
             Action::Traffic => "traffic",
             Action::Failover => "failover",
+            Action::NoFallback => "no-fallback",
             Action::Rejected => "rejected",
             Action::Refused => "refused",
             Action::Added => "added",
@@ -120,7 +123,8 @@ impl Change {
             Change::Activated { .. } => Action::Activated,
             Change::Replaced { .. } => Action::Replaced,
             Change::Split { .. } => Action::Traffic,
-            Change::FailedOver { .. } | Change::NoFallback { .. } => Action::Failover,
+            Change::FailedOver { .. } => Action::Failover,
+            Change::NoFallback { .. } => Action::NoFallback,
             Change::Rejected { .. } => Action::Rejected,
             Change::Refused { .. } => Action::Refused,
             Change::Added { .. } => Action::Added,

@@ -577,7 +577,9 @@ impl Registry {
                 model::VersionEntry::Loaded(v) => VersionView {
                     version: version.to_string(),
                     kind: Some(v.kind),
-                    state: if routing.routes_to(v) {
+                    state: if routing.routes_to(v) && book.failed.contains_key(version) {
+                        VersionState::Failing
+                    } else if routing.routes_to(v) {
                         VersionState::Active
                     } else if v.pool.leased() > 0 {
                         VersionState::Draining

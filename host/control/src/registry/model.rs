@@ -32,6 +32,10 @@ pub enum VersionState {
     /// Taken out of traffic by failover; the reason says why. Activating it
     /// again clears the mark.
     Failed,
+    /// Failing past its failover threshold, yet still taking traffic: no
+    /// healthy version was left to take over. The reason says why;
+    /// activating a version clears the mark.
+    Failing,
 }
 
 /// A version as known to the registry: loaded, or refused with a reason.
