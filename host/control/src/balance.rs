@@ -408,7 +408,8 @@ impl Lease {
     /// Make one call on the leased instance, whatever its kind (the
     /// gateway's executors: `|instance| instance.handle_http(..)`, ...):
     /// `call` has the instance for the call's length. The instance serves
-    /// again only if the call ended well (see [`Lease::ended_well`]).
+    /// again only if the call ended well and its memory did not grow too
+    /// large.
     pub async fn run<T>(
         &mut self,
         call: impl AsyncFnOnce(&mut LiveInstance) -> Result<T, CallError>,

@@ -25,7 +25,7 @@ pub struct LoadedVersion {
     pub imports: Vec<InterfaceUse>,
     pub exports: Vec<InterfaceUse>,
     /// The part of `exports` its `service.toml` publishes to anonymous
-    /// clients over `/rpc` (see [`rpc::publish`]).
+    /// clients over `/rpc` (see [`crate::rpc::publish`]).
     pub published: Vec<InterfaceUse>,
     pub pool: Arc<InstancePool>,
     /// SHA-256 of the component file.

@@ -577,10 +577,13 @@ impl Registry {
                 model::VersionEntry::Loaded(v) => VersionView {
                     version: version.to_string(),
                     kind: Some(v.kind),
-                    state: if routing.routes_to(v) && book.failed.contains_key(version) {
-                        VersionState::Failing
-                    } else if routing.routes_to(v) {
-                        VersionState::Active
+                    state: if routing.routes_to(v) {
+                        // Failover marks a version it could not move off.
+                        if book.failed.contains_key(version) {
+                            VersionState::Failing
+                        } else {
+                            VersionState::Active
+                        }
                     } else if v.pool.leased() > 0 {
                         VersionState::Draining
                     } else if book.failed.contains_key(version) {
