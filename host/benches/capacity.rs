@@ -22,7 +22,7 @@ mod measure;
 
 use std::time::{Duration, Instant};
 
-use measure::{SPREAD, spread_order, stock_up_spread};
+use measure::{SPREAD, postgres_cpu_ms, spread_order, stock_up_spread};
 use serde_json::{Value, json};
 use support::{Host, Site};
 
@@ -77,28 +77,6 @@ impl Counters {
             "db_cpu_us": self.cpu_ms * 1e3,
         })
     }
-}
-
-/// User + system CPU time of every `postgres` process, in ms.
-fn postgres_cpu_ms() -> f64 {
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    let mut ticks = 0u64;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let stat = entry.path().join("stat");
-        let Ok(text) = std::fs::read_to_string(stat) else {
-            continue;
-        };
-        let Some((name, rest)) = text.split_once(") ") else {
-            continue;
-        };
-        if !name.ends_with("(postgres") {
-            continue;
-        }
-        // After the name: state, then utime and stime are fields 12 and 13.
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        ticks += fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    }
-    ticks as f64 * 1e3 / ticks_per_s
 }
 
 async fn counters(db: &tokio_postgres::Client, proxy: &test_pg::Proxy) -> Counters {

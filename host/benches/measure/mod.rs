@@ -64,6 +64,72 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((fields[0] + fields[1]) * 10)
 }
 
+/// Where the machine's CPU goes: busy cores in all, and of those the
+/// `postgres` processes' share, as seconds of CPU since boot.
+#[derive(Clone, Copy)]
+pub struct CpuSample {
+    machine_busy_s: f64,
+    postgres_s: f64,
+}
+
+impl CpuSample {
+    pub fn now() -> Self {
+        Self {
+            machine_busy_s: machine_busy_s(),
+            postgres_s: postgres_cpu_ms() / 1e3,
+        }
+    }
+
+    /// Cores busy on average since `self` (machine, postgres), over `elapsed`.
+    pub fn cores_since(self, elapsed: Duration) -> (f64, f64) {
+        let now = Self::now();
+        let s = elapsed.as_secs_f64();
+        (
+            (now.machine_busy_s - self.machine_busy_s) / s,
+            (now.postgres_s - self.postgres_s) / s,
+        )
+    }
+}
+
+/// Seconds every core of the machine has spent busy (not idle, not waiting
+/// for I/O) since boot: the first line of /proc/stat, in USER_HZ ticks.
+fn machine_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks[3] - ticks[4];
+    busy as f64 / 100.0
+}
+
+/// User + system CPU time of every `postgres` process, in ms.
+pub fn postgres_cpu_ms() -> f64 {
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let stat = entry.path().join("stat");
+        let Ok(text) = std::fs::read_to_string(stat) else {
+            continue;
+        };
+        let Some((name, rest)) = text.split_once(") ") else {
+            continue;
+        };
+        if !name.ends_with("(postgres") {
+            continue;
+        }
+        // After the name: state, then utime and stime are fields 12 and 13.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    }
+    ticks as f64 * 1e3 / ticks_per_s
+}
+
 /// As [`wrk`], and with the server's CPU time per request (`cpu_us`) when
 /// `server` (its pid) is given: steadier than req/s here, where the load
 /// generator shares the two cores.
@@ -223,8 +289,10 @@ where
         })
         .collect();
     let started = Instant::now();
+    let cpu = CpuSample::now();
     tokio::join!(tokio::time::sleep(phase), during);
     stop.store(true, Ordering::Relaxed);
+    let (machine_cores, postgres_cores) = cpu.cores_since(started.elapsed());
     let mut all = Vec::new();
     let mut failed = 0;
     for task in tasks {
@@ -236,25 +304,34 @@ where
     let mut row = summary(&mut all);
     row["rps"] = json!(all.len() as f64 / elapsed.as_secs_f64());
     row["failed"] = json!(failed);
+    row["machine_cores_busy"] = json!(machine_cores);
+    row["postgres_cores_busy"] = json!(postgres_cores);
     row
 }
 
 /// Print `rows` of `report` as a table, and write the report as JSON.
 pub fn write_report(name: &str, report: &Value, rows: &[&str]) {
     println!(
-        "{:<44} {:>9} {:>10} {:>10} {:>10}",
-        name, "n", "req/s", "p50 ms", "p99 ms"
+        "{:<44} {:>9} {:>10} {:>10} {:>10} {:>6} {:>6}",
+        name, "n", "req/s", "p50 ms", "p99 ms", "busy", "pg"
     );
     for key in rows {
         let row = &report[*key];
         let rps = row["rps"]
             .as_f64()
             .map_or_else(|| "-".to_string(), |r| format!("{r:.0}"));
+        let cores = |field: &str| {
+            row[field]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"))
+        };
         println!(
-            "{key:<44} {:>9} {rps:>10} {:>10.3} {:>10.3}",
+            "{key:<44} {:>9} {rps:>10} {:>10.3} {:>10.3} {:>6} {:>6}",
             row["n"],
             row["p50_ms"].as_f64().unwrap_or(f64::NAN),
-            row["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            row["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            cores("machine_cores_busy"),
+            cores("postgres_cores_busy"),
         );
     }
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
