@@ -76,8 +76,9 @@ async fn instantiation_time() -> serde_json::Value {
     let component = runtime
         .compile(&std::fs::read(component("faulty")).unwrap())
         .unwrap();
+    let exports = runtime.exports(&component);
     let pre = runtime
-        .link(&component, Arc::new(NoCalls), Default::default())
+        .link(&component, &exports, Arc::new(NoCalls), Default::default())
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let store: Arc<SqliteStore> =

@@ -33,7 +33,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use wasmtime::component::Val;
 
 use switchyard_platform::Platform;
-use switchyard_runtime::{CallError, ExportIndices, Limits, Linked, LiveInstance, Runtime};
+use switchyard_runtime::{CallError, Limits, Linked, LiveInstance, Runtime};
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;
@@ -104,7 +104,6 @@ pub struct InstancePool {
     runtime: Arc<Runtime>,
     linked: Linked,
     platform: PlatformFactory,
-    exports: ExportIndices,
     policy: PoolPolicy,
     slots: Vec<Slot>,
     cursor: AtomicUsize,
@@ -123,7 +122,6 @@ impl InstancePool {
         runtime: Arc<Runtime>,
         linked: Linked,
         platform: PlatformFactory,
-        exports: ExportIndices,
         policy: PoolPolicy,
     ) -> InstancePool {
         let slots = (0..policy.max.max(1))
@@ -137,7 +135,6 @@ impl InstancePool {
             runtime,
             linked,
             platform,
-            exports,
             policy,
             slots,
             cursor: AtomicUsize::new(0),
@@ -428,7 +425,7 @@ impl Lease {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallError> {
-        let Some(index) = self.pool.exports.get(interface, function) else {
+        let Some(index) = self.pool.linked.exports().get(interface, function) else {
             return Err(CallError::Trap(anyhow!(
                 "{interface}#{function} is not exported"
             )));

@@ -24,9 +24,9 @@ use crate::registry::{
     Activation, FailoverPolicy, Found, LoadedVersion, Refusal, Registry, VersionEntry, now_ms,
 };
 use crate::rpc;
-use switchyard_platform::{HANDLER_INTERFACE, HANDLER2_INTERFACE, Platform};
+use switchyard_platform::Platform;
 use switchyard_runtime::outbound::AllowedHosts;
-use switchyard_runtime::{ComponentKind, Limits, MEMORY_CEILING, Provider, Runtime};
+use switchyard_runtime::{Limits, MEMORY_CEILING, Provider, Runtime};
 use switchyard_store::{ComponentStore, KeyValueStore, MAX_VALUE_CEILING, Quota, SharedVersion};
 use tokio::sync::watch;
 
@@ -460,7 +460,7 @@ impl Loader {
 
     /// Fetch the versions other hosts offer that this host's folder lacks,
     /// into the folder (the watcher loads them from there), whenever `told`
-    /// and every [`FETCH_INTERVAL`]. Returns when the loader is gone.
+    /// and every `FETCH_INTERVAL` (1 s). Returns when the loader is gone.
     pub async fn follow_cluster(loader: Weak<Loader>, mut told: watch::Receiver<u64>) {
         loop {
             if let Ok(Err(_)) = tokio::time::timeout(FETCH_INTERVAL, told.changed()).await {
@@ -555,14 +555,6 @@ impl Loader {
 
         let imports = self.runtime.imports(component);
         let exports = self.runtime.exports(component);
-        let Some(kind) = ComponentKind::of(&exports) else {
-            bail!(
-                "exports neither {HANDLER_INTERFACE}, {HANDLER2_INTERFACE}, \
-                 wasi:http/incoming-handler nor a typed interface of its own: a service \
-                 targets the switchyard:platform/service, switchyard:platform/service2 or \
-                 wasi:http/proxy world, or exports interfaces for other services to import"
-            );
-        };
         let published = rpc::publish(&exports, &settings.rpc.public)
             .with_context(|| format!("services/{service}/service.toml"))?;
         let crossing = imports
@@ -582,8 +574,8 @@ impl Loader {
         });
         let allowed = AllowedHosts::parse(&settings.outbound.allowed_hosts)
             .map_err(|e| anyhow::anyhow!("services/{service}/service.toml: [outbound] {e}"))?;
-        let pre = self.runtime.link(component, links, allowed)?;
-        let export_indices = self.runtime.export_indices(component, &exports);
+        let linked = self.runtime.link(component, &exports, links, allowed)?;
+        let kind = linked.kind();
 
         let policy = settings
             .policy(self.default_deadline)
@@ -607,7 +599,7 @@ impl Loader {
                 quota,
             )
         });
-        let pool = InstancePool::new(self.runtime.clone(), pre, platform, export_indices, policy);
+        let pool = InstancePool::new(self.runtime.clone(), linked, platform, policy);
         pool.try_start()
             .await
             .map_err(|e| anyhow::anyhow!("cannot start an instance: {e:#}"))?;

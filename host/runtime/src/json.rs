@@ -20,7 +20,7 @@
 use serde_json::{Map, Number, Value};
 use wasmtime::component::Val;
 
-use crate::{Signature, WitType};
+use crate::signature::{Signature, WitType};
 
 /// Why JSON does not fit a WIT type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

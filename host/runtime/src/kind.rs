@@ -4,7 +4,11 @@
 
 use switchyard_platform::{HANDLER_INTERFACE, HANDLER2_INTERFACE};
 
-use crate::{InterfaceUse, Provider, WASI_HTTP_HANDLER};
+use crate::introspect::{InterfaceUse, Provider};
+
+/// The export of a component that serves HTTP the standard way
+/// (`wasi:http/proxy`): its name, at any 0.2 version, starts with this.
+pub const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 /// What shape of component a version is, which decides how the gateway runs
 /// requests on it (one executor per kind).

@@ -291,7 +291,7 @@ impl Registry {
     }
 
     /// Follow what other hosts sharing the store change: whenever the store
-    /// says something changed, and every [`SYNC_INTERVAL`] in case a
+    /// says something changed, and every `SYNC_INTERVAL` (0.5 s) in case a
     /// notice was lost. Returns when the registry is gone; at once when no
     /// other host can share the store.
     pub async fn follow_cluster(registry: Weak<Registry>) {

@@ -1,0 +1,46 @@
+//! How a call failed: [`CallError`], and [`DependencyFailure`], the error
+//! a guest's call to another service fails with. Types only; instances
+//! tell which applies.
+
+use std::time::Duration;
+
+/// The most data one call may hand the host: a response (status, headers and
+/// body together), or the arguments of one import call. wasmtime counts it
+/// ("hostcall fuel"); past it the call fails with [`CallError::TooMuchData`].
+pub const MAX_CALL_DATA: usize = 128 << 20;
+
+/// How a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// It ran past its deadline and was interrupted.
+    #[error("did not finish within {0:?}")]
+    Timeout(Duration),
+    /// It tried to grow its memory past the service's limit.
+    #[error("tried to use more than its memory limit of {0} MiB")]
+    OutOfMemory(usize),
+    /// No instance could be started (the component's start-up failed, or the
+    /// host has no room for another instance).
+    #[error("cannot start an instance: {0:#}")]
+    Start(anyhow::Error),
+    /// It tried to hand the host more than [`MAX_CALL_DATA`] bytes at once.
+    #[error("tried to hand the host more than {} MiB in one call", MAX_CALL_DATA >> 20)]
+    TooMuchData,
+    /// A call it made to another service failed; the message names that service.
+    #[error("{0}")]
+    Dependency(DependencyFailure),
+    /// The guest trapped (a panic, a stack overflow, ...).
+    #[error("trapped: {0:#}")]
+    Trap(anyhow::Error),
+}
+
+/// A call to another service's interface failed (that service trapped, timed
+/// out, is unavailable...). The error a guest's import call fails with, so the
+/// caller's own failure can be told from its dependency's by downcasting.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cause}")]
+pub struct DependencyFailure {
+    pub interface: String,
+    pub function: String,
+    /// What went wrong, naming the service that was called.
+    pub cause: String,
+}
