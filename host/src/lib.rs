@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use switchyard_admin::Admin;
-use switchyard_control::node::{self, Node};
+use switchyard_control::cluster::{self, Node};
 use switchyard_control::{loader, recovery, registry, watcher};
 use switchyard_gateway::operator::Operators;
 use switchyard_gateway::{Gateway, server, telemetry};
@@ -112,16 +112,6 @@ impl App {
         let watcher = watcher::watch(loader.clone())?;
         recovery::recover_all(&registry).await;
         tokio::spawn(recovery::run(Arc::downgrade(&registry)));
-        tokio::spawn(registry::Registry::follow_cluster(Arc::downgrade(
-            &registry,
-        )));
-        if let Some(told) = store.changes() {
-            tokio::spawn(loader::Loader::follow_cluster(
-                Arc::downgrade(&loader),
-                told,
-            ));
-        }
-
         let node = Node {
             id: settings
                 .node_id
@@ -129,11 +119,7 @@ impl App {
                 .unwrap_or_else(|| format!("{}:{}", host_name(), settings.listen.port())),
             address: settings.listen.to_string(),
         };
-        tokio::spawn(node::beat(
-            node.clone(),
-            Arc::downgrade(&registry),
-            store.clone(),
-        ));
+        cluster::join(node.clone(), &registry, &loader, store.clone());
         let operators = Operators::new(settings.admin_token.clone());
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),

@@ -21,8 +21,8 @@ use semver::Version;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use switchyard_control::cluster::node::{self, Node};
 use switchyard_control::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
-use switchyard_control::node::{self, Node};
 use switchyard_control::registry::{Cause, Registry, VersionEntry};
 use switchyard_gateway::operator::Operators;
 use switchyard_gateway::{ApiError, error, read_body_in_time};

@@ -19,12 +19,14 @@
 //! - [`rpc`]: how exported functions are addressed over HTTP.
 //! - [`files`]: reading what sits in the services folder without ever
 //!   blocking on a pipe, a device or an endless file.
-//! - [`node`]: this host as a node of a cluster: its heartbeat.
+//! - [`cluster`]: this host as one of several sharing a store: following
+//!   the others' deployments and components, its heartbeat.
 //! - [`metrics`]: the failures it counts.
 //!
 //! It knows nothing of HTTP: the gateway and the admin API drive it.
 
 pub mod balance;
+pub mod cluster;
 pub mod compat;
 pub mod deployable;
 pub mod failover;
@@ -32,7 +34,6 @@ pub mod files;
 pub mod links;
 pub mod loader;
 pub mod metrics;
-pub mod node;
 mod outage;
 pub mod recovery;
 pub mod registry;

@@ -21,15 +21,14 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use semver::Version;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::outage::Outage;
 use crate::rpc;
 use switchyard_runtime::{CallError, ComponentKind, InterfaceUse, Provider};
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
@@ -75,9 +74,6 @@ impl<T> Changed<T> {
         }
     }
 }
-
-/// How often a host looks for changes other hosts stored, besides when told.
-const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The stored records that can be read, by service. A record that cannot is
 /// skipped with a warning; a stored split with invalid weights (stored by
@@ -290,27 +286,17 @@ impl Registry {
         Ok(())
     }
 
-    /// Follow what other hosts sharing the store change: whenever the store
-    /// says something changed, and every `SYNC_INTERVAL` (0.5 s) in case a
-    /// notice was lost. Returns when the registry is gone; at once when no
-    /// other host can share the store.
-    pub async fn follow_cluster(registry: Weak<Registry>) {
-        let Some(mut changes) = registry.upgrade().and_then(|r| r.deployments.changes()) else {
-            return;
-        };
-        // Said once per outage, not every half second.
-        let mut outage = Outage::new("read the deployment records");
-        loop {
-            if let Ok(Err(_)) = tokio::time::timeout(SYNC_INTERVAL, changes.changed()).await {
-                // The store is gone: nothing more will be announced.
-                tokio::time::sleep(SYNC_INTERVAL).await;
-            }
-            let Some(registry) = registry.upgrade() else {
-                return;
-            };
-            let _in_order = registry.persisting.lock().await;
-            outage.note(registry.take_stored().await);
-        }
+    /// Where other hosts' changes are announced, if anywhere: `None` when
+    /// no other host can share the store.
+    pub(crate) fn announced_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.deployments.changes()
+    }
+
+    /// Take what other hosts stored since this host last looked, in order
+    /// with this host's own saves.
+    pub(crate) async fn take_others_changes(&self) -> Result<(), StoreError> {
+        let _in_order = self.persisting.lock().await;
+        self.take_stored().await
     }
 
     /// Route every service as the state says.
