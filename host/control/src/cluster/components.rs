@@ -15,7 +15,7 @@ use crate::loader::{Loader, valid_service_name};
 const FETCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Fetch the versions other hosts offer that this host's folder lacks, into
-/// the folder, whenever `told` and every [`FETCH_INTERVAL`]. Returns when
+/// the folder, whenever `told` and every `FETCH_INTERVAL` (1 s). Returns when
 /// the loader is gone.
 pub async fn follow(loader: Weak<Loader>, mut told: watch::Receiver<u64>) {
     loop {

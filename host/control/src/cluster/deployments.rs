@@ -1,5 +1,5 @@
 //! The deployments other hosts store: whenever the store announces a
-//! change, and every [`SYNC_INTERVAL`] in case a notice was lost, the
+//! change, and every `SYNC_INTERVAL` (0.5 s) in case a notice was lost, the
 //! registry takes what others stored. It decides nothing: the registry's
 //! state machine adopts a stored record or keeps its own.
 

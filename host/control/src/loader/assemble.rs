@@ -1,0 +1,125 @@
+//! Assembling one version from a component's bytes: compiled (or taken
+//! from the cache), checked against its settings, linked, its pool started
+//! and the component shared with other hosts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use semver::Version;
+
+use super::Loader;
+use super::settings::check_quota;
+use crate::balance::{HashKey, InstancePool};
+use crate::links::ServiceLinks;
+use crate::registry::{FailoverPolicy, LoadedVersion, now_ms};
+use crate::rpc;
+use switchyard_platform::Platform;
+use switchyard_runtime::Provider;
+use switchyard_runtime::outbound::AllowedHosts;
+use switchyard_store::SharedVersion;
+
+impl Loader {
+    /// Compile (or fetch from the cache), validate and link one component.
+    pub async fn load_bytes(
+        &self,
+        service: &str,
+        version: &Version,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<LoadedVersion>> {
+        let settings = self.settings(service)?;
+        let runtime = self.runtime.clone();
+        let cache_dir = self.cache_dir.clone();
+        let (compiled, bytes) = tokio::task::spawn_blocking(move || {
+            runtime
+                .compile_cached(&bytes, &cache_dir)
+                .map(|compiled| (compiled, bytes))
+        })
+        .await??;
+        let component = &compiled.component;
+
+        let imports = self.runtime.imports(component);
+        let exports = self.runtime.exports(component);
+        let published = rpc::publish(&exports, &settings.rpc.public)
+            .with_context(|| format!("services/{service}/service.toml"))?;
+        let crossing = imports
+            .iter()
+            .chain(&exports)
+            .filter(|i| i.provider() == Provider::Service);
+        for interface in crossing {
+            if interface.uses_resources {
+                bail!(
+                    "{} uses resources, which cannot cross between services",
+                    interface.name
+                );
+            }
+        }
+        let links = Arc::new(ServiceLinks {
+            registry: Arc::downgrade(&self.registry),
+        });
+        let allowed = AllowedHosts::parse(&settings.outbound.allowed_hosts)
+            .map_err(|e| anyhow::anyhow!("services/{service}/service.toml: [outbound] {e}"))?;
+        let linked = self.runtime.link(component, &exports, links, allowed)?;
+        let kind = linked.kind();
+
+        let policy = settings
+            .policy(self.default_deadline)
+            .with_context(|| format!("services/{service}/service.toml"))?;
+        let hash_key = settings
+            .hash_key
+            .as_deref()
+            .map(HashKey::parse)
+            .transpose()?;
+        let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
+        check_quota(&settings.storage)
+            .with_context(|| format!("services/{service}/service.toml"))?;
+        let quota = settings.storage;
+        let config = Arc::new(settings.config);
+        let platform = Box::new(move || {
+            Platform::new(
+                name.clone(),
+                ver.clone(),
+                store.clone(),
+                config.clone(),
+                quota,
+            )
+        });
+        let pool = InstancePool::new(self.runtime.clone(), linked, platform, policy);
+        pool.try_start()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start an instance: {e:#}"))?;
+        // Other hosts sharing the store can fetch it now.
+        let shared = SharedVersion {
+            service: service.to_string(),
+            version: version.to_string(),
+            digest: compiled.digest.clone(),
+        };
+        if let Err(e) = self.components.share_component(&shared, &bytes).await {
+            tracing::warn!(service, %version, "cannot share the component with other hosts: {e}");
+        }
+        Ok(Arc::new(LoadedVersion {
+            service: service.to_string(),
+            version: version.clone(),
+            version_text: version.to_string(),
+            imports,
+            exports,
+            published,
+            pool: Arc::new(pool),
+            digest: compiled.digest,
+            compile_time: compiled.compile_time,
+            from_cache: compiled.from_cache,
+            loaded_at_ms: now_ms(),
+            requests: Default::default(),
+            errors: Default::default(),
+            hash_key,
+            kind,
+            failover: FailoverPolicy {
+                enabled: settings.failover.enabled,
+                threshold: settings.failover.threshold,
+                window: Duration::from_millis(settings.failover.window_ms),
+            },
+            failures: Default::default(),
+            request_metrics: Default::default(),
+        }))
+    }
+}

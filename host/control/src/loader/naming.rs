@@ -1,0 +1,39 @@
+//! The names in the services folder: which directory names are services,
+//! which files are versions of them and which are left alone.
+
+use anyhow::{Context, Result, bail};
+use semver::Version;
+
+/// Route prefixes the gateway keeps for itself.
+const RESERVED_NAMES: [&str; 5] = ["admin", "healthz", "readyz", "metrics", "rpc"];
+
+/// Is `name` usable as a service name (and so as the first path segment)?
+pub fn valid_service_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !starts_with_letter || !rest_ok || name.len() > 63 {
+        bail!(
+            "{name:?} is not a valid service name: use 1 to 63 lower-case letters, digits \
+             and '-', starting with a letter"
+        );
+    }
+    if RESERVED_NAMES.contains(&name) {
+        bail!("{name:?} is reserved for the host's own routes");
+    }
+    Ok(())
+}
+
+/// The version a component file stands for: `1.2.3.wasm` → 1.2.3.
+pub fn version_of_file(file_name: &str) -> Result<Version> {
+    let Some(stem) = file_name.strip_suffix(".wasm") else {
+        bail!("{file_name:?} is not a .wasm file");
+    };
+    Version::parse(stem).with_context(|| format!("{stem:?} is not a semver version (like 1.2.0)"))
+}
+
+/// Is this a file the loader looks at? Hidden files (uploads in progress,
+/// editors' temporaries) and other extensions are not.
+pub fn is_component_file(file_name: &str) -> bool {
+    file_name.ends_with(".wasm") && !file_name.starts_with('.')
+}

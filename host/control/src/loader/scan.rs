@@ -1,0 +1,191 @@
+//! The services folder, at start-up and as it changes: every service's
+//! files loaded and offered to the registry, rejected files with their
+//! reason, removed files withdrawn. Each file goes through
+//! [`Loader::load_bytes`](super::Loader::load_bytes).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use semver::Version;
+
+use super::naming::{is_component_file, valid_service_name, version_of_file};
+use super::{Loader, MAX_COMPONENT_BYTES};
+use crate::files;
+use crate::registry::{Found, LoadedVersion, Refusal, VersionEntry};
+
+impl Loader {
+    /// Load every service under the services directory, then let the registry
+    /// decide what serves, and warm one instance of each serving version.
+    pub async fn load_all(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.services_dir).with_context(|| {
+            format!(
+                "cannot create the services directory {}",
+                self.services_dir.display()
+            )
+        })?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.services_dir)? {
+            let dir = entry?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Err(e) = valid_service_name(&name) {
+                if !name.starts_with('.') {
+                    tracing::error!(dir = %dir.display(), "skipping: {e:#}");
+                }
+                continue;
+            }
+            found.push(self.load_service(&name, &dir).await);
+        }
+        self.registry.bootstrap(found).await;
+        self.warm_serving().await;
+        Ok(())
+    }
+
+    /// Create an instance ahead of traffic for every version that serves.
+    pub async fn warm_serving(&self) {
+        for service in self.registry.list() {
+            for version in service.routing().versions() {
+                if version.pool.instances() == 0
+                    && let Err(e) = version.pool.warm().await
+                {
+                    tracing::warn!(service = %service.name, version = %version.version, "cannot pre-instantiate: {e:#}");
+                }
+            }
+        }
+    }
+
+    async fn load_service(&self, name: &str, dir: &Path) -> Found<LoadedVersion> {
+        let settings = self.settings(name);
+        let mut found = Found {
+            name: name.to_string(),
+            mode: settings.as_ref().map(|s| s.activation).unwrap_or_default(),
+            versions: BTreeMap::new(),
+            refused_files: BTreeMap::new(),
+        };
+        let files = match std::fs::read_dir(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), "cannot read: {e}");
+                return found;
+            }
+        };
+        for path in files.flatten().map(|f| f.path()) {
+            let file_name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !is_component_file(&file_name) {
+                continue;
+            }
+            let version = match version_of_file(&file_name) {
+                Ok(version) => version,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "refused: {e:#}");
+                    found.refused_files.insert(file_name, format!("{e:#}"));
+                    continue;
+                }
+            };
+            let entry = match &settings {
+                Ok(_) => self.load_file(name, &version, &path).await,
+                Err(e) => VersionEntry::Rejected(Refusal::Load {
+                    reason: e.to_string(),
+                }),
+            };
+            found.versions.insert(version, entry);
+        }
+        found
+    }
+
+    async fn load_file(&self, service: &str, version: &Version, path: &Path) -> VersionEntry {
+        let bytes = match read_component(path).await {
+            Ok(bytes) => bytes,
+            Err(e) => return self.rejected(path, format!("{e:#}")),
+        };
+        match self.load_bytes(service, version, bytes).await {
+            Ok(loaded) => VersionEntry::Loaded(loaded),
+            Err(e) => self.rejected(path, format!("{e:#}")),
+        }
+    }
+
+    /// A component file appeared or changed: load it and offer it to the
+    /// registry, unless it is the very build that version already runs.
+    pub async fn file_changed(&self, service: &str, version: &Version, path: &Path) {
+        let bytes = match read_component(path).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let entry = self.rejected(path, format!("{e:#}"));
+                let mode = self.activation(service);
+                let _ = self
+                    .registry
+                    .offer(service, mode, version.clone(), entry)
+                    .await;
+                return;
+            }
+        };
+        let (digest, bytes) =
+            match tokio::task::spawn_blocking(move || (switchyard_runtime::digest(&bytes), bytes))
+                .await
+            {
+                Ok(hashed) => hashed,
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "cannot hash: {e}");
+                    return;
+                }
+            };
+        if self.registry.has_build(service, version, &digest) {
+            return;
+        }
+        let entry = match self.load_bytes(service, version, bytes).await {
+            Ok(loaded) => VersionEntry::Loaded(loaded),
+            Err(e) => self.rejected(path, format!("{e:#}")),
+        };
+        let mode = self.activation(service);
+        match self
+            .registry
+            .offer(service, mode, version.clone(), entry)
+            .await
+        {
+            Ok(state) => {
+                tracing::info!(service, %version, ?state, file = %path.display(), "loaded");
+                self.warm_serving().await;
+            }
+            Err(reason) => {
+                tracing::error!(service, %version, file = %path.display(), "refused: {reason}")
+            }
+        }
+    }
+
+    /// The file of `version` is gone: the version goes, here and from what
+    /// this host offers other hosts (their copies stay theirs).
+    pub async fn file_removed(&self, service: &str, version: &Version) {
+        self.registry.withdraw(service, version).await;
+        if let Err(e) = self
+            .components
+            .unshare_component(service, &version.to_string())
+            .await
+        {
+            tracing::warn!(service, %version, "cannot withdraw the component from other hosts: {e}");
+        }
+    }
+
+    fn rejected(&self, path: &Path, reason: String) -> VersionEntry {
+        tracing::error!(file = %path.display(), "rejected: {reason}");
+        VersionEntry::Rejected(Refusal::Load { reason })
+    }
+}
+
+/// The component file at `path`: a regular file of at most
+/// [`MAX_COMPONENT_BYTES`], read off the async workers.
+async fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let path = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || files::read_regular(&path, MAX_COMPONENT_BYTES));
+    Ok(read.await??)
+}
