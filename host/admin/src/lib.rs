@@ -6,6 +6,8 @@
 //! admin requests are read and refused. It must
 //! never change state except through the registry and the loader.
 
+mod views;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,13 +73,13 @@ async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
         .registry
         .list()
         .iter()
-        .filter_map(|s| admin.registry.describe(&s.name))
+        .filter_map(|s| views::describe(&admin.registry, &s.name))
         .collect();
     axum::Json(json!({ "services": services })).into_response()
 }
 
 async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
-    match admin.registry.describe(&name) {
+    match views::describe(&admin.registry, &name) {
         Some(view) => axum::Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
     }
@@ -150,7 +152,7 @@ fn parse_version(text: &str) -> Result<Version, ApiError> {
 /// the versions now serving have an instance ready.
 async fn changed(admin: &Admin, name: &str) -> Result<Response, ApiError> {
     admin.loader.warm_serving().await;
-    let view = admin.registry.describe(name);
+    let view = views::describe(&admin.registry, name);
     let view = view.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("no service named {name:?}"))
     })?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::outage::Outage;
-use crate::registry::{Registry, ServiceReport};
+use crate::registry::{Registry, VersionEntry};
 use switchyard_store::NodeStore;
 
 /// How often a node reports itself.
@@ -49,7 +49,7 @@ pub struct NodeView {
 pub async fn beat(node: Node, registry: Weak<Registry>, store: Arc<dyn NodeStore>) {
     let mut outage = Outage::new("send the heartbeat");
     loop {
-        let Some(report) = registry.upgrade().map(|r| r.node_report()) else {
+        let Some(report) = registry.upgrade().map(|r| report(&r)) else {
             return;
         };
         let report = serde_json::to_string(&report).expect("a report serialises");
@@ -86,8 +86,54 @@ pub async fn nodes(
         age_ms: 0,
         alive: true,
         this_node: true,
-        services: registry.node_report(),
+        services: report(registry),
     });
     views.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(views)
+}
+
+/// What this host serves of each service, for its heartbeat.
+pub fn report(registry: &Registry) -> BTreeMap<String, ServiceReport> {
+    registry
+        .read_books(|name, book| {
+            let rejected: BTreeMap<String, String> = book
+                .versions
+                .iter()
+                .filter_map(|(v, e)| match e {
+                    VersionEntry::Rejected(why) => Some((v.to_string(), why.to_string())),
+                    VersionEntry::Loaded(_) => None,
+                })
+                .collect();
+            let report = ServiceReport {
+                serving: book
+                    .routing
+                    .weights()
+                    .map(|(v, w)| (v.to_string(), w))
+                    .collect(),
+                generation: book.generation,
+                loaded_all: rejected.is_empty(),
+                rejected,
+                disagreement: book.disagreement.clone(),
+            };
+            (name.to_string(), report)
+        })
+        .into_iter()
+        .collect()
+}
+
+/// What a host serves of one service, as its heartbeat reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ServiceReport {
+    /// Version → weight.
+    pub serving: BTreeMap<String, u32>,
+    /// The generation of the stored record it serves by.
+    pub generation: u64,
+    /// Whether it could load every version it has.
+    pub loaded_all: bool,
+    /// The versions it could not load, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<String, String>,
+    /// Why it cannot serve as the stored record says, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<String>,
 }

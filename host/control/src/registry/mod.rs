@@ -7,7 +7,9 @@
 //! broadcast channel (metrics and logs subscribe; see [`Registry::subscribe`]),
 //! and then, outside that lock but in the order of the changes, stores the
 //! records of what changed through the async [`DeploymentStore`]. Reading the
-//! state never waits for the store.
+//! state never waits for the store. Others read a service's book through
+//! [`Registry::read_book`] (the admin API's views, the heartbeat's report);
+//! none of them changes it.
 //!
 //! Routing is an [`ArcSwap`]: a request loads it once and keeps the version it
 //! picked, so a swap never disturbs a call already running; the next request
@@ -26,16 +28,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use semver::Version;
-use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::rpc;
-use switchyard_runtime::{CallError, ComponentKind, InterfaceUse, Provider};
+use switchyard_runtime::CallError;
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
 pub use crate::version::LoadedVersion;
 pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};
-pub use machine::{Found, Stored};
+pub use machine::{Book, Found, Stored};
 pub use model::{
     Activation, Deployable, FailoverPolicy, FailureWindow, MAX_WEIGHT, Refusal, RegistryError,
     SplitError, VersionState, check_split,
@@ -517,225 +517,46 @@ impl Registry {
         }
     }
 
-    /// What this host serves of each service, for its heartbeat.
-    pub fn node_report(&self) -> BTreeMap<String, ServiceReport> {
-        let state = self.state();
-        state
+    /// Read the book of service `name` (the registry's own record of it:
+    /// versions, routing, history), briefly, under the registry's lock.
+    pub fn read_book<R>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&Book<LoadedVersion>) -> R,
+    ) -> Option<R> {
+        self.state().book(name).map(read)
+    }
+
+    /// Read every service's book, in name order, as [`Registry::read_book`].
+    pub fn read_books<R>(&self, mut read: impl FnMut(&str, &Book<LoadedVersion>) -> R) -> Vec<R> {
+        self.state()
             .books()
-            .map(|(name, book)| {
-                let rejected: BTreeMap<String, String> = book
-                    .versions
-                    .iter()
-                    .filter_map(|(v, e)| match e {
-                        model::VersionEntry::Rejected(why) => {
-                            Some((v.to_string(), why.to_string()))
-                        }
-                        model::VersionEntry::Loaded(_) => None,
-                    })
-                    .collect();
-                let report = ServiceReport {
-                    serving: book
-                        .routing
-                        .weights()
-                        .map(|(v, w)| (v.to_string(), w))
-                        .collect(),
-                    generation: book.generation,
-                    loaded_all: rejected.is_empty(),
-                    rejected,
-                    disagreement: book.disagreement.clone(),
-                };
-                (name.clone(), report)
-            })
+            .map(|(name, book)| read(name, book))
             .collect()
     }
+}
 
-    /// The admin view of one service.
-    pub fn describe(&self, name: &str) -> Option<ServiceView> {
-        let state = self.state();
-        let book = state.book(name)?;
-        let routing = &book.routing;
-        let active = routing.primary();
-        let versions: Vec<VersionView> = book
-            .versions
-            .iter()
-            .rev()
-            .map(|(version, entry)| match entry {
-                model::VersionEntry::Loaded(v) => VersionView {
-                    version: version.to_string(),
-                    kind: Some(v.kind),
-                    state: if routing.routes_to(v) {
-                        // Failover marks a version it could not move off.
-                        if book.failed.contains_key(version) {
-                            VersionState::Failing
-                        } else {
-                            VersionState::Active
-                        }
-                    } else if v.pool.leased() > 0 {
-                        VersionState::Draining
-                    } else if book.failed.contains_key(version) {
-                        VersionState::Failed
-                    } else {
-                        VersionState::Standby
-                    },
-                    reason: book.failed.get(version).cloned(),
-                    refusal: None,
-                    weight: routing.weight_of(version),
-                    compile_ms: Some(v.compile_time.as_secs_f64() * 1e3),
-                    from_cache: Some(v.from_cache),
-                    loaded_at_ms: Some(v.loaded_at_ms),
-                    requests: v.requests.load(Ordering::Relaxed),
-                    errors: v.errors.load(Ordering::Relaxed),
-                    instances: v.pool.instances(),
-                },
-                model::VersionEntry::Rejected(reason) => VersionView {
-                    version: version.to_string(),
-                    kind: None,
-                    state: VersionState::Rejected,
-                    reason: Some(reason.to_string()),
-                    refusal: Some(reason.clone()),
-                    weight: None,
-                    compile_ms: None,
-                    from_cache: None,
-                    loaded_at_ms: None,
-                    requests: 0,
-                    errors: 0,
-                    instances: 0,
-                },
-            })
-            .collect();
-        let names =
-            |uses: &mut dyn Iterator<Item = &InterfaceUse>| uses.map(|u| u.name.clone()).collect();
-        Some(ServiceView {
-            name: name.to_string(),
-            mode: book.mode,
-            active_version: active.map(|v| v.version.to_string()),
-            traffic: routing.weights().map(|(v, w)| (v.to_string(), w)).collect(),
-            instances: versions.iter().map(|v| v.instances).sum(),
-            exports: active.map_or_else(Vec::new, |v| names(&mut v.exports.iter())),
-            functions: active.map_or_else(Vec::new, |v| {
-                rpc::callable(&v.exports)
-                    .flat_map(|interface| {
-                        interface.functions.iter().map(|function| FunctionView {
-                            interface: interface.name.clone(),
-                            function: function.name.clone(),
-                            signature: function.signature.to_string(),
-                            rpc: rpc::path_of(name, &v.exports, &interface.name, &function.name),
-                            public: rpc::is_published(
-                                &v.published,
-                                &interface.name,
-                                &function.name,
-                            ),
-                        })
-                    })
-                    .collect()
-            }),
-            imports: active.map_or_else(Vec::new, |v| {
-                names(
-                    &mut v
-                        .imports
-                        .iter()
-                        .filter(|i| i.provider() != Provider::WasiSystem),
-                )
-            }),
-            versions,
-            history: book.history.iter().rev().cloned().collect(),
-            refused_files: book
-                .refused_files
-                .iter()
-                .map(|(file, reason)| RefusedFile {
-                    file: file.clone(),
-                    reason: reason.clone(),
-                })
-                .collect(),
-            generation: book.generation,
-            disagreement: book.disagreement.clone(),
-        })
+/// The state of `loaded`, version `version` of the service `book` records.
+pub fn version_state(
+    book: &Book<LoadedVersion>,
+    version: &Version,
+    loaded: &Arc<LoadedVersion>,
+) -> VersionState {
+    let failed = book.failed.contains_key(version);
+    if book.routing.routes_to(loaded) {
+        // Failover marks a version it could not move off.
+        if failed {
+            VersionState::Failing
+        } else {
+            VersionState::Active
+        }
+    } else if loaded.pool.leased() > 0 {
+        VersionState::Draining
+    } else if failed {
+        VersionState::Failed
+    } else {
+        VersionState::Standby
     }
-}
-
-/// The admin view of a service.
-#[derive(Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub mode: Activation,
-    pub active_version: Option<String>,
-    /// Version → weight; one entry at 100 when a single version is active.
-    pub traffic: BTreeMap<String, u32>,
-    pub versions: Vec<VersionView>,
-    pub exports: Vec<String>,
-    /// The functions of the active version's interfaces, which other
-    /// services and `POST /rpc/...` can call.
-    pub functions: Vec<FunctionView>,
-    pub imports: Vec<String>,
-    pub instances: usize,
-    /// Newest first.
-    pub history: Vec<HistoryEntry>,
-    pub refused_files: Vec<RefusedFile>,
-    /// The generation of the stored record this host serves by (every
-    /// change bumps it; hosts sharing a store converge on the same).
-    pub generation: u64,
-    /// Why this host cannot serve as the stored record says, if it cannot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disagreement: Option<String>,
-}
-
-/// What a host serves of one service, as its heartbeat reports it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ServiceReport {
-    /// Version → weight.
-    pub serving: BTreeMap<String, u32>,
-    /// The generation of the stored record it serves by.
-    pub generation: u64,
-    /// Whether it could load every version it has.
-    pub loaded_all: bool,
-    /// The versions it could not load, and why.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rejected: BTreeMap<String, String>,
-    /// Why it cannot serve as the stored record says, if it cannot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disagreement: Option<String>,
-}
-
-/// The admin view of one version.
-#[derive(Serialize)]
-pub struct VersionView {
-    pub version: String,
-    /// Its kind of component (none when it is rejected).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<ComponentKind>,
-    pub state: VersionState,
-    /// Why it is rejected or failed, as a sentence.
-    pub reason: Option<String>,
-    /// Why it is rejected, as structured data (`kind` says which reason).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Refusal>,
-    pub weight: Option<u32>,
-    pub compile_ms: Option<f64>,
-    pub from_cache: Option<bool>,
-    pub loaded_at_ms: Option<u64>,
-    pub requests: u64,
-    pub errors: u64,
-    pub instances: usize,
-}
-
-/// One exported function, as the admin view lists it.
-#[derive(Serialize)]
-pub struct FunctionView {
-    pub interface: String,
-    pub function: String,
-    /// Its WIT type, as `func(id: string) -> option<...>`.
-    pub signature: String,
-    /// The path that calls it with JSON.
-    pub rpc: String,
-    /// Whether anonymous clients may call it over `/rpc` (its service's
-    /// `[rpc] public` names it); else only other services and operators.
-    pub public: bool,
-}
-
-#[derive(Serialize)]
-pub struct RefusedFile {
-    pub file: String,
-    pub reason: String,
 }
 
 /// Milliseconds since the Unix epoch.
