@@ -14,7 +14,7 @@ FOREIGN_GUESTS := reviews wishlist
 FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer hello-http hello2
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
-               switchyard-runtime switchyard-platform switchyard-store
+               switchyard-runtime switchyard-platform switchyard-store switchyard-metrics
 # Every component (services and fixtures) is built by tests/artifacts' build
 # script, which the tests depend on; its files end up here.
 WASM_DIR   := target/wasm/wasm32-wasip2/release/components

@@ -386,6 +386,17 @@ async fn a_guest_cannot_flood_the_host_log() {
         .metric(r#"switchyard_log_dropped_total{service="faulty",version="1.0.0"}"#)
         .await;
     assert!(dropped > 90_000.0, "{dropped} messages counted as dropped");
+    // Lines written to stdout past the same budget count in the same series.
+    let reply = host.get("/faulty/print?n=100000&bytes=100").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let also = host
+        .metric(r#"switchyard_log_dropped_total{service="faulty",version="1.0.0"}"#)
+        .await;
+    assert!(
+        also - dropped > 90_000.0,
+        "{} stdout lines counted as dropped for the version",
+        also - dropped
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,27 +1,21 @@
 //! What the host tells its operators: Prometheus metrics, served at
-//! `GET /metrics`, and the names they go by.
+//! `GET /metrics`.
 //!
-//! Counters and histograms are recorded where things happen: requests by the
-//! gateway, in their version's `RequestMetrics`, and failed calls by the
-//! control plane (both in `switchyard_control::metrics`), changes
-//! of what serves from the registry's events; gauges of instances are read
-//! from the registry when metrics are scraped, so they are never stale.
+//! Every metric is named, labelled and recorded by `switchyard_metrics`, where
+//! things happen: requests by the gateway, in their version's
+//! `RequestMetrics`, failed calls by the control plane, changes of what serves
+//! from the registry's events (here); gauges of instances are read from the
+//! registry when metrics are scraped, so they are never stale.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use switchyard_control::metrics::REQUEST_SECONDS;
 use switchyard_control::registry::{Action, Event, Registry};
-
-const INSTANCES: &str = "switchyard_instances";
-const SWAPS: &str = "switchyard_swaps_total";
-const REJECTED: &str = "switchyard_rejected_versions_total";
-const FAILOVERS: &str = "switchyard_failovers_total";
+use switchyard_metrics::{Change, REQUEST_SECONDS};
 
 /// How often latency samples are folded into their histogram buckets.
 const UPKEEP: Duration = Duration::from_secs(1);
@@ -112,13 +106,9 @@ impl Telemetry {
     pub fn render(&self, registry: &Registry) -> String {
         self.count_deployments();
         for version in registry.loaded_versions() {
-            let (name, v) = (version.service.clone(), version.version.to_string());
             let busy = version.pool.leased();
             let idle = version.pool.instances().saturating_sub(busy);
-            gauge!(INSTANCES, "service" => name.clone(), "version" => v.clone(), "state" => "busy")
-                .set(busy as f64);
-            gauge!(INSTANCES, "service" => name, "version" => v, "state" => "idle")
-                .set(idle as f64);
+            switchyard_metrics::instances(&version.service, &version.version_text, busy, idle);
         }
         self.handle.render()
     }
@@ -147,17 +137,14 @@ async fn log_events(mut events: broadcast::Receiver<Event>) {
 
 /// A change in what serves: counted by kind of history event.
 fn deployment_event(service: &str, action: Action) {
-    let name = match action {
-        Action::Activated | Action::Replaced | Action::Traffic => SWAPS,
-        Action::Failover => {
-            counter!(SWAPS, "service" => service.to_string()).increment(1);
-            FAILOVERS
-        }
-        Action::Rejected => REJECTED,
+    let change = match action {
+        Action::Activated | Action::Replaced | Action::Traffic => Change::Swap,
+        Action::Failover => Change::Failover,
+        Action::Rejected => Change::Rejected,
         // Nothing moved: what serves is what served.
         Action::NoFallback | Action::Refused | Action::Added | Action::Removed => return,
     };
-    counter!(name, "service" => service.to_string()).increment(1);
+    switchyard_metrics::deployment_changed(service, change);
 }
 
 #[cfg(test)]

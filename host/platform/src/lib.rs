@@ -56,9 +56,6 @@ pub struct Bucket {
     name: String,
 }
 
-/// Counts the log messages dropped past a call's budget.
-pub const LOG_DROPPED_METRIC: &str = "switchyard_log_dropped_total";
-
 /// The longest `wasi:logging` message passed on whole; longer ones are cut.
 pub const MAX_LOG_MESSAGE_BYTES: usize = 4 << 10;
 /// The longest `wasi:logging` context passed on whole.
@@ -350,12 +347,7 @@ impl logging::Host for PlatformView<'_> {
         if size > platform.log_budget {
             platform.log_budget = 0;
             platform.log_dropped += 1;
-            metrics::counter!(
-                LOG_DROPPED_METRIC,
-                "service" => service.clone(),
-                "version" => version.clone()
-            )
-            .increment(1);
+            switchyard_metrics::log_dropped(service, version);
             if platform.log_dropped == 1 {
                 tracing::warn!(
                     service,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use switchyard_platform::{LOG_BYTES_PER_CALL, LOG_DROPPED_METRIC, MAX_LOG_MESSAGE_BYTES};
+use switchyard_platform::{LOG_BYTES_PER_CALL, MAX_LOG_MESSAGE_BYTES};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
@@ -82,7 +82,7 @@ impl Lines {
         let line = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         if !self.budget.take(line.len().max(1)) {
-            metrics::counter!(LOG_DROPPED_METRIC, "service" => self.service.clone()).increment(1);
+            switchyard_metrics::log_dropped(&self.service, &self.version);
             return;
         }
         let (service, version, stream) = (&self.service, &self.version, self.stream);
