@@ -25,9 +25,17 @@ enum Allowed {
     Host { host: String, port: Option<u16> },
 }
 
+/// An `allowed_hosts` entry that is neither a host, a `host:port` nor `*`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "allowed_hosts entry {0:?} is not a host or host:port \
+     (like \"api.example.com\" or \"127.0.0.1:9000\", or \"*\" for any)"
+)]
+pub struct NotAHost(pub String);
+
 impl AllowedHosts {
     /// The list from a service's settings, each entry checked.
-    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
+    pub fn parse(entries: &[String]) -> Result<AllowedHosts, NotAHost> {
         let parse = |entry: &String| {
             if entry == "*" {
                 return Some(Allowed::Any);
@@ -43,14 +51,7 @@ impl AllowedHosts {
         };
         entries
             .iter()
-            .map(|entry| {
-                parse(entry).ok_or_else(|| {
-                    format!(
-                        "allowed_hosts entry {entry:?} is not a host or host:port \
-                         (like \"api.example.com\" or \"127.0.0.1:9000\", or \"*\" for any)"
-                    )
-                })
-            })
+            .map(|entry| parse(entry).ok_or_else(|| NotAHost(entry.clone())))
             .collect::<Result<_, _>>()
             .map(AllowedHosts)
     }
@@ -117,7 +118,7 @@ impl WasiHttpHooks for Outbound {
 
 #[cfg(test)]
 mod tests {
-    use super::AllowedHosts;
+    use super::{AllowedHosts, NotAHost};
 
     fn allows(entries: &[&str], authority: &str, https: bool) -> bool {
         let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
@@ -150,7 +151,11 @@ mod tests {
             "a b",
         ] {
             let error = AllowedHosts::parse(&[bad.to_string()]).unwrap_err();
-            assert!(error.contains("is not a host"), "{bad}: {error}");
+            assert_eq!(error, NotAHost(bad.to_string()));
+            assert!(
+                error.to_string().contains("is not a host"),
+                "{bad}: {error}"
+            );
         }
     }
 }
