@@ -288,6 +288,8 @@ async fn instances_that_cannot_start_while_serving_count_as_failures_and_fail_ov
         }
     }
     assert!(refused >= 3, "{refused} calls could not start an instance");
+    // The failover is decided off the request path: wait for it.
+    host.wait_state("faulty", "1.1.0", "failed").await;
     let service = host.service("faulty").await;
     let failed = service["versions"]
         .as_array()

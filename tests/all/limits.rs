@@ -295,6 +295,8 @@ async fn a_failing_version_fails_over_to_the_previous_good_one_unless_turned_off
         host.get("/guarded/panic").await;
         host.get("/unguarded/panic").await;
     }
+    // The failover is decided off the request path: wait for it.
+    host.wait_state("guarded", "1.1.0", "failed").await;
     let guarded = host.service("guarded").await;
     assert_eq!(guarded["active_version"], "1.0.0", "{guarded}");
     let event = &guarded["history"][0];
@@ -347,6 +349,8 @@ async fn a_failing_version_with_nowhere_to_go_serves_on_marked_failing() {
         // Each GET traps twice (the retry traps too): 4 failures in all.
         host.get("/alone/panic").await;
     }
+    // Decided off the request path: wait for it.
+    host.wait_state("alone", "1.0.0", "failing").await;
     let alone = host.service("alone").await;
     assert_eq!(alone["active_version"], "1.0.0", "{alone}");
     let event = &alone["history"][0];
