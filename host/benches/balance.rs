@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 use switchyard_platform::Platform;
-use switchyard_runtime::{BoxFuture, Limits, Runtime, ServiceCalls};
+use switchyard_runtime::{BoxFuture, DependencyCause, Limits, Runtime, ServiceCalls};
 use switchyard_store::SqliteStore;
 use wasmtime::component::Val;
 
@@ -62,12 +62,16 @@ impl ServiceCalls for NoCalls {
     fn call<'a>(
         &'a self,
         _: u32,
-        _: &'a str,
+        interface: &'a str,
         _: &'a str,
         _: &'a [Val],
         _: &'a mut [Val],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { anyhow::bail!("no calls here") })
+    ) -> BoxFuture<'a, Result<(), DependencyCause>> {
+        Box::pin(async move {
+            Err(DependencyCause::NoProvider {
+                interface: interface.to_string(),
+            })
+        })
     }
 }
 

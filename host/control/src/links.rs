@@ -7,12 +7,13 @@
 
 use std::sync::Weak;
 
-use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+
 use wasmtime::component::Val;
 
 use crate::balance::AcquireError;
 use crate::registry::Registry;
-use switchyard_runtime::{BoxFuture, CallError, ServiceCalls};
+use switchyard_runtime::{BoxFuture, CallError, Callee, DependencyCause, ServiceCalls};
 
 /// Forwards a component's calls to other services' interfaces, at call time, to
 /// whichever version of the provider serves then: upgrading a provider changes
@@ -30,37 +31,46 @@ impl ServiceCalls for ServiceLinks {
         function: &'a str,
         params: &'a [Val],
         results: &'a mut [Val],
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<(), DependencyCause>> {
         Box::pin(async move {
             let registry = self
                 .registry
                 .upgrade()
-                .context("the host is shutting down")?;
+                .ok_or(DependencyCause::ShuttingDown)?;
             let Some(provider) = registry.provider_of(interface) else {
-                bail!("no service with a healthy version provides {interface}");
+                return Err(DependencyCause::NoProvider {
+                    interface: interface.to_string(),
+                });
             };
-            let name = format!("service {} {}", provider.service, provider.version);
+            let callee = Callee {
+                service: provider.service.clone(),
+                version: provider.version_text.clone(),
+            };
             let limit = provider.pool.policy().limits.call_depth;
             if depth + 1 > limit {
-                bail!(
-                    "calling {name} would exceed the call depth limit of {limit}: is there a cycle?"
-                );
+                return Err(DependencyCause::TooDeep { callee, limit });
             }
             let mut lease = match provider.pool.acquire(None).await {
                 Ok(lease) => lease,
                 Err(AcquireError::Instantiate(e)) => {
                     let failure = CallError::Start(e);
-                    let reason = format!("{name} is unavailable: {failure}");
                     registry.report(&provider, Some(&failure));
-                    bail!(reason);
+                    let reason = Arc::new(anyhow::Error::new(failure));
+                    return Err(DependencyCause::Unavailable { callee, reason });
                 }
-                Err(busy) => return Err(busy).with_context(|| format!("{name} is unavailable")),
+                Err(busy) => {
+                    let reason = Arc::new(anyhow::Error::new(busy));
+                    return Err(DependencyCause::Unavailable { callee, reason });
+                }
             };
             let outcome = lease
                 .call_export(depth + 1, interface, function, params, results)
                 .await;
             registry.report(&provider, outcome.as_ref().err());
-            outcome.with_context(|| format!("{name} failed"))
+            outcome.map_err(|failure| DependencyCause::Failed {
+                callee,
+                failure: Arc::new(failure),
+            })
         })
     }
 }

@@ -2,6 +2,8 @@
 //! a guest's call to another service fails with. Types only; instances
 //! tell which applies.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most data one call may hand the host: a response (status, headers and
@@ -42,5 +44,44 @@ pub struct DependencyFailure {
     pub interface: String,
     pub function: String,
     /// What went wrong, naming the service that was called.
-    pub cause: String,
+    pub cause: DependencyCause,
+}
+
+/// Why a call to another service's interface failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DependencyCause {
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    /// No service's routed version exports the interface.
+    #[error("no service with a healthy version provides {interface}")]
+    NoProvider { interface: String },
+    /// The chain of calls would go deeper than the callee allows.
+    #[error("calling {callee} would exceed the call depth limit of {limit}: is there a cycle?")]
+    TooDeep { callee: Callee, limit: u32 },
+    /// No instance of the callee could take the call (its pool is full past
+    /// its queue timeout, or an instance could not start).
+    #[error("{callee} is unavailable: {reason:#}")]
+    Unavailable {
+        callee: Callee,
+        reason: Arc<anyhow::Error>,
+    },
+    /// The callee's call failed.
+    #[error("{callee} failed: {failure}")]
+    Failed {
+        callee: Callee,
+        failure: Arc<CallError>,
+    },
+}
+
+/// The service version a call went to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callee {
+    pub service: String,
+    pub version: String,
+}
+
+impl fmt::Display for Callee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "service {} {}", self.service, self.version)
+    }
 }

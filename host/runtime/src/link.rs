@@ -13,7 +13,7 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Val};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use crate::engine::Runtime;
-use crate::error::DependencyFailure;
+use crate::error::{DependencyCause, DependencyFailure};
 use crate::incoming;
 use crate::introspect::{InterfaceUse, Provider};
 use crate::kind::ComponentKind;
@@ -36,7 +36,7 @@ pub trait ServiceCalls: Send + Sync + 'static {
         function: &'a str,
         params: &'a [Val],
         results: &'a mut [Val],
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<(), DependencyCause>>;
 }
 
 /// Where each exported function of a component lives, by interface and
@@ -98,7 +98,7 @@ impl Runtime {
                                 wasmtime::Error::new(DependencyFailure {
                                     interface: interface.clone(),
                                     function: function.clone(),
-                                    cause: format!("{e:#}"),
+                                    cause: e,
                                 })
                             })
                     })
