@@ -673,7 +673,7 @@ async fn other_services_and_the_host_answer_while_guests_compute() {
     let pen = host.add_goods("pen", 150, 10).await.str("id");
     // Four guests computing flat out: two per core.
     let hogs = host.get_at_once(4, "/hog/loop");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.wait_busy("hog", "1.0.0", 4).await;
     // Generous bounds (the benchmark measures single milliseconds); before
     // the fix, answers took 300 to 500 ms.
     let goods = slowest_of(&host, &format!("/goods/{pen}"), 30).await;

@@ -111,7 +111,7 @@ async fn a_full_pool_answers_503_with_retry_after_instead_of_queueing_forever() 
         let host = host.clone();
         tokio::spawn(async move { host.get("/faulty/slow?ms=1500").await.status })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.wait_busy("faulty", "1.0.0", 1).await;
     let started = Instant::now();
     let refused = host.get("/faulty/ok").await;
     assert_eq!(
@@ -209,7 +209,7 @@ async fn each_strategy_spreads_calls_as_it_promises() {
         let host = host.clone();
         tokio::spawn(async move { instance(&host.get("/least/slow?ms=800").await) })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    host.wait_busy("least", "1.0.0", 1).await;
     let mut during = BTreeSet::new();
     for _ in 0..10 {
         let started = Instant::now();

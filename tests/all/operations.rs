@@ -2,7 +2,6 @@
 //! readiness, graceful shutdown. End to end, against the real host.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::support::{Site, component};
 use axum::http::StatusCode;
@@ -80,8 +79,7 @@ async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
     assert_eq!(id.len(), 32, "a fresh id: {id:?}");
     assert_ne!(host.get("/users").await.header("x-request-id"), id);
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = site.log();
+    let logs = site.log_mentioning("trace-me-42");
     let line = logs
         .lines()
         .find(|l| l.contains("trace-me-42"))
@@ -173,7 +171,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
         let host = host.clone();
         tokio::spawn(async move { host.get("/faulty/slow?ms=1000").await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    host.wait_busy("faulty", "1.0.0", 1).await;
     host.terminate();
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");

@@ -413,6 +413,21 @@ impl Host {
             .unwrap_or(0.0)
     }
 
+    /// Wait (up to 20 s) until `n` instances of `service` `version` are on
+    /// a call: the moment a test's slow request is surely in flight.
+    pub async fn wait_busy(&self, service: &str, version: &str, n: usize) {
+        let series = format!(
+            r#"switchyard_instances{{service="{service}",version="{version}",state="busy"}}"#
+        );
+        for _ in 0..2000 {
+            if self.metric(&series).await >= n as f64 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{service} {version} never had {n} instances busy");
+    }
+
     /// `host:port` the host listens on, for raw TCP clients.
     pub fn addr(&self) -> &str {
         self.base.trim_start_matches("http://")
