@@ -38,6 +38,10 @@ use switchyard_store::{Location, Store};
 pub struct Settings {
     pub services_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where compiled components are kept; `None`: `data_dir/compiled`.
+    /// Entries are keyed by the component's digest and the engine, and
+    /// written whole, so hosts may share one.
+    pub compiled_cache: Option<PathBuf>,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -105,7 +109,10 @@ impl App {
             components: store.clone(),
             // Canonical, so that the watcher's event paths can be matched against it.
             services_dir: settings.services_dir.canonicalize()?,
-            cache_dir: settings.data_dir.join("compiled"),
+            cache_dir: settings
+                .compiled_cache
+                .clone()
+                .unwrap_or_else(|| settings.data_dir.join("compiled")),
             default_deadline: settings.request_timeout,
         });
         loader.load_all().await?;

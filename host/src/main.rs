@@ -52,6 +52,10 @@ struct ServeArgs {
     /// compiled components); created if missing.
     #[arg(long, env = "SWITCHYARD_DATA", default_value = "data")]
     data: PathBuf,
+    /// Folder for compiled components, which hosts of the same build may
+    /// share; default: <data>/compiled.
+    #[arg(long, env = "SWITCHYARD_COMPILED_CACHE")]
+    compiled_cache: Option<PathBuf>,
     /// Where services' data and deployment records live: a PostgreSQL
     /// database that several hosts share (postgres://USER@HOST:PORT/DB), or
     /// sqlite:DIR. Default: the embedded SQLite store under --data.
@@ -144,6 +148,7 @@ async fn run() -> anyhow::Result<()> {
             switchyard::serve(switchyard::Settings {
                 services_dir: args.services,
                 data_dir: args.data,
+                compiled_cache: args.compiled_cache,
                 listen: args.listen,
                 max_body_bytes: args.max_body_bytes,
                 request_timeout: Duration::from_millis(args.request_timeout_ms),

@@ -24,12 +24,20 @@ pub fn component(name: &str) -> PathBuf {
     PathBuf::from(test_artifacts::path(name))
 }
 
+/// Where every host the tests start keeps compiled components: one cache
+/// for the whole test run, so each component is compiled once, not once per
+/// test.
+pub fn compiled_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled")
+}
+
 /// Settings to load the services in `services` in process (`App::load`),
 /// with data in `data`: a small pool, no socket of its own.
 pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Settings {
     switchyard::Settings {
         services_dir: services,
         data_dir: data,
+        compiled_cache: Some(compiled_cache()),
         listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1 << 20,
         request_timeout: Duration::from_secs(5),
@@ -132,6 +140,8 @@ impl Site {
             .arg(self.services())
             .arg("--data")
             .arg(self.data())
+            .arg("--compiled-cache")
+            .arg(compiled_cache())
             .args(["--listen", "127.0.0.1:0"])
             .args(args);
         command
