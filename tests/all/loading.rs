@@ -159,3 +159,68 @@ pub(crate) async fn plain_exports_a_toolchain_leaves_are_no_service_interface() 
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     }
 }
+
+/// The misplaced component files the admin API lists, by path.
+async fn misplaced(host: &crate::support::Host) -> Value {
+    host.read("/admin/services").await.body["misplaced_files"].clone()
+}
+
+/// Wait (up to 10 s) until `check` holds for the misplaced files.
+async fn misplaced_until(host: &crate::support::Host, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let listed = misplaced(host).await;
+        if check(&listed) {
+            return listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    misplaced(host).await
+}
+
+fn reason_for<'a>(listed: &'a Value, file: &str) -> Option<&'a str> {
+    listed
+        .as_array()?
+        .iter()
+        .find(|entry| entry["file"] == file)?["reason"]
+        .as_str()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_file_out_of_place_is_listed_with_where_it_belongs() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    let goods = std::fs::read(component("goods")).unwrap();
+    // There at start-up: at the top of the folder, under a name that is no
+    // service's, one folder too deep.
+    std::fs::write(site.services().join("ratings.wasm"), &goods).unwrap();
+    std::fs::create_dir_all(site.services().join("Bad_Name")).unwrap();
+    std::fs::write(site.services().join("Bad_Name/1.0.0.wasm"), &goods).unwrap();
+    std::fs::create_dir_all(site.services().join("goods/old")).unwrap();
+    std::fs::write(site.services().join("goods/old/0.9.0.wasm"), &goods).unwrap();
+    let host = site.start();
+
+    let listed = misplaced(&host).await;
+    let top = reason_for(&listed, "ratings.wasm").unwrap_or_else(|| panic!("{listed}"));
+    assert!(top.contains("services/ratings/1.0.0.wasm"), "{top}");
+    let bad = reason_for(&listed, "Bad_Name/1.0.0.wasm").unwrap_or_else(|| panic!("{listed}"));
+    assert!(bad.contains("not a valid service name"), "{bad}");
+    let deep = reason_for(&listed, "goods/old/0.9.0.wasm").unwrap_or_else(|| panic!("{listed}"));
+    assert!(deep.contains("too deep"), "{deep}");
+    assert!(site.log().contains("ratings.wasm"), "the log says so too");
+    assert_eq!(host.active("goods").await, "1.0.0");
+
+    // Dropped while serving, then taken away: listed, then no more.
+    std::fs::write(site.services().join("reviews.wasm"), &goods).unwrap();
+    let listed = misplaced_until(&host, |l| reason_for(l, "reviews.wasm").is_some()).await;
+    let dropped = reason_for(&listed, "reviews.wasm").unwrap_or_else(|| panic!("{listed}"));
+    assert!(dropped.contains("services/reviews/1.0.0.wasm"), "{dropped}");
+    std::fs::remove_file(site.services().join("reviews.wasm")).unwrap();
+    std::fs::remove_dir_all(site.services().join("Bad_Name")).unwrap();
+    let listed = misplaced_until(&host, |l| {
+        reason_for(l, "reviews.wasm").is_none() && reason_for(l, "Bad_Name/1.0.0.wasm").is_none()
+    })
+    .await;
+    assert!(reason_for(&listed, "reviews.wasm").is_none(), "{listed}");
+    assert!(reason_for(&listed, "Bad_Name/1.0.0.wasm").is_none(), "{listed}");
+    assert!(reason_for(&listed, "ratings.wasm").is_some(), "{listed}");
+}

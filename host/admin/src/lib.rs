@@ -75,7 +75,13 @@ async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
         .iter()
         .filter_map(|s| views::describe(&admin.registry, &s.name))
         .collect();
-    axum::Json(json!({ "services": services })).into_response()
+    let misplaced: Vec<_> = admin
+        .registry
+        .misplaced_files()
+        .into_iter()
+        .map(|(file, reason)| json!({ "file": file, "reason": reason }))
+        .collect();
+    axum::Json(json!({ "services": services, "misplaced_files": misplaced })).into_response()
 }
 
 async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {

@@ -108,10 +108,12 @@ async fn apply(loader: &Loader, path: &Path) -> Vec<PathBuf> {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match parts.as_slice() {
+        [file] if !path.is_dir() && is_component_file(file) => loader.note_misplaced(&parts, path),
         [service] => return service_dir_changed(loader, service, path).await,
         [service, file] => file_changed(loader, service, file, path).await,
-        _ => {}
+        _ => loader.note_misplaced(&parts, path),
     }
     Vec::new()
 }
@@ -119,12 +121,16 @@ async fn apply(loader: &Loader, path: &Path) -> Vec<PathBuf> {
 /// A whole service folder appeared (moved in: its files may predate the
 /// watch on it) or disappeared (every version goes with it).
 async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<PathBuf> {
-    if valid_service_name(service).is_err() {
+    if service.starts_with('.') {
         return Vec::new();
     }
     if dir.is_dir() {
         let files = std::fs::read_dir(dir).map(|entries| entries.flatten().map(|e| e.path()));
         return files.map(Iterator::collect).unwrap_or_default();
+    }
+    loader.registry.forget_misplaced_in(service);
+    if valid_service_name(service).is_err() {
+        return Vec::new();
     }
     for version in loader.registry.versions_of(service) {
         loader.file_removed(service, &version).await;
@@ -142,8 +148,8 @@ async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
         }
         return;
     }
-    if let Err(e) = valid_service_name(service) {
-        tracing::error!(file = %path.display(), "refused: {e:#}");
+    if valid_service_name(service).is_err() {
+        loader.note_misplaced(&[service, file], path);
         return;
     }
     let version = match version_of_file(file) {

@@ -26,7 +26,7 @@ use crate::registry::Registry;
 use switchyard_runtime::Runtime;
 use switchyard_store::{ComponentStore, KeyValueStore};
 
-pub use naming::{is_component_file, valid_service_name, version_of_file};
+pub use naming::{is_component_file, misplaced, valid_service_name, version_of_file};
 pub use settings::{
     FailoverSettings, InstanceSettings, LimitSettings, OutboundSettings, RpcSettings,
     ServiceSettings, SettingsError,

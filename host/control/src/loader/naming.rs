@@ -37,3 +37,34 @@ pub fn version_of_file(file_name: &str) -> Result<Version> {
 pub fn is_component_file(file_name: &str) -> bool {
     file_name.ends_with(".wasm") && !file_name.starts_with('.')
 }
+
+/// Why the component file at `parts` (its path under the services folder)
+/// is not loaded, when it is not `<service>/<version>.wasm` with a valid
+/// service name, saying where it belongs; `None` for a file that is not a
+/// component file at all (hidden, another extension), or is in its place.
+pub fn misplaced(parts: &[&str]) -> Option<String> {
+    let file = parts.last()?;
+    if !is_component_file(file) {
+        return None;
+    }
+    match parts {
+        [file] => {
+            let stem = file.trim_end_matches(".wasm");
+            let name = if valid_service_name(stem).is_ok() {
+                stem
+            } else {
+                "<name>"
+            };
+            Some(format!(
+                "not in a service's folder: a version goes in services/<name>/<version>.wasm, \
+                 e.g. services/{name}/1.0.0.wasm"
+            ))
+        }
+        [service, _] => valid_service_name(service).err().map(|e| format!("{e:#}")),
+        _ => Some(
+            "too deep: a version goes directly in its service's folder, \
+             services/<name>/<version>.wasm"
+                .to_string(),
+        ),
+    }
+}

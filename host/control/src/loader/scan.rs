@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use semver::Version;
 
-use super::naming::{is_component_file, valid_service_name, version_of_file};
+use super::naming::{is_component_file, misplaced, valid_service_name, version_of_file};
 use super::{Loader, MAX_COMPONENT_BYTES};
 use crate::files;
 use crate::registry::{Found, LoadedVersion, Refusal, VersionEntry};
@@ -27,17 +27,17 @@ impl Loader {
         let mut found = Vec::new();
         for entry in std::fs::read_dir(&self.services_dir)? {
             let dir = entry?.path();
+            let name = file_name(&dir);
             if !dir.is_dir() {
+                self.note_misplaced(&[&name], &dir);
                 continue;
             }
-            let name = dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
             if let Err(e) = valid_service_name(&name) {
                 if !name.starts_with('.') {
                     tracing::error!(dir = %dir.display(), "skipping: {e:#}");
+                    for file in children(&dir) {
+                        self.note_misplaced(&[&name, &file_name(&file)], &file);
+                    }
                 }
                 continue;
             }
@@ -77,11 +77,13 @@ impl Loader {
             }
         };
         for path in files.flatten().map(|f| f.path()) {
-            let file_name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+            let file_name = file_name(&path);
+            if path.is_dir() {
+                for inner in children(&path) {
+                    self.note_misplaced(&[name, &file_name, &self::file_name(&inner)], &inner);
+                }
+                continue;
+            }
             if !is_component_file(&file_name) {
                 continue;
             }
@@ -176,6 +178,22 @@ impl Loader {
         }
     }
 
+    /// `path`, at `parts` under the services folder, is a component file
+    /// that will not be loaded (or is gone): say so in the log and the
+    /// admin view (see [`misplaced`]).
+    pub fn note_misplaced(&self, parts: &[&str], path: &Path) {
+        let Some(reason) = misplaced(parts) else {
+            return;
+        };
+        let file = parts.join("/");
+        if path.exists() {
+            tracing::error!(file = %path.display(), "not loaded: {reason}");
+            self.registry.misplaced_file(&file, Some(&reason));
+        } else {
+            self.registry.misplaced_file(&file, None);
+        }
+    }
+
     fn rejected(&self, path: &Path, reason: String) -> VersionEntry {
         tracing::error!(file = %path.display(), "rejected: {reason}");
         VersionEntry::Rejected(Refusal::Load { reason })
@@ -188,4 +206,19 @@ async fn read_component(path: &Path) -> Result<Vec<u8>> {
     let path = path.to_path_buf();
     let read = tokio::task::spawn_blocking(move || files::read_regular(&path, MAX_COMPONENT_BYTES));
     Ok(read.await??)
+}
+
+/// The last part of `path`, as text.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The entries of the folder `dir` (none when it cannot be read).
+fn children(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }

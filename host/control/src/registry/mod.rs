@@ -164,6 +164,11 @@ pub struct Registry {
     persisting: tokio::sync::Mutex<()>,
     deployments: Arc<dyn DeploymentStore>,
     events: broadcast::Sender<Event>,
+    /// Component files in the services folder that belong to no service
+    /// (see `loader::misplaced`), by path under the folder, and why: never
+    /// loaded, but listed, so that nothing is ignored silently. Not stored:
+    /// the folder is read again at start-up.
+    misplaced: Mutex<BTreeMap<String, String>>,
 }
 
 impl Registry {
@@ -175,6 +180,7 @@ impl Registry {
             persisting: tokio::sync::Mutex::default(),
             deployments,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            misplaced: Mutex::default(),
         }
     }
 
@@ -498,6 +504,32 @@ impl Registry {
             .books()
             .flat_map(|(_, b)| b.loaded_versions().cloned())
             .collect()
+    }
+
+    /// The component file `file` (its path under the services folder) will
+    /// not be loaded, for `reason`; or, with `None`, it is gone.
+    pub fn misplaced_file(&self, file: &str, reason: Option<&str>) {
+        let mut misplaced = self.misplaced.lock().unwrap_or_else(|p| p.into_inner());
+        match reason {
+            Some(reason) => misplaced.insert(file.to_string(), reason.to_string()),
+            None => misplaced.remove(file),
+        };
+    }
+
+    /// The folder `dir` (under the services folder) is gone, and with it
+    /// every misplaced file in it.
+    pub fn forget_misplaced_in(&self, dir: &str) {
+        let prefix = format!("{dir}/");
+        let mut misplaced = self.misplaced.lock().unwrap_or_else(|p| p.into_inner());
+        misplaced.retain(|file, _| !file.starts_with(&prefix));
+    }
+
+    /// Every misplaced component file and why it is not loaded, by path.
+    pub fn misplaced_files(&self) -> BTreeMap<String, String> {
+        self.misplaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Why nothing serves `service`, for the error a client gets.
