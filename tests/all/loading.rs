@@ -221,6 +221,9 @@ async fn a_component_file_out_of_place_is_listed_with_where_it_belongs() {
     })
     .await;
     assert!(reason_for(&listed, "reviews.wasm").is_none(), "{listed}");
-    assert!(reason_for(&listed, "Bad_Name/1.0.0.wasm").is_none(), "{listed}");
+    assert!(
+        reason_for(&listed, "Bad_Name/1.0.0.wasm").is_none(),
+        "{listed}"
+    );
     assert!(reason_for(&listed, "ratings.wasm").is_some(), "{listed}");
 }

@@ -162,6 +162,36 @@ async fn readiness_follows_whether_every_service_has_an_active_version() {
     );
 }
 
+/// A service whose files are all deleted is withdrawn: readiness no longer
+/// waits for it, its routes answer 404, the admin view says it was removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_service_folder_removes_the_service_without_a_restart() {
+    let site = Site::new();
+    site.install("users", "1.0.0", &component("users"));
+    site.write("ratings", "1.0.0", b"broken");
+    let host = site.start();
+    assert_eq!(host.get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(host.get("/ratings/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    std::fs::remove_dir_all(site.services().join("ratings")).unwrap();
+    let mut ready = host.get("/readyz").await;
+    for _ in 0..200 {
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ready = host.get("/readyz").await;
+    }
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    let gone = host.get("/ratings/").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");
+    assert!(gone.error().contains("no service named"), "{gone:?}");
+    let ratings = host.service("ratings").await;
+    assert_eq!(ratings["removed"], true, "{ratings}");
+    assert_eq!(ratings["history"][0]["action"], "removed", "{ratings}");
+    assert_eq!(host.service("users").await["removed"], false);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
     let site = Site::new();

@@ -61,6 +61,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
         |uses: &mut dyn Iterator<Item = &InterfaceUse>| uses.map(|u| u.name.clone()).collect();
     ServiceView {
         name: name.to_string(),
+        removed: book.versions.is_empty(),
         mode: book.mode,
         active_version: active.map(|v| v.version.to_string()),
         traffic: routing.weights().map(|(v, w)| (v.to_string(), w)).collect(),
@@ -106,6 +107,10 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
 #[derive(Serialize)]
 pub struct ServiceView {
     pub name: String,
+    /// Every version's file was removed: it serves nothing, `/readyz` does
+    /// not wait for it and its routes answer 404; its history stays until
+    /// the host restarts.
+    pub removed: bool,
     pub mode: Activation,
     pub active_version: Option<String>,
     /// Version → weight; one entry at 100 when a single version is active.

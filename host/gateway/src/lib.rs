@@ -108,13 +108,7 @@ async fn healthz() -> Response {
 
 /// Every known service has a version taking traffic.
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
-    let missing: Vec<String> = gateway
-        .registry
-        .list()
-        .iter()
-        .filter(|s| !s.is_serving())
-        .map(|s| s.name.clone())
-        .collect();
+    let missing = gateway.registry.unready();
     if missing.is_empty() {
         return axum::Json(json!({ "status": "ready" })).into_response();
     }
@@ -209,10 +203,12 @@ async fn route_to_service(
         return (response, None);
     };
     let Some(version) = service.pick() else {
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            gateway.registry.unavailable_reason(name),
-        );
+        let Some(reason) = gateway.registry.unavailable_reason(name) else {
+            // Every version of it was removed: it is no service any more.
+            let response = error(StatusCode::NOT_FOUND, format!("no service named {name:?}"));
+            return (response, None);
+        };
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, reason);
         set_header(response.headers_mut(), SERVICE_HEADER, &service.name);
         return (response, None);
     };

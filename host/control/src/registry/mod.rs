@@ -123,11 +123,6 @@ impl Service {
         self.routing.load_full()
     }
 
-    /// Whether some version takes this service's traffic.
-    pub fn is_serving(&self) -> bool {
-        self.routing.load().primary().is_some()
-    }
-
     /// The version for one call, or `None` when nothing serves.
     pub fn pick(&self) -> Option<Arc<LoadedVersion>> {
         self.routing.load().pick()
@@ -532,21 +527,37 @@ impl Registry {
             .clone()
     }
 
-    /// Why nothing serves `service`, for the error a client gets.
-    pub fn unavailable_reason(&self, service: &str) -> String {
+    /// Why nothing serves `service`, for the error a client gets; `None`
+    /// when it has no version at all: every file of it was removed, so it
+    /// is no service any more.
+    pub fn unavailable_reason(&self, service: &str) -> Option<String> {
         let state = self.state();
-        let rejected = state.book(service).and_then(|book| {
-            book.versions.iter().rev().find_map(|(v, e)| match e {
-                model::VersionEntry::Rejected(reason) => Some((v.clone(), reason.clone())),
-                model::VersionEntry::Loaded(_) => None,
-            })
+        let book = state.book(service)?;
+        if book.versions.is_empty() {
+            return None;
+        }
+        let rejected = book.versions.iter().rev().find_map(|(v, e)| match e {
+            model::VersionEntry::Rejected(reason) => Some((v.clone(), reason.clone())),
+            model::VersionEntry::Loaded(_) => None,
         });
-        match rejected {
+        Some(match rejected {
             Some((v, reason)) => {
                 format!("service {service} has no active version ({v} was rejected: {reason})")
             }
             None => format!("service {service} has no active version"),
-        }
+        })
+    }
+
+    /// The services that have versions but none serving: what `/readyz`
+    /// waits for. A service whose every version was removed is not one.
+    pub fn unready(&self) -> Vec<String> {
+        self.read_books(|name, book| {
+            (!book.versions.is_empty() && book.routing.primary().is_none())
+                .then(|| name.to_string())
+        })
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Read the book of service `name` (the registry's own record of it:
