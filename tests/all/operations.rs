@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::support::{Site, component};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,8 +170,14 @@ async fn deleting_a_service_folder_removes_the_service_without_a_restart() {
     site.install("users", "1.0.0", &component("users"));
     site.write("ratings", "1.0.0", b"broken");
     let host = site.start();
-    assert_eq!(host.get("/readyz").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(host.get("/ratings/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        host.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        host.get("/ratings/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 
     std::fs::remove_dir_all(site.services().join("ratings")).unwrap();
     let mut ready = host.get("/readyz").await;
@@ -210,4 +216,62 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
     let status = host.wait_exit();
     assert!(status.success(), "exit status {status}");
     assert!(site.log().contains("stopped"), "{}", site.log());
+}
+
+/// The admin API removes a version or a whole service, operators only: the
+/// files go, the versions are withdrawn, traffic falls back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_removes_a_version_or_a_service_through_the_admin_api() {
+    const TOKEN: &str = "remove-secret";
+    let site = Site::new();
+    site.install("users", "1.0.0", &component("users"));
+    site.install("goods", "1.0.0", &component("goods"));
+    site.install("goods", "1.1.0", &component("goods_v2"));
+    let host = site.start_with(&["--admin-token", TOKEN]);
+    assert_eq!(host.active("goods").await, "1.1.0");
+
+    let anonymous = host
+        .send(Method::DELETE, "/admin/services/goods/versions/1.1.0", None)
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{anonymous:?}");
+    assert!(site.services().join("goods/1.1.0.wasm").exists());
+
+    let removed = host
+        .send_as(
+            TOKEN,
+            Method::DELETE,
+            "/admin/services/goods/versions/1.1.0",
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{removed:?}");
+    assert_eq!(removed.body["active_version"], "1.0.0", "traffic fell back");
+    assert!(!site.services().join("goods/1.1.0.wasm").exists());
+    assert_eq!(
+        host.get("/goods").await.header("x-switchyard-version"),
+        "1.0.0"
+    );
+    let again = host
+        .send_as(
+            TOKEN,
+            Method::DELETE,
+            "/admin/services/goods/versions/1.1.0",
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{again:?}");
+
+    let gone = host
+        .send_as(TOKEN, Method::DELETE, "/admin/services/goods", None)
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{gone:?}");
+    assert_eq!(gone.body["removed"], true, "{gone:?}");
+    assert!(!site.services().join("goods").exists());
+    assert_eq!(host.get("/goods").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(host.get("/readyz").await.status, StatusCode::OK);
+    let unknown = host
+        .send_as(TOKEN, Method::DELETE, "/admin/services/nothing", None)
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{unknown:?}");
+    assert_eq!(host.active("users").await, "1.0.0");
 }

@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use semver::Version;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -61,7 +61,14 @@ pub fn router(admin: Arc<Admin>) -> Router {
         ));
     Router::new()
         .route("/admin/services", get(list_services))
-        .route("/admin/services/{name}", get(show_service))
+        .route(
+            "/admin/services/{name}",
+            get(show_service).delete(remove_service),
+        )
+        .route(
+            "/admin/services/{name}/versions/{version}",
+            delete(remove_version),
+        )
         .route("/admin/nodes", get(list_nodes))
         .merge(changes)
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
@@ -272,4 +279,77 @@ async fn upload_version(
     admin.loader.warm_serving().await;
     let created = json!({ "service": name, "version": version.to_string(), "state": state });
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+/// Remove one version: its file is deleted from the services folder and the
+/// version withdrawn, as if an operator had deleted the file (traffic falls
+/// back as it would then). The service's data stays.
+async fn remove_version(
+    State(admin): State<Arc<Admin>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let version = parse_version(&version)?;
+    if !admin.registry.has_version(&name, &version) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("service {name:?} has no version {version}"),
+        ));
+    }
+    let file = admin
+        .loader
+        .service_dir(&name)
+        .join(format!("{version}.wasm"));
+    delete_path(&file).await?;
+    admin.loader.file_removed(&name, &version).await;
+    changed(&admin, &name).await
+}
+
+/// Remove a whole service: its folder (versions and `service.toml`) is
+/// deleted and every version withdrawn. Its data in the store stays, for a
+/// service of the same name to find again.
+async fn remove_service(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    valid_service_name(&name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    let versions = admin.registry.versions_of(&name);
+    if versions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no service named {name:?}"),
+        ));
+    }
+    delete_path(&admin.loader.service_dir(&name)).await?;
+    for version in &versions {
+        admin.loader.file_removed(&name, version).await;
+    }
+    changed(&admin, &name).await
+}
+
+/// Delete the file or folder at `path` (gone already is fine), off the
+/// async workers.
+async fn delete_path(path: &std::path::Path) -> Result<(), ApiError> {
+    let target = path.to_path_buf();
+    let deleted = tokio::task::spawn_blocking(move || {
+        let outcome = if target.is_dir() {
+            std::fs::remove_dir_all(&target)
+        } else {
+            std::fs::remove_file(&target)
+        };
+        match outcome {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|d| d);
+    deleted.map_err(|e| {
+        tracing::error!(path = %path.display(), "cannot delete: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot delete {}: {e}", path.display()),
+        )
+    })
 }
