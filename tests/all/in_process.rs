@@ -103,10 +103,22 @@ async fn admin_changes_answer_each_mistake_with_its_status_and_a_reason() {
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
-            Method::DELETE,
+            Method::PATCH,
             "/admin/services/goods",
             "",
             StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            "/admin/services/goods/versions/not-semver",
+            "",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::DELETE,
+            "/admin/services/goods/versions/9.9.9",
+            "",
+            StatusCode::NOT_FOUND,
         ),
         (Method::GET, "/nope/x", "", StatusCode::NOT_FOUND),
     ];
