@@ -12,13 +12,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use semver::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::deployable::Deployable;
 use switchyard_runtime::InterfaceUse;
 
 /// Why a version cannot serve alongside the versions of other services.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Incompatibility {
     /// Another service exports the same interface.
@@ -44,7 +44,6 @@ pub enum Incompatibility {
     ProviderLacks {
         interface: String,
         provider: String,
-        #[serde(serialize_with = "crate::compat::as_text")]
         version: Version,
         gaps: Vec<Gap>,
     },
@@ -55,7 +54,6 @@ pub enum Incompatibility {
     )]
     BreaksConsumer {
         consumer: String,
-        #[serde(serialize_with = "crate::compat::as_text")]
         version: Version,
         interface: String,
         gaps: Vec<Gap>,
@@ -63,7 +61,7 @@ pub enum Incompatibility {
 }
 
 /// One thing a provider lacks of an imported interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Gap {
     /// It does not export the interface at all.
@@ -94,10 +92,6 @@ impl fmt::Display for Gaps<'_> {
         }
         Ok(())
     }
-}
-
-fn as_text<S: serde::Serializer>(version: &Version, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(version)
 }
 
 /// What serves now: each service's name with the versions its traffic goes to.
@@ -205,7 +199,7 @@ fn gaps<V: Deployable>(import: &InterfaceUse, provider: &V) -> Vec<Gap> {
 
 /// Why a version was refused: the loader's reason (the file, the component,
 /// its settings, its start-up), or how it does not fit the other services.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Refusal {
     #[error("{reason}")]

@@ -125,6 +125,16 @@ impl<V: Deployable> Book<V> {
             known: self.known.clone(),
             history: self.history.clone(),
             failed: self.failed.clone(),
+            rejected: self
+                .versions
+                .iter()
+                .filter_map(|(version, entry)| match entry {
+                    VersionEntry::Rejected(why @ Refusal::Incompatible { .. }) => {
+                        Some((version.clone(), why.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
@@ -246,6 +256,13 @@ impl<V: Deployable> Deployments<V> {
             let book = self.book_or_new(&found.name);
             book.mode = found.mode;
             book.versions = found.versions;
+            // Refused before the restart for not fitting: still refused,
+            // for the same reason, until its file is dropped in again.
+            for (version, why) in stored.rejected {
+                if let Some(entry @ VersionEntry::Loaded(_)) = book.versions.get_mut(&version) {
+                    *entry = VersionEntry::Rejected(why);
+                }
+            }
             book.refused_files = found.refused_files;
             book.previous = stored.previous;
             book.history = stored.history;

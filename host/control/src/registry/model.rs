@@ -243,4 +243,9 @@ pub struct Deployment {
     /// Versions failover took out of traffic, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<Version, String>,
+    /// Versions refused because they do not fit the other services, and
+    /// why: they load again at a restart, and stay refused (a load failure
+    /// is found again by loading, so is not kept).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rejected: BTreeMap<Version, Refusal>,
 }

@@ -581,6 +581,35 @@ fn restart(before: &Deployments<Fake>, found: Vec<Found<Fake>>) -> Deployments<F
 }
 
 #[test]
+fn a_version_refused_for_not_fitting_stays_refused_after_a_restart() {
+    let mut before = world(Activation::Auto, &[goods("1.0.0"), orders("1.0.0")]);
+    let mut broken = fake("goods", "2.0.0");
+    broken.exports = vec![interface(CATALOG, "get", WitType::U32)];
+    let broken = Arc::new(broken);
+    let refused = offer(&mut before, Activation::Auto, &broken).unwrap_err();
+    // The record survives the store's JSON.
+    let record = before.book("goods").unwrap().record();
+    let text = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<super::model::Deployment>(&text).unwrap(),
+        record
+    );
+
+    let after = restart(
+        &before,
+        vec![
+            found("goods", Activation::Auto, &[goods("1.0.0"), broken]),
+            found("orders", Activation::Auto, &[orders("1.0.0")]),
+        ],
+    );
+    assert_eq!(active(&after, "goods"), Some(ver("1.0.0")));
+    match &after.book("goods").unwrap().versions[&ver("2.0.0")] {
+        VersionEntry::Rejected(why) => assert_eq!(why, &refused),
+        VersionEntry::Loaded(_) => panic!("2.0.0 came back as a standby version"),
+    }
+}
+
+#[test]
 fn a_restart_after_a_failover_keeps_serving_the_fallback() {
     let v11 = goods("1.1.0");
     let mut before = world(Activation::Auto, &[goods("1.0.0"), v11.clone()]);
