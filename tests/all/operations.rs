@@ -62,6 +62,33 @@ async fn metrics_move_as_requests_errors_and_swaps_happen() {
     assert!(host.metric(idle).await >= 1.0);
 }
 
+/// What a guest prints goes to the log in the span of the request that
+/// printed it: its line carries the request id, as the service's own
+/// `wasi:logging` lines do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guests_output_lines_carry_the_request_id() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    let host = site.start_with(&["--log-format", "json"]);
+    let printed = host
+        .client()
+        .get(format!("{}/faulty/print?n=1&bytes=12", host.base))
+        .header("x-request-id", "print-me-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(printed.status(), StatusCode::OK);
+    let logs = site.log_mentioning("xxxxxxxxxxxx");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("xxxxxxxxxxxx"))
+        .unwrap_or_else(|| panic!("no line for the guest's output:\n{logs}"));
+    let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+    assert_eq!(entry["target"], "guest", "{entry}");
+    assert_eq!(entry["fields"]["stream"], "stdout", "{entry}");
+    assert_eq!(entry["span"]["id"], "print-me-7", "{entry}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
     let site = Site::shop();

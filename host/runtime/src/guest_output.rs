@@ -6,6 +6,10 @@
 //! and one call may write [`LOG_BYTES_PER_CALL`] across both streams; past
 //! that, output is dropped (and counted in `switchyard_log_dropped_total`)
 //! until the next call. Writing never makes a guest wait.
+//!
+//! Each line is logged in the span of the call that wrote it (the request's,
+//! with its id): wasmtime writes the streams from tasks of its own, outside
+//! that span, so the call's span is kept here when the call begins.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,14 +20,27 @@ use switchyard_platform::{LOG_BYTES_PER_CALL, MAX_LOG_MESSAGE_BYTES};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// What one call may still write to stdout and stderr together; reset when
-/// a call begins.
-#[derive(Clone, Default)]
-pub struct OutputBudget(Arc<AtomicUsize>);
+/// What one call may still write to stdout and stderr together, and the
+/// span its lines go in; both reset when a call begins.
+#[derive(Clone)]
+pub struct OutputBudget(Arc<AtomicUsize>, Arc<Mutex<tracing::Span>>);
+
+impl Default for OutputBudget {
+    fn default() -> Self {
+        OutputBudget(Arc::default(), Arc::new(Mutex::new(tracing::Span::none())))
+    }
+}
 
 impl OutputBudget {
-    pub fn refill(&self) {
+    /// A call begins, in `span`.
+    pub fn refill(&self, span: tracing::Span) {
         self.0.store(LOG_BYTES_PER_CALL, Ordering::Relaxed);
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = span;
+    }
+
+    /// The span of the call in progress (or the last one).
+    fn span(&self) -> tracing::Span {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Take `n` bytes; false when fewer are left.
@@ -86,6 +103,7 @@ impl Lines {
             return;
         }
         let (service, version, stream) = (&self.service, &self.version, self.stream);
+        let _call = self.budget.span().entered();
         if stream == "stderr" {
             tracing::warn!(target: "guest", %service, %version, stream, "{line}");
         } else {
@@ -154,7 +172,7 @@ mod tests {
     #[test]
     fn lines_are_cut_and_the_budget_runs_out() {
         let budget = OutputBudget::default();
-        budget.refill();
+        budget.refill(tracing::Span::none());
         let mut out = lines(&budget);
         out.write(&vec![b'a'; MAX_LOG_MESSAGE_BYTES * 3]);
         assert_eq!(out.pending.len(), MAX_LOG_MESSAGE_BYTES);
@@ -170,7 +188,7 @@ mod tests {
             out.write(b"\n");
         }
         assert!(budget.0.load(Ordering::Relaxed) < MAX_LOG_MESSAGE_BYTES);
-        budget.refill();
+        budget.refill(tracing::Span::none());
         assert!(budget.take(MAX_LOG_MESSAGE_BYTES));
     }
 }

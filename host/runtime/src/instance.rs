@@ -253,7 +253,7 @@ impl LiveInstance {
         state.deadline = Some(Instant::now() + state.limits.deadline);
         state.depth = depth;
         state.platform.begin_call();
-        state.output_budget.refill();
+        state.output_budget.refill(tracing::Span::current());
         state.timed_out = false;
         state.out_of_memory = false;
     }
