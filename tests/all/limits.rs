@@ -336,6 +336,36 @@ async fn a_failing_version_fails_over_to_the_previous_good_one_unless_turned_off
     );
 }
 
+/// A read that traps is retried once on a fresh instance, unless it asked
+/// the store to change something: then repeating it would change it twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
+    let site = Site::new();
+    faulty(&site, "faulty", "[failover]\nenabled = false\n");
+    let host = site.start();
+    let failed = host.get("/faulty/bump-then-panic").await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{failed:?}"
+    );
+    assert_eq!(
+        host.get("/faulty/bumps").await.body,
+        "1",
+        "run once, not twice"
+    );
+    let version = &host.service("faulty").await["versions"][0];
+    assert_eq!(version["errors"], 1, "{version}");
+
+    // One that wrote nothing is retried: two failed attempts.
+    assert_eq!(
+        host.get("/faulty/panic").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let version = &host.service("faulty").await["versions"][0];
+    assert_eq!(version["errors"], 3, "{version}");
+}
+
 /// A failing version with no healthy one to take over serves on, and says
 /// so: its history line is no failover to itself, its state is not a plain
 /// `active`.

@@ -310,6 +310,7 @@ impl InstancePool {
             index,
             guard: Some(guard),
             reusable: true,
+            wrote: Arc::default(),
         })
     }
 }
@@ -387,9 +388,19 @@ pub struct Lease {
     guard: Option<OwnedMutexGuard<Option<LiveInstance>>>,
     /// False from the start of a call until it finishes cleanly.
     reusable: bool,
+    /// Whether its last call asked the store to change anything; shared,
+    /// so that whoever hands the lease on can still ask (see [`Lease::writes`]).
+    wrote: Arc<AtomicBool>,
 }
 
 impl Lease {
+    /// Whether the call made on this lease asked the store to change
+    /// anything, readable after the lease is gone: a failed call that did
+    /// is not safe to repeat.
+    pub fn writes(&self) -> Arc<AtomicBool> {
+        self.wrote.clone()
+    }
+
     /// Which slot of its pool this instance sits in (reported to clients).
     pub fn slot(&self) -> usize {
         self.index
@@ -412,7 +423,10 @@ impl Lease {
         call: impl AsyncFnOnce(&mut LiveInstance) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         self.reusable = false;
-        let answer = call(self.instance()).await?;
+        let outcome = call(self.instance()).await;
+        let wrote = self.instance().wrote_during_call();
+        self.wrote.store(wrote, Ordering::Relaxed);
+        let answer = outcome?;
         self.ended_well();
         Ok(answer)
     }

@@ -78,6 +78,9 @@ pub struct Platform {
     log_budget: usize,
     /// Messages the call in progress could not log.
     log_dropped: u64,
+    /// Whether the call in progress asked the store to change anything
+    /// (whatever the answer): a call that did is not safe to repeat.
+    wrote: bool,
 }
 
 impl Platform {
@@ -96,6 +99,7 @@ impl Platform {
             quota,
             log_budget: LOG_BYTES_PER_CALL,
             log_dropped: 0,
+            wrote: false,
         }
     }
 
@@ -103,6 +107,13 @@ impl Platform {
     pub fn begin_call(&mut self) {
         self.log_budget = LOG_BYTES_PER_CALL;
         self.log_dropped = 0;
+        self.wrote = false;
+    }
+
+    /// Whether the call in progress (or the last) asked the store to change
+    /// anything.
+    pub fn wrote(&self) -> bool {
+        self.wrote
     }
 }
 
@@ -214,6 +225,7 @@ impl store::HostBucket for PlatformView<'_> {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let ns = self.namespace(&bucket)?;
+        self.platform.wrote = true;
         Ok(self
             .platform
             .store
@@ -228,6 +240,7 @@ impl store::HostBucket for PlatformView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let ns = self.namespace(&bucket)?;
+        self.platform.wrote = true;
         Ok(self
             .platform
             .store
@@ -284,6 +297,7 @@ impl atomics::Host for PlatformView<'_> {
         delta: u64,
     ) -> wasmtime::Result<Result<u64, store::Error>> {
         let ns = self.namespace(&bucket)?;
+        self.platform.wrote = true;
         Ok(self
             .platform
             .store
@@ -304,6 +318,7 @@ impl keyvalue_cas::Host for PlatformView<'_> {
         new: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let ns = self.namespace(&bucket)?;
+        self.platform.wrote = true;
         Ok(self
             .platform
             .store

@@ -231,6 +231,12 @@ impl LiveInstance {
         self.finish(outcome)
     }
 
+    /// Whether the call in progress (or the last) asked the store to change
+    /// anything: a call that did is not safe to repeat.
+    pub fn wrote_during_call(&self) -> bool {
+        self.store.data().platform.wrote()
+    }
+
     /// Whether it is better replaced than kept for the next call: its memory
     /// has grown to within an eighth of its limit (a guest whose heap only
     /// grows, as some JavaScript engines' does, would otherwise fail a call

@@ -16,6 +16,7 @@ pub mod wasi_http;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -97,7 +98,8 @@ pub async fn run<E: Executor>(
     let key = executor.hash_key(version, &call);
     let policy = *version.pool.policy();
     // A read that trapped or ran out of memory is retried once, on a fresh
-    // instance: reads are safe to repeat.
+    // instance: reads are safe to repeat, unless the guest asked the store
+    // to change something during the call.
     let mut retries_left = usize::from(executor.is_read(&call));
     loop {
         let lease = match version.pool.acquire(key).await {
@@ -119,6 +121,7 @@ pub async fn run<E: Executor>(
             }
         };
         let slot = lease.slot();
+        let wrote = lease.writes();
         let running = executor.call(gateway, version, lease, &call);
         let outcome = within_deadline(policy.limits.deadline, running).await;
         gateway.registry.report(version, outcome.as_ref().err());
@@ -129,7 +132,9 @@ pub async fn run<E: Executor>(
                     .insert(INSTANCE_HEADER, HeaderValue::from(slot));
                 return response;
             }
-            Err(failure @ (CallError::Trap(_) | CallError::OutOfMemory(_))) if retries_left > 0 => {
+            Err(failure @ (CallError::Trap(_) | CallError::OutOfMemory(_)))
+                if retries_left > 0 && !wrote.load(Ordering::Relaxed) =>
+            {
                 retries_left -= 1;
                 tracing::warn!(service = %version.service, version = %version.version, "retrying a read on a fresh instance: {failure}");
             }
