@@ -355,7 +355,11 @@ async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
         "run once, not twice"
     );
     let version = &host.service("faulty").await["versions"][0];
-    assert_eq!(version["errors"], 1, "{version}");
+    assert_eq!(
+        (&version["requests"], &version["attempts"], &version["errors"]),
+        (&json!(2), &json!(2), &json!(1)),
+        "{version}"
+    );
 
     // One that wrote nothing is retried: two failed attempts.
     assert_eq!(
@@ -363,7 +367,11 @@ async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
     let version = &host.service("faulty").await["versions"][0];
-    assert_eq!(version["errors"], 3, "{version}");
+    assert_eq!(
+        (&version["requests"], &version["attempts"], &version["errors"]),
+        (&json!(3), &json!(4), &json!(3)),
+        "one request, two attempts: {version}"
+    );
 }
 
 /// A failing version with no healthy one to take over serves on, and says

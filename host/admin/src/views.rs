@@ -38,6 +38,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
                 from_cache: Some(v.from_cache),
                 loaded_at_ms: Some(v.loaded_at_ms),
                 requests: v.requests.load(Ordering::Relaxed),
+                attempts: v.attempts.load(Ordering::Relaxed),
                 errors: v.errors.load(Ordering::Relaxed),
                 instances: v.pool.instances(),
             },
@@ -52,6 +53,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
                 from_cache: None,
                 loaded_at_ms: None,
                 requests: 0,
+                attempts: 0,
                 errors: 0,
                 instances: 0,
             },
@@ -150,7 +152,11 @@ pub struct VersionView {
     pub compile_ms: Option<f64>,
     pub from_cache: Option<bool>,
     pub loaded_at_ms: Option<u64>,
+    /// HTTP requests and calls from other services it answered.
     pub requests: u64,
+    /// Calls made on its instances: requests and their retries.
+    pub attempts: u64,
+    /// Attempts that failed on its side.
     pub errors: u64,
     pub instances: usize,
 }

@@ -33,7 +33,11 @@ pub struct LoadedVersion {
     pub compile_time: Duration,
     pub from_cache: bool,
     pub loaded_at_ms: u64,
+    /// Requests and calls it answered (a retried read counts once).
     pub requests: AtomicU64,
+    /// Calls made on its instances: requests and their retries.
+    pub attempts: AtomicU64,
+    /// Attempts that failed on its side.
     pub errors: AtomicU64,
     /// Where a consistent-hash service finds a request's key.
     pub hash_key: Option<HashKey>,

@@ -110,6 +110,7 @@ impl Loader {
             from_cache: compiled.from_cache,
             loaded_at_ms: now_ms(),
             requests: Default::default(),
+            attempts: Default::default(),
             errors: Default::default(),
             hash_key,
             kind,

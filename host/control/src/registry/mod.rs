@@ -416,6 +416,18 @@ impl Registry {
     /// the previous good version.
     pub fn report(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.requests.fetch_add(1, Ordering::Relaxed);
+        self.report_retry(version, failure);
+    }
+
+    /// As [`Registry::report`], for one more attempt at a request already
+    /// reported (a read retried on a fresh instance): an attempt, not a
+    /// request.
+    pub fn report_retry(
+        self: &Arc<Self>,
+        version: &Arc<LoadedVersion>,
+        failure: Option<&CallError>,
+    ) {
+        version.attempts.fetch_add(1, Ordering::Relaxed);
         if let Some(failure) = failure {
             self.report_late(version, failure);
         }

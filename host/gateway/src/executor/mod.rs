@@ -100,8 +100,10 @@ pub async fn run<E: Executor>(
     // A read that trapped or ran out of memory is retried once, on a fresh
     // instance: reads are safe to repeat, unless the guest asked the store
     // to change something during the call.
-    let mut retries_left = usize::from(executor.is_read(&call));
+    let retries = usize::from(executor.is_read(&call));
+    let mut retries_left = retries;
     loop {
+        let retried = retries_left < retries;
         let lease = match version.pool.acquire(key).await {
             Ok(lease) => lease,
             Err(busy @ (AcquireError::Busy { .. } | AcquireError::QueueFull(..))) => {
@@ -116,7 +118,7 @@ pub async fn run<E: Executor>(
             Err(AcquireError::Instantiate(e)) => {
                 // The version's own failure: counted, and it may fail over.
                 let failure = CallError::Start(e);
-                gateway.registry.report(version, Some(&failure));
+                report(gateway, version, retried, Some(&failure));
                 return failure_response(version, failure);
             }
         };
@@ -124,7 +126,7 @@ pub async fn run<E: Executor>(
         let wrote = lease.writes();
         let running = executor.call(gateway, version, lease, &call);
         let outcome = within_deadline(policy.limits.deadline, running).await;
-        gateway.registry.report(version, outcome.as_ref().err());
+        report(gateway, version, retried, outcome.as_ref().err());
         match outcome {
             Ok(mut response) => {
                 response
@@ -140,6 +142,20 @@ pub async fn run<E: Executor>(
             }
             Err(failure) => return failure_response(version, failure),
         }
+    }
+}
+
+/// Count one attempt at a request: the request itself, or its retry.
+fn report(
+    gateway: &Gateway,
+    version: &Arc<LoadedVersion>,
+    retried: bool,
+    failure: Option<&CallError>,
+) {
+    if retried {
+        gateway.registry.report_retry(version, failure);
+    } else {
+        gateway.registry.report(version, failure);
     }
 }
 
