@@ -356,7 +356,11 @@ async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
     );
     let version = &host.service("faulty").await["versions"][0];
     assert_eq!(
-        (&version["requests"], &version["attempts"], &version["errors"]),
+        (
+            &version["requests"],
+            &version["attempts"],
+            &version["errors"]
+        ),
         (&json!(2), &json!(2), &json!(1)),
         "{version}"
     );
@@ -368,7 +372,11 @@ async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
     );
     let version = &host.service("faulty").await["versions"][0];
     assert_eq!(
-        (&version["requests"], &version["attempts"], &version["errors"]),
+        (
+            &version["requests"],
+            &version["attempts"],
+            &version["errors"]
+        ),
         (&json!(3), &json!(4), &json!(3)),
         "one request, two attempts: {version}"
     );
