@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a file was not read.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,14 @@ fn describe(kind: std::fs::FileType) -> &'static str {
     } else {
         "not a file"
     }
+}
+
+/// The paths in the folder `dir`, in no order (none when it cannot be
+/// read: the caller has nothing to list then).
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

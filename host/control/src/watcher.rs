@@ -16,6 +16,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::files;
 use crate::loader::{Loader, is_component_file, valid_service_name, version_of_file};
 
 /// How long a file must stay unchanged before it is read. Copies write far
@@ -125,8 +126,7 @@ async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<
         return Vec::new();
     }
     if dir.is_dir() {
-        let files = std::fs::read_dir(dir).map(|entries| entries.flatten().map(|e| e.path()));
-        return files.map(Iterator::collect).unwrap_or_default();
+        return files::entries(dir);
     }
     loader.registry.forget_misplaced_in(service);
     if valid_service_name(service).is_err() {

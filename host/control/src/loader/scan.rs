@@ -35,7 +35,7 @@ impl Loader {
             if let Err(e) = valid_service_name(&name) {
                 if !name.starts_with('.') {
                     tracing::error!(dir = %dir.display(), "skipping: {e:#}");
-                    for file in children(&dir) {
+                    for file in files::entries(&dir) {
                         self.note_misplaced(&[&name, &file_name(&file)], &file);
                     }
                 }
@@ -79,7 +79,7 @@ impl Loader {
         for path in files.flatten().map(|f| f.path()) {
             let file_name = file_name(&path);
             if path.is_dir() {
-                for inner in children(&path) {
+                for inner in files::entries(&path) {
                     self.note_misplaced(&[name, &file_name, &self::file_name(&inner)], &inner);
                 }
                 continue;
@@ -214,11 +214,4 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned()
-}
-
-/// The entries of the folder `dir` (none when it cannot be read).
-fn children(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
 }
