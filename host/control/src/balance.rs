@@ -310,7 +310,7 @@ impl InstancePool {
             index,
             guard: Some(guard),
             reusable: true,
-            wrote: Arc::default(),
+            wrote: None,
         })
     }
 }
@@ -389,16 +389,17 @@ pub struct Lease {
     /// False from the start of a call until it finishes cleanly.
     reusable: bool,
     /// Whether its last call asked the store to change anything; shared,
-    /// so that whoever hands the lease on can still ask (see [`Lease::writes`]).
-    wrote: Arc<AtomicBool>,
+    /// so that whoever hands the lease on can still ask. Made only when
+    /// asked for (see [`Lease::writes`]): most calls are never retried.
+    wrote: Option<Arc<AtomicBool>>,
 }
 
 impl Lease {
     /// Whether the call made on this lease asked the store to change
     /// anything, readable after the lease is gone: a failed call that did
     /// is not safe to repeat.
-    pub fn writes(&self) -> Arc<AtomicBool> {
-        self.wrote.clone()
+    pub fn writes(&mut self) -> Arc<AtomicBool> {
+        self.wrote.get_or_insert_default().clone()
     }
 
     /// Which slot of its pool this instance sits in (reported to clients).
@@ -425,7 +426,9 @@ impl Lease {
         self.reusable = false;
         let outcome = call(self.instance()).await;
         let wrote = self.instance().wrote_during_call();
-        self.wrote.store(wrote, Ordering::Relaxed);
+        if let Some(flag) = &self.wrote {
+            flag.store(wrote, Ordering::Relaxed);
+        }
         let answer = outcome?;
         self.ended_well();
         Ok(answer)

@@ -104,7 +104,7 @@ pub async fn run<E: Executor>(
     let mut retries_left = retries;
     loop {
         let retried = retries_left < retries;
-        let lease = match version.pool.acquire(key).await {
+        let mut lease = match version.pool.acquire(key).await {
             Ok(lease) => lease,
             Err(busy @ (AcquireError::Busy { .. } | AcquireError::QueueFull(..))) => {
                 let mut response = error(
@@ -123,7 +123,8 @@ pub async fn run<E: Executor>(
             }
         };
         let slot = lease.slot();
-        let wrote = lease.writes();
+        // Asked only where a retry is possible.
+        let wrote = (retries_left > 0).then(|| lease.writes());
         let running = executor.call(gateway, version, lease, &call);
         let outcome = within_deadline(policy.limits.deadline, running).await;
         report(gateway, version, retried, outcome.as_ref().err());
@@ -135,7 +136,7 @@ pub async fn run<E: Executor>(
                 return response;
             }
             Err(failure @ (CallError::Trap(_) | CallError::OutOfMemory(_)))
-                if retries_left > 0 && !wrote.load(Ordering::Relaxed) =>
+                if wrote.as_ref().is_some_and(|w| !w.load(Ordering::Relaxed)) =>
             {
                 retries_left -= 1;
                 tracing::warn!(service = %version.service, version = %version.version, "retrying a read on a fresh instance: {failure}");
