@@ -78,12 +78,7 @@ async fn a_guests_output_lines_carry_the_request_id() {
         .await
         .unwrap();
     assert_eq!(printed.status(), StatusCode::OK);
-    let logs = site.log_mentioning("xxxxxxxxxxxx");
-    let line = logs
-        .lines()
-        .find(|l| l.contains("xxxxxxxxxxxx"))
-        .unwrap_or_else(|| panic!("no line for the guest's output:\n{logs}"));
-    let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+    let entry = site.log_entry_mentioning("xxxxxxxxxxxx");
     assert_eq!(entry["target"], "guest", "{entry}");
     assert_eq!(entry["fields"]["stream"], "stdout", "{entry}");
     assert_eq!(entry["span"]["id"], "print-me-7", "{entry}");
@@ -106,12 +101,7 @@ async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
     assert_eq!(id.len(), 32, "a fresh id: {id:?}");
     assert_ne!(host.get("/users").await.header("x-request-id"), id);
 
-    let logs = site.log_mentioning("trace-me-42");
-    let line = logs
-        .lines()
-        .find(|l| l.contains("trace-me-42"))
-        .unwrap_or_else(|| panic!("no log line for the request:\n{logs}"));
-    let entry: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+    let entry = site.log_entry_mentioning("trace-me-42");
     assert_eq!(entry["span"]["id"], "trace-me-42");
     assert_eq!(entry["fields"]["method"], "GET");
     assert_eq!(entry["fields"]["path"], "/goods");

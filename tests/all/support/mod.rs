@@ -193,6 +193,17 @@ impl Site {
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
 
+    /// The first line of the host's JSON log (`--log-format json`) that
+    /// mentions `needle`, parsed, once there is one.
+    pub fn log_entry_mentioning(&self, needle: &str) -> Value {
+        let logs = self.log_mentioning(needle);
+        let line = logs
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line mentions {needle:?}:\n{logs}"));
+        serde_json::from_str(line).expect("JSON logs")
+    }
+
     /// What the host wrote to stderr, once it mentions `needle` (the host
     /// writes lines at `info` in batches, within 20 ms), or after 5 s.
     pub fn log_mentioning(&self, needle: &str) -> String {
