@@ -84,6 +84,82 @@ async fn a_guests_output_lines_carry_the_request_id() {
     assert_eq!(entry["span"]["id"], "print-me-7", "{entry}");
 }
 
+/// When a guest traps, what it wrote to stderr as it failed (here a Rust
+/// panic message) is the operators': in the log line of the failed request
+/// and in the admin view. The client learns that the service failed and
+/// under which request id, not the guest's text nor the wasm backtrace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trap_gives_the_client_a_request_id_and_the_operators_the_guests_error() {
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[limits]\ndeadline_ms = 200\n[failover]\nenabled = false\n",
+    );
+    let host = site.start_with(&["--log-format", "json"]);
+    let panicked = host
+        .client()
+        .post(format!("{}/faulty/panic", host.base))
+        .header("x-request-id", "panic-me-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: serde_json::Value = panicked.json().await.unwrap();
+    assert_eq!(body["request_id"], "panic-me-3", "{body}");
+    let error = body["error"].as_str().unwrap();
+    for part in ["service faulty 1.0.0 failed", "panic-me-3"] {
+        assert!(error.contains(part), "{part}: {body}");
+    }
+    for hidden in ["panics on request", "backtrace"] {
+        assert!(!error.contains(hidden), "{hidden}: {body}");
+    }
+
+    let service = host.service("faulty").await;
+    let last = &service["versions"][0]["last_error"];
+    let stderr = last["stderr"].as_str().unwrap_or_default();
+    assert!(
+        stderr.contains("the faulty fixture panics on request"),
+        "{last}"
+    );
+    assert!(
+        last["failure"].as_str().unwrap().starts_with("trapped: "),
+        "{last}"
+    );
+    assert!(last["at_ms"].as_u64().unwrap() > 0, "{last}");
+
+    let entry = site.log_entry_mentioning("request failed");
+    assert_eq!(entry["span"]["id"], "panic-me-3", "{entry}");
+    let logged = entry["fields"]["stderr"].as_str().unwrap_or_default();
+    assert!(
+        logged.contains("the faulty fixture panics on request"),
+        "{entry}"
+    );
+    assert!(
+        entry["fields"]["trap"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wasm"),
+        "the whole trap is logged: {entry}"
+    );
+
+    // A call that succeeds leaves the last error as it was; the next
+    // failure's stderr is its own.
+    assert_eq!(host.get("/faulty/ok").await.status, StatusCode::OK);
+    let timed_out = host.post("/faulty/loop", json!({})).await;
+    assert_eq!(
+        timed_out.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{timed_out:?}"
+    );
+    let last = &host.service("faulty").await["versions"][0]["last_error"];
+    assert!(
+        last["failure"].as_str().unwrap().contains("did not finish"),
+        "{last}"
+    );
+    assert!(last.get("stderr").is_none(), "{last}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
     let site = Site::shop();

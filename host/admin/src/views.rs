@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use switchyard_control::registry::{
-    Activation, Book, HistoryEntry, LoadedVersion, Refusal, Registry, VersionEntry, VersionState,
-    version_state,
+    Activation, Book, HistoryEntry, LastError, LoadedVersion, Refusal, Registry, VersionEntry,
+    VersionState, version_state,
 };
 use switchyard_control::rpc;
 use switchyard_runtime::{ComponentKind, InterfaceUse, Provider};
@@ -40,6 +40,11 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
                 requests: v.requests.load(Ordering::Relaxed),
                 attempts: v.attempts.load(Ordering::Relaxed),
                 errors: v.errors.load(Ordering::Relaxed),
+                last_error: v
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
                 instances: v.pool.instances(),
             },
             VersionEntry::Rejected(reason) => VersionView {
@@ -55,6 +60,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
                 requests: 0,
                 attempts: 0,
                 errors: 0,
+                last_error: None,
                 instances: 0,
             },
         })
@@ -158,6 +164,9 @@ pub struct VersionView {
     pub attempts: u64,
     /// Attempts that failed on its side.
     pub errors: u64,
+    /// The most recent of those failures, with what the guest wrote to
+    /// stderr as it failed.
+    pub last_error: Option<LastError>,
     pub instances: usize,
 }
 

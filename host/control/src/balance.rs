@@ -443,9 +443,9 @@ impl Lease {
         results: &mut [Val],
     ) -> Result<(), CallError> {
         let Some(index) = self.pool.linked.exports().get(interface, function) else {
-            return Err(CallError::Trap(anyhow!(
-                "{interface}#{function} is not exported"
-            )));
+            return Err(CallError::Trap(
+                anyhow!("{interface}#{function} is not exported").into(),
+            ));
         };
         self.run(async |instance| instance.call_export(depth, &index, params, results).await)
             .await

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use semver::Version;
-use switchyard_runtime::{ComponentKind, InterfaceUse};
+use switchyard_runtime::{CallError, ComponentKind, GUEST_ERROR_BYTES, InterfaceUse};
 
 use crate::balance::{HashKey, InstancePool};
 use crate::deployable::Deployable;
@@ -45,8 +45,38 @@ pub struct LoadedVersion {
     pub kind: ComponentKind,
     pub failover: FailoverPolicy,
     pub failures: Mutex<FailureWindow>,
+    /// Its most recent failure, for the admin view.
+    pub last_error: Mutex<Option<LastError>>,
     /// Registered at the first request, when the recorder is surely installed.
     pub(crate) request_metrics: OnceLock<RequestMetrics>,
+}
+
+/// A version's most recent failure, as operators read it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LastError {
+    pub at_ms: u64,
+    /// How the call failed, in one line (for a trap, the trap without its
+    /// wasm backtrace).
+    pub failure: String,
+    /// The end of what the guest wrote to stderr during the call that
+    /// trapped (a panic message, a traceback, an exception), when it wrote
+    /// anything there: at most [`GUEST_ERROR_BYTES`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+impl LastError {
+    pub fn of(failure: &CallError, at_ms: u64) -> LastError {
+        let (failure, stderr) = match failure {
+            CallError::Trap(trap) => (format!("trapped: {}", trap.cause()), trap.stderr.clone()),
+            other => (other.to_string(), None),
+        };
+        LastError {
+            at_ms,
+            failure: switchyard_platform::cut(failure, GUEST_ERROR_BYTES),
+            stderr,
+        }
+    }
 }
 
 impl Deployable for LoadedVersion {

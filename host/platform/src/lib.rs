@@ -389,7 +389,7 @@ impl logging::Host for PlatformView<'_> {
 
 /// `text`, cut to at most `limit` bytes (on a character boundary) with a note
 /// of how long it was.
-fn cut(mut text: String, limit: usize) -> String {
+pub fn cut(mut text: String, limit: usize) -> String {
     if text.len() <= limit {
         return text;
     }

@@ -31,8 +31,49 @@ pub enum CallError {
     #[error("{0}")]
     Dependency(DependencyFailure),
     /// The guest trapped (a panic, a stack overflow, ...).
-    #[error("trapped: {0:#}")]
-    Trap(anyhow::Error),
+    #[error("trapped: {0}")]
+    Trap(Trap),
+}
+
+/// A trap, and the guest's own account of it: the end of what the call
+/// wrote to stderr (a panic message, a Python traceback, a JavaScript
+/// exception), when it wrote anything there. That text is the operator's to
+/// read (the log, the admin view), never a client's: it may hold anything.
+#[derive(Debug)]
+pub struct Trap {
+    pub error: anyhow::Error,
+    pub stderr: Option<String>,
+}
+
+impl From<anyhow::Error> for Trap {
+    /// A trap the guest said nothing about (or the host found: an answer
+    /// that breaks the rules).
+    fn from(error: anyhow::Error) -> Self {
+        Trap {
+            error,
+            stderr: None,
+        }
+    }
+}
+
+impl Trap {
+    /// The trap itself, in one line: the innermost error, without the
+    /// wasm backtrace around it.
+    pub fn cause(&self) -> String {
+        self.error
+            .chain()
+            .last()
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The trap in one line ([`Trap::cause`]): what a message that may reach
+/// a client (a dependency's failure) says. The log has the whole chain.
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.cause())
+    }
 }
 
 /// A call to another service's interface failed (that service trapped, timed

@@ -10,6 +10,10 @@
 //! Each line is logged in the span of the call that wrote it (the request's,
 //! with its id): wasmtime writes the streams from tasks of its own, outside
 //! that span, so the call's span is kept here when the call begins.
+//!
+//! The end of what a call wrote to stderr ([`GUEST_ERROR_BYTES`]) is kept
+//! too, dropped or not: when the call traps, it is the guest's own account
+//! of why (a panic message, a traceback, an exception and its stack).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,27 +24,54 @@ use switchyard_platform::{LOG_BYTES_PER_CALL, MAX_LOG_MESSAGE_BYTES};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// What one call may still write to stdout and stderr together, and the
-/// span its lines go in; both reset when a call begins.
-#[derive(Clone)]
-pub struct OutputBudget(Arc<AtomicUsize>, Arc<Mutex<tracing::Span>>);
+/// How much of the end of a call's stderr is kept to explain its failure:
+/// enough for a Python traceback's last frames and its exception, or a
+/// JavaScript exception with its stack.
+pub const GUEST_ERROR_BYTES: usize = 4096;
 
-impl Default for OutputBudget {
+/// One call's output as a whole: what it may still write to stdout and
+/// stderr together, the span its lines go in, and the end of its stderr;
+/// all reset when a call begins.
+#[derive(Clone)]
+pub struct CallOutput(Arc<AtomicUsize>, Arc<Mutex<Call>>);
+
+struct Call {
+    span: tracing::Span,
+    /// The end of its stderr: at most twice [`GUEST_ERROR_BYTES`], cut back
+    /// to the last [`GUEST_ERROR_BYTES`] when read.
+    stderr: Vec<u8>,
+    /// Whether the start of its stderr is gone.
+    cut: bool,
+}
+
+impl Default for CallOutput {
     fn default() -> Self {
-        OutputBudget(Arc::default(), Arc::new(Mutex::new(tracing::Span::none())))
+        let call = Call {
+            span: tracing::Span::none(),
+            stderr: Vec::new(),
+            cut: false,
+        };
+        CallOutput(Arc::default(), Arc::new(Mutex::new(call)))
     }
 }
 
-impl OutputBudget {
+impl CallOutput {
     /// A call begins, in `span`.
     pub fn refill(&self, span: tracing::Span) {
         self.0.store(LOG_BYTES_PER_CALL, Ordering::Relaxed);
-        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = span;
+        let mut call = self.call();
+        call.span = span;
+        call.stderr.clear();
+        call.cut = false;
+    }
+
+    fn call(&self) -> std::sync::MutexGuard<'_, Call> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The span of the call in progress (or the last one).
     fn span(&self) -> tracing::Span {
-        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.call().span.clone()
     }
 
     /// Take `n` bytes; false when fewer are left.
@@ -50,6 +81,39 @@ impl OutputBudget {
                 left.checked_sub(n)
             })
             .is_ok()
+    }
+
+    /// Keep `bytes` the call wrote to stderr, as the end of what it wrote.
+    fn said(&self, bytes: &[u8]) {
+        let mut call = self.call();
+        let kept = &bytes[bytes.len().saturating_sub(GUEST_ERROR_BYTES)..];
+        call.cut |= kept.len() < bytes.len();
+        call.stderr.extend_from_slice(kept);
+        if call.stderr.len() > 2 * GUEST_ERROR_BYTES {
+            let gone = call.stderr.len() - GUEST_ERROR_BYTES;
+            call.stderr.drain(..gone);
+            call.cut = true;
+        }
+    }
+
+    /// The end of what the call in progress (or the last) wrote to stderr,
+    /// at most [`GUEST_ERROR_BYTES`] and starting at a line where it can;
+    /// none when it wrote nothing there but blank space.
+    pub fn stderr(&self) -> Option<String> {
+        let call = self.call();
+        let start = call.stderr.len().saturating_sub(GUEST_ERROR_BYTES);
+        let mut end = &call.stderr[start..];
+        if call.cut || start > 0 {
+            // Cut: start at the first whole line, if one begins soon.
+            if let Some(newline) = end.iter().take(256).position(|&b| b == b'\n') {
+                end = &end[newline + 1..];
+            }
+        }
+        let text = String::from_utf8_lossy(end);
+        // Indentation is meaningful (a traceback's frames): only blank
+        // lines are trimmed at the start.
+        let text = text.trim_end().trim_start_matches(['\n', '\r']);
+        (!text.is_empty()).then(|| text.to_string())
     }
 }
 
@@ -62,12 +126,12 @@ struct Lines {
     stream: &'static str,
     /// The line being written, up to its newline.
     pending: Vec<u8>,
-    budget: OutputBudget,
+    budget: CallOutput,
 }
 
 impl GuestOutput {
     /// `stream` is `"stdout"` or `"stderr"`.
-    pub fn new(service: &str, version: &str, stream: &'static str, budget: OutputBudget) -> Self {
+    pub fn new(service: &str, version: &str, stream: &'static str, budget: CallOutput) -> Self {
         GuestOutput(Arc::new(Mutex::new(Lines {
             service: service.to_string(),
             version: version.to_string(),
@@ -80,6 +144,9 @@ impl GuestOutput {
 
 impl Lines {
     fn write(&mut self, mut bytes: &[u8]) {
+        if self.stream == "stderr" {
+            self.budget.said(bytes);
+        }
         while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
             self.keep(&bytes[..end]);
             self.emit();
@@ -159,7 +226,7 @@ impl AsyncWrite for Writer {
 mod tests {
     use super::*;
 
-    fn lines(budget: &OutputBudget) -> Lines {
+    fn lines(budget: &CallOutput) -> Lines {
         Lines {
             service: "s".into(),
             version: "1.0.0".into(),
@@ -171,7 +238,7 @@ mod tests {
 
     #[test]
     fn lines_are_cut_and_the_budget_runs_out() {
-        let budget = OutputBudget::default();
+        let budget = CallOutput::default();
         budget.refill(tracing::Span::none());
         let mut out = lines(&budget);
         out.write(&vec![b'a'; MAX_LOG_MESSAGE_BYTES * 3]);
@@ -190,5 +257,37 @@ mod tests {
         assert!(budget.0.load(Ordering::Relaxed) < MAX_LOG_MESSAGE_BYTES);
         budget.refill(tracing::Span::none());
         assert!(budget.take(MAX_LOG_MESSAGE_BYTES));
+    }
+
+    #[test]
+    fn the_end_of_stderr_is_kept_for_the_call_that_wrote_it() {
+        let output = CallOutput::default();
+        output.refill(tracing::Span::none());
+        let mut stdout = lines(&output);
+        let mut stderr = Lines {
+            stream: "stderr",
+            ..lines(&output)
+        };
+        stdout.write(b"not an error\n");
+        assert_eq!(output.stderr(), None);
+        stderr.write(b"Traceback (most recent call last):\n");
+        for frame in 0..1000 {
+            stderr.write(format!("  frame {frame}\n").as_bytes());
+        }
+        stderr.write(b"AttributeError: 'NoneType' object has no attribute 'x'\n");
+        let said = output.stderr().unwrap();
+        assert!(said.len() <= GUEST_ERROR_BYTES, "{}", said.len());
+        assert!(said.starts_with("  frame "), "starts at a line: {said:.40}");
+        assert!(said.ends_with("has no attribute 'x'"), "{said}");
+        assert!(!said.contains("Traceback"), "the start was cut");
+        // Even a write far larger than what is kept keeps its end.
+        stderr.write(&vec![b'z'; 5 * GUEST_ERROR_BYTES]);
+        stderr.write(b"\nthe end\n");
+        assert!(output.stderr().unwrap().ends_with("zzz\nthe end"));
+        // The next call starts afresh.
+        output.refill(tracing::Span::none());
+        assert_eq!(output.stderr(), None);
+        stderr.write(b"short\n");
+        assert_eq!(output.stderr().as_deref(), Some("short"));
     }
 }

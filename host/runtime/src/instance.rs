@@ -16,8 +16,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::engine::Runtime;
-use crate::error::{CallError, DependencyFailure, MAX_CALL_DATA};
-use crate::guest_output::{GuestOutput, OutputBudget};
+use crate::error::{CallError, DependencyFailure, MAX_CALL_DATA, Trap};
+use crate::guest_output::{CallOutput, GuestOutput};
 use crate::incoming::{self, Handler2, IncomingRequest};
 use crate::link::EntryIndices;
 use crate::link::Linked;
@@ -37,18 +37,12 @@ impl Runtime {
         // Deliberately empty: no preopened directories, no environment, no
         // arguments, no sockets. Only clocks and random reach the host, and
         // stdout and stderr reach its log.
-        let output_budget = OutputBudget::default();
-        let output = |stream| {
-            GuestOutput::new(
-                &platform.service,
-                &platform.version,
-                stream,
-                output_budget.clone(),
-            )
-        };
+        let output = CallOutput::default();
+        let stream =
+            |name| GuestOutput::new(&platform.service, &platform.version, name, output.clone());
         let wasi = WasiCtx::builder()
-            .stdout(output("stdout"))
-            .stderr(output("stderr"))
+            .stdout(stream("stdout"))
+            .stderr(stream("stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -62,7 +56,7 @@ impl Runtime {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             outbound,
-            output_budget,
+            output,
             platform,
             limits,
             deadline: None,
@@ -150,10 +144,9 @@ impl LiveInstance {
         request: &handler::Request,
     ) -> Result<handler::Response, CallError> {
         let Entry::Handler(bindings) = &self.entry else {
-            return Err(CallError::Trap(anyhow!(
-                "exports no {}",
-                platform::HANDLER_INTERFACE
-            )));
+            return Err(CallError::Trap(
+                anyhow!("exports no {}", platform::HANDLER_INTERFACE).into(),
+            ));
         };
         let handler = bindings.switchyard_platform_handler().clone();
         self.begin(0);
@@ -167,16 +160,15 @@ impl LiveInstance {
         request: &IncomingRequest,
     ) -> Result<incoming::Response, CallError> {
         let Entry::Handler2(handler) = &self.entry else {
-            return Err(CallError::Trap(anyhow!(
-                "exports no {}",
-                platform::HANDLER2_INTERFACE
-            )));
+            return Err(CallError::Trap(
+                anyhow!("exports no {}", platform::HANDLER2_INTERFACE).into(),
+            ));
         };
         let handler = handler.clone();
         let table = &mut self.store.data_mut().table;
         let lent = table
             .push(request.clone())
-            .map_err(|e| CallError::Trap(e.into()))?;
+            .map_err(|e| CallError::Trap(anyhow::Error::from(e).into()))?;
         // The guest holds a borrow, which ends with the call: the request
         // is the host's again afterwards, whatever the guest did.
         let borrowed = Resource::new_borrow(lent.rep());
@@ -184,7 +176,7 @@ impl LiveInstance {
         let outcome = handler.call_handle(&mut self.store, borrowed).await;
         let returned = self.store.data_mut().table.delete(lent);
         let response = self.finish(outcome)?;
-        returned.map_err(|e| CallError::Trap(e.into()))?;
+        returned.map_err(|e| CallError::Trap(anyhow::Error::from(e).into()))?;
         Ok(response)
     }
 
@@ -197,16 +189,17 @@ impl LiveInstance {
         respond: HttpResponder,
     ) -> Result<(), CallError> {
         let Entry::WasiHttp(proxy) = &self.entry else {
-            return Err(CallError::Trap(anyhow!(
-                "exports no wasi:http/incoming-handler"
-            )));
+            return Err(CallError::Trap(
+                anyhow!("exports no wasi:http/incoming-handler").into(),
+            ));
         };
         let handler = proxy.wasi_http_incoming_handler().clone();
         let mut http = self.store.data_mut().http();
         let prepared = http
             .new_incoming_request(Scheme::Http, request)
             .and_then(|request| Ok((request, http.new_response_outparam(respond)?)));
-        let (request, response) = prepared.map_err(|e| CallError::Trap(e.into()))?;
+        let (request, response) =
+            prepared.map_err(|e| CallError::Trap(anyhow::Error::from(e).into()))?;
         self.begin(0);
         let outcome = handler
             .call_handle(&mut self.store, request, response)
@@ -224,7 +217,9 @@ impl LiveInstance {
         results: &mut [Val],
     ) -> Result<(), CallError> {
         let Some(func) = self.instance.get_func(&mut self.store, index) else {
-            return Err(CallError::Trap(anyhow!("the exported function is missing")));
+            return Err(CallError::Trap(
+                anyhow!("the exported function is missing").into(),
+            ));
         };
         self.begin(depth);
         let outcome = func.call_async(&mut self.store, params, results).await;
@@ -259,7 +254,7 @@ impl LiveInstance {
         state.deadline = Some(Instant::now() + state.limits.deadline);
         state.depth = depth;
         state.platform.begin_call();
-        state.output_budget.refill(tracing::Span::current());
+        state.output.refill(tracing::Span::current());
         state.timed_out = false;
         state.out_of_memory = false;
     }
@@ -280,7 +275,10 @@ impl LiveInstance {
         } else if is_out_of_hostcall_fuel(&error) {
             CallError::TooMuchData
         } else {
-            CallError::Trap(error)
+            CallError::Trap(Trap {
+                error,
+                stderr: state.output.stderr(),
+            })
         })
     }
 }

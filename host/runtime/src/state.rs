@@ -10,7 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::guest_output::OutputBudget;
+use crate::guest_output::CallOutput;
 use crate::outbound::Outbound;
 
 use switchyard_platform::{Platform, PlatformView};
@@ -46,7 +46,7 @@ pub struct ServiceState {
     pub(crate) http: WasiHttpCtx,
     pub(crate) outbound: Outbound,
     /// What the call in progress may still write to stdout and stderr.
-    pub(crate) output_budget: OutputBudget,
+    pub(crate) output: CallOutput,
     pub(crate) platform: Platform,
     pub(crate) limits: Limits,
     /// When the call in progress must end.

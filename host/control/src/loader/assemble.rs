@@ -120,6 +120,7 @@ impl Loader {
                 window: Duration::from_millis(settings.failover.window_ms),
             },
             failures: Default::default(),
+            last_error: Default::default(),
             request_metrics: Default::default(),
         }))
     }

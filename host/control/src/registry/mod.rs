@@ -33,7 +33,7 @@ use tokio::sync::broadcast;
 use switchyard_runtime::CallError;
 use switchyard_store::{DeploymentStore, StoreError, StoredDeployment};
 
-pub use crate::version::LoadedVersion;
+pub use crate::version::{LastError, LoadedVersion};
 pub use events::{Action, Cause, Change, Event, Failing, HistoryEntry};
 pub use machine::{Book, Found, Stored};
 pub use model::{
@@ -442,6 +442,8 @@ impl Registry {
     /// answers at once even while the store is slow or out of reach.
     pub fn report_late(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: &CallError) {
         version.errors.fetch_add(1, Ordering::Relaxed);
+        *version.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(LastError::of(failure, now_ms()));
         crate::metrics::call_failed(&version.service, &version.version_text, failure);
         let own = match failure {
             CallError::Trap(_)

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use crate::Gateway;
 use crate::http::{error, set_header};
@@ -91,6 +92,7 @@ pub async fn run<E: Executor>(
     path: &str,
     request: Request,
 ) -> Response {
+    let request_id = request.headers().get(crate::REQUEST_ID_HEADER).cloned();
     let call = match executor.prepare(gateway, version, path, request).await {
         Ok(call) => call,
         Err(refusal) => return refusal,
@@ -119,7 +121,7 @@ pub async fn run<E: Executor>(
                 // The version's own failure: counted, and it may fail over.
                 let failure = CallError::Start(e);
                 report(gateway, version, retried, Some(&failure));
-                return failure_response(version, failure);
+                return failure_response(version, failure, request_id.as_ref());
             }
         };
         let slot = lease.slot();
@@ -141,7 +143,7 @@ pub async fn run<E: Executor>(
                 retries_left -= 1;
                 tracing::warn!(service = %version.service, version = %version.version, "retrying a read on a fresh instance: {failure}");
             }
-            Err(failure) => return failure_response(version, failure),
+            Err(failure) => return failure_response(version, failure, request_id.as_ref()),
         }
     }
 }
@@ -160,10 +162,23 @@ fn report(
     }
 }
 
-/// The answer for a call that failed on the service's side.
-fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
+/// The answer for a call that failed on the service's side, to the request
+/// `request_id`. A trap's answer says that the service failed, how in one
+/// line, and under which id: the wasm backtrace and what the guest wrote as
+/// it failed are for the log line below and the admin view, not for clients.
+fn failure_response(
+    version: &LoadedVersion,
+    failure: CallError,
+    request_id: Option<&HeaderValue>,
+) -> Response {
     let name = format!("service {} {}", version.service, version.version);
-    tracing::error!(service = %version.service, version = %version.version, "request failed: {failure}");
+    // A trap's whole chain (its wasm backtrace too) and the guest's stderr
+    // go in the log.
+    let (trap, stderr) = match &failure {
+        CallError::Trap(trap) => (Some(format!("{:#}", trap.error)), trap.stderr.as_deref()),
+        _ => (None, None),
+    };
+    tracing::error!(service = %version.service, version = %version.version, trap, stderr, "request failed: {failure}");
     match failure {
         CallError::Timeout(deadline) => error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -188,14 +203,22 @@ fn failure_response(version: &LoadedVersion, failure: CallError) -> Response {
                 switchyard_runtime::MAX_CALL_DATA >> 20
             ),
         ),
-        CallError::Trap(trap) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{name} failed: {}", root_cause(&trap)),
-        ),
+        CallError::Trap(trap) => {
+            let id = request_id
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default();
+            let message = format!(
+                "{name} failed ({}); its operators find why in the host's log \
+                 under request id {id}",
+                trap.cause()
+            );
+            let body = json!({ "error": message, "request_id": id });
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+        }
     }
 }
 
-/// The innermost error worth showing a client: the trap itself.
+/// The innermost error worth showing a client.
 fn root_cause(e: &anyhow::Error) -> String {
     e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }

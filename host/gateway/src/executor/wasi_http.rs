@@ -156,9 +156,10 @@ impl Executor for WasiHttp {
             // failure, as a trap is (wasmtime serve answers 500 too).
             Err(_) => match failure(guest.take().expect("not yet taken").await) {
                 Some(failure) => Err(failure),
-                None => Err(CallError::Trap(anyhow::anyhow!(
-                    "its wasi:http handler returned without setting a response"
-                ))),
+                None => Err(CallError::Trap(
+                    anyhow::anyhow!("its wasi:http handler returned without setting a response")
+                        .into(),
+                )),
             },
         }
     }
@@ -284,7 +285,7 @@ fn failure(outcome: Result<Result<(), CallError>, tokio::task::JoinError>) -> Op
     match outcome {
         Ok(Ok(())) => None,
         Ok(Err(failure)) => Some(failure),
-        Err(join) => Some(CallError::Trap(anyhow::anyhow!("{join}"))),
+        Err(join) => Some(CallError::Trap(anyhow::anyhow!("{join}").into())),
     }
 }
 
