@@ -100,3 +100,87 @@ pub(crate) async fn python_and_javascript_services_call_the_catalog_and_keep_dat
         assert!(reason.contains(part), "{part}: {reason}");
     }
 }
+
+/// A Python exception and a JavaScript one, as newcomers' services throw
+/// them: the client gets a 500 with the request id; the traceback, or the
+/// exception with its stack, is in the version's `last_error` and in the
+/// log line of that request. And `console` works in JavaScript: each call
+/// is a log line at its level, with the request's id.
+#[tokio::test(flavor = "multi_thread")]
+pub(crate) async fn python_and_javascript_errors_reach_the_operators_and_console_logs() {
+    let site = Site::new();
+    site.install("shelf-py", "1.0.0", &component("failing_py"));
+    site.install("shelf-js", "1.0.0", &component("failing_js"));
+    for name in ["shelf-py", "shelf-js"] {
+        site.settings(name, "[failover]\nenabled = false\n");
+    }
+    let host = site.start_with(&["--log-format", "json"]);
+
+    let expected = [
+        (
+            "shelf-py",
+            &[
+                "Traceback (most recent call last)",
+                "shelf_count",
+                "AttributeError: 'NoneType' object has no attribute 'count'",
+            ][..],
+        ),
+        ("shelf-js", &["the shelf is empty", "emptyShelf"][..]),
+    ];
+    for (name, said) in expected {
+        let failed = host.get(&format!("/{name}/fail")).await;
+        assert_eq!(
+            failed.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{failed:?}"
+        );
+        let id = failed.header("x-request-id");
+        assert_eq!(failed.body["request_id"], id, "{failed:?}");
+        assert!(failed.error().contains(id), "{failed:?}");
+        let last = &host.service(name).await["versions"][0]["last_error"];
+        let stderr = last["stderr"].as_str().unwrap_or_default();
+        for part in said {
+            assert!(stderr.contains(part), "{name}: {part}: {last}");
+            assert!(!failed.error().contains(part), "{name}: {failed:?}");
+        }
+        let log = site.log_mentioning(id);
+        let line = log
+            .lines()
+            .find(|l| l.contains("request failed") && l.contains(id))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .unwrap_or_else(|| panic!("no failed request logged for {id}: {log}"));
+        let stderr = line["fields"]["stderr"].as_str().unwrap_or_default();
+        assert!(stderr.contains(said[0]), "{name}: {line}");
+    }
+
+    let logged = host
+        .client()
+        .get(format!("{}/shelf-js/log", host.base))
+        .header("x-request-id", "console-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logged.status(), StatusCode::OK);
+    for (text, level) in [
+        ("javascript says 42 {\"id\":\"pen\"}", "INFO"),
+        ("a warning", "WARN"),
+        (
+            "Error: an error, logged\n    at handle (/app.js:19:23)",
+            "ERROR",
+        ),
+    ] {
+        let needle = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let entry = site.log_entry_mentioning(&needle);
+        assert_eq!(
+            entry["fields"]["message"].as_str().unwrap().trim_end(),
+            text
+        );
+        assert_eq!(entry["level"], level, "{entry}");
+        assert_eq!(entry["span"]["id"], "console-1", "{entry}");
+        assert_eq!(entry["fields"]["service"], "shelf-js", "{entry}");
+    }
+    let printed = host.get("/shelf-py/print").await;
+    assert_eq!(printed.status, StatusCode::OK, "{printed:?}");
+    let entry = site.log_entry_mentioning("python says hello");
+    assert_eq!(entry["fields"]["stream"], "stdout", "{entry}");
+}

@@ -28,6 +28,8 @@ mod exercised_by {
     pub(crate) use crate::kinds::a_handler2_service_reads_its_lent_request_part_by_part as hello2;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as tax;
     pub(crate) use crate::kinds::an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason as till;
+    pub(crate) use crate::languages::python_and_javascript_errors_reach_the_operators_and_console_logs as failing_py;
+    pub(crate) use crate::languages::python_and_javascript_errors_reach_the_operators_and_console_logs as failing_js;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as reviews;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as wishlist;
     pub(crate) use crate::languages::python_and_javascript_services_call_the_catalog_and_keep_data as wishlist_async;

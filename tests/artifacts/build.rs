@@ -37,7 +37,7 @@ const PACKAGES: &[&str] = &[
 struct Foreign {
     /// The component's name.
     name: &'static str,
-    /// Its sources: `guests/<folder>`.
+    /// The folder of its sources, from the project's root.
     folder: &'static str,
     toolchain: Toolchain,
     world: &'static str,
@@ -46,13 +46,13 @@ struct Foreign {
 const FOREIGN: &[Foreign] = &[
     Foreign {
         name: "reviews",
-        folder: "reviews",
+        folder: "guests/reviews",
         toolchain: Toolchain::Python,
         world: "switchyard:shop/reviews",
     },
     Foreign {
         name: "wishlist",
-        folder: "wishlist",
+        folder: "guests/wishlist",
         toolchain: Toolchain::JavaScript { sync: true },
         world: "switchyard:shop/wishlist",
     },
@@ -60,11 +60,27 @@ const FOREIGN: &[Foreign] = &[
     // refuses with a reason (a test fixture).
     Foreign {
         name: "wishlist-async",
-        folder: "wishlist",
+        folder: "guests/wishlist",
         toolchain: Toolchain::JavaScript { sync: false },
         world: "switchyard:shop/wishlist",
     },
+    // Services that fail as newcomers' do, in each language (test fixtures).
+    Foreign {
+        name: "failing-py",
+        folder: "tests/fixtures/failing-py",
+        toolchain: Toolchain::Python,
+        world: "switchyard:platform/service@0.1.0",
+    },
+    Foreign {
+        name: "failing-js",
+        folder: "tests/fixtures/failing-js",
+        toolchain: Toolchain::JavaScript { sync: true },
+        world: "switchyard:platform/service@0.1.0",
+    },
 ];
+
+/// Built into every JavaScript service ahead of its own code: `console`.
+const JS_CONSOLE: &str = "guests/common/js/console.js";
 
 #[derive(Clone, Copy)]
 enum Toolchain {
@@ -167,7 +183,7 @@ fn assemble_wit(root: &Path) -> PathBuf {
     wit
 }
 
-/// Build the guest in `guests/<name>` with its toolchain into `out/<name>.wasm`.
+/// Build the guest in `foreign.folder` with its toolchain into `out/<name>.wasm`.
 fn build_foreign(root: &Path, wit: &Path, foreign: &Foreign, out: &Path) {
     let Foreign {
         name,
@@ -175,7 +191,7 @@ fn build_foreign(root: &Path, wit: &Path, foreign: &Foreign, out: &Path) {
         toolchain,
         world,
     } = foreign;
-    let source = root.join("guests").join(folder);
+    let source = root.join(folder);
     let output = out.join(format!("{}.wasm", name.replace('-', "_")));
     let (tool, mut command) = match *toolchain {
         Toolchain::Python => {
@@ -197,12 +213,24 @@ fn build_foreign(root: &Path, wit: &Path, foreign: &Foreign, out: &Path) {
         }
         Toolchain::JavaScript { sync } => {
             let tool = root.join("target/tools/js/node_modules/.bin/componentize-qjs");
+            // The entry runs the console module first, then the app (its
+            // file and line numbers unchanged in stack traces).
+            let staged = out.join(format!("{name}-src"));
+            let _ = std::fs::remove_dir_all(&staged);
+            std::fs::create_dir_all(&staged).unwrap();
+            std::fs::copy(source.join("app.js"), staged.join("app.js")).unwrap();
+            std::fs::copy(root.join(JS_CONSOLE), staged.join("console.js")).unwrap();
+            std::fs::write(
+                staged.join("main.js"),
+                "import './console.js';\nexport * from './app.js';\n",
+            )
+            .unwrap();
             let mut command = Command::new(&tool);
             command
                 .arg("--wit")
                 .arg(wit)
                 .arg("--js")
-                .arg(source.join("app.js"))
+                .arg(staged.join("main.js"))
                 .args(["--world", world, "-o"])
                 .arg(&output);
             if sync {
@@ -219,7 +247,7 @@ fn build_foreign(root: &Path, wit: &Path, foreign: &Foreign, out: &Path) {
     let result = command.output().expect("the guest toolchain runs");
     assert!(
         result.status.success(),
-        "building {name} from guests/{folder} failed:\n{}{}",
+        "building {name} from {folder} failed:\n{}{}",
         String::from_utf8_lossy(&result.stdout),
         String::from_utf8_lossy(&result.stderr)
     );
