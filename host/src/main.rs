@@ -26,6 +26,38 @@ enum Command {
     /// Work on a store directly (the host must not be running on it).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Write a new service's folder: its WIT world, an app that answers
+    /// `GET /`, a manifest with its name and version 0.1.0.
+    New {
+        /// The service's name (lower-case letters, digits and '-'): its
+        /// folder, and its path on the host, `/<name>/...`.
+        name: String,
+        /// rust, python or javascript.
+        #[arg(long)]
+        lang: switchyard_authoring::Language,
+        /// An interface it calls, by full name or short (`catalog`); repeat
+        /// for several.
+        #[arg(long = "import")]
+        imports: Vec<String>,
+        /// The folder to write it in (as <dir>/<name>).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a service's folder into a component, with the toolchain pinned
+    /// for its language (installed on first use): <dir>/<name>-<version>.wasm,
+    /// or <services>/<name>/<version>.wasm with --services.
+    Build {
+        /// The service's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// A host's services folder to build straight into.
+        #[arg(long, env = "SWITCHYARD_SERVICES")]
+        services: Option<PathBuf>,
+        /// Where the Python and JavaScript toolchains are kept; default:
+        /// ~/.cache/switchyard/toolchains.
+        #[arg(long, env = "SWITCHYARD_TOOLCHAINS")]
+        toolchains: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +166,42 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::New {
+            name,
+            lang,
+            imports,
+            dir,
+        } => {
+            let made = switchyard_authoring::scaffold(&dir, &name, lang, &imports)?;
+            println!(
+                "wrote {}: build it with `switchyard build {}`",
+                made.display(),
+                made.display()
+            );
+            Ok(())
+        }
+        Command::Build {
+            dir,
+            services,
+            toolchains,
+        } => {
+            let toolchains = match toolchains {
+                Some(root) => switchyard_authoring::Toolchains::at(root),
+                None => switchyard_authoring::Toolchains::in_user_cache()?,
+            };
+            #[allow(clippy::print_stderr)] // progress, for the person waiting
+            let mut progress = |line: &str| eprintln!("{line}");
+            let built =
+                switchyard_authoring::build(&dir, services.as_deref(), &toolchains, &mut progress)?;
+            println!(
+                "built {} {} ({}): {}",
+                built.name,
+                built.version,
+                built.language,
+                built.file.display()
+            );
+            Ok(())
+        }
         Command::Store(StoreCommand::Copy { from, to }) => {
             let _logs = switchyard::logs::init(false);
             let copied = switchyard::copy_store(&from, &to).await?;

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod authoring;
 mod cluster;
 mod hardening;
 mod in_process;
