@@ -227,3 +227,34 @@ async fn a_component_file_out_of_place_is_listed_with_where_it_belongs() {
     );
     assert!(reason_for(&listed, "ratings.wasm").is_some(), "{listed}");
 }
+
+/// A service folder made while the host runs, with a file written into it
+/// at once: the folder is listed and the file has events of its own, yet
+/// the file is handled once, and logged once (before, every such file was
+/// rejected and counted twice, with four log lines).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_dropped_in_a_new_folder_is_handled_once() {
+    let site = Site::new();
+    let host = site.start();
+    let names: Vec<String> = (1..=4).map(|i| format!("fresh{i}")).collect();
+    for name in &names {
+        std::fs::create_dir(site.services().join(name)).unwrap();
+        // As a person's `mkdir` then `cp`: the file comes once the host
+        // watches the new folder, so it has events of its own.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        std::fs::write(site.services().join(name).join("1.0.0.wasm"), b"junk").unwrap();
+    }
+    for name in &names {
+        host.wait_state(name, "1.0.0", "rejected").await;
+    }
+    // What is asserted is that nothing more happens: the second handling
+    // came one settling period (150 ms) after the first.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for name in &names {
+        let counted = format!(r#"switchyard_rejected_versions_total{{service="{name}"}}"#);
+        assert_eq!(host.metric(&counted).await, 1.0, "{name}");
+        let file = format!("{name}/1.0.0.wasm");
+        let logged = site.log().lines().filter(|l| l.contains(&file)).count();
+        assert_eq!(logged, 1, "{name}: {}", site.log());
+    }
+}

@@ -5,6 +5,9 @@
 //! A file is only read once it has stopped changing: after each event it must
 //! keep the same size and modification time for [`SETTLE`], so a slow `cp`
 //! is read when it is done, and a write-then-rename as soon as it lands.
+//! And each state of a file is handled once: a folder that appears is
+//! listed (its files may predate the watch on it), and the files it lists
+//! often have events of their own too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,8 @@ pub fn watch(loader: Arc<Loader>) -> Result<RecommendedWatcher> {
 
 async fn settle(loader: Arc<Loader>, mut paths: mpsc::UnboundedReceiver<PathBuf>) {
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    // The state each file was in when it was last handled.
+    let mut handled: HashMap<PathBuf, Fingerprint> = HashMap::new();
     loop {
         let next_due = pending.values().map(|p| p.due).min();
         tokio::select! {
@@ -77,6 +82,17 @@ async fn settle(loader: Arc<Loader>, mut paths: mpsc::UnboundedReceiver<PathBuf>
                         continue;
                     }
                     pending.remove(&path);
+                    match current {
+                        Some(state) if !path.is_dir() => {
+                            if handled.insert(path.clone(), state) == Some(state) {
+                                continue;
+                            }
+                        }
+                        None => {
+                            handled.remove(&path);
+                        }
+                        Some(_) => {}
+                    }
                     for found in apply(&loader, &path).await {
                         schedule(&mut pending, found);
                     }

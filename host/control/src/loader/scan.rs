@@ -119,35 +119,34 @@ impl Loader {
 
     /// A component file appeared or changed: load it and offer it to the
     /// registry, unless it is the very build that version already runs.
+    /// What becomes of it is logged once, from the registry's answer.
     pub async fn file_changed(&self, service: &str, version: &Version, path: &Path) {
-        let bytes = match read_component(path).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let entry = self.rejected(path, format!("{e:#}"));
-                let mode = self.activation(service);
-                let _ = self
-                    .registry
-                    .offer(service, mode, version.clone(), entry)
-                    .await;
-                return;
-            }
+        let refused = |e: anyhow::Error| {
+            VersionEntry::Rejected(Refusal::Load {
+                reason: format!("{e:#}"),
+            })
         };
-        let (digest, bytes) =
-            match tokio::task::spawn_blocking(move || (switchyard_runtime::digest(&bytes), bytes))
-                .await
-            {
-                Ok(hashed) => hashed,
-                Err(e) => {
-                    tracing::error!(file = %path.display(), "cannot hash: {e}");
+        let entry = match read_component(path).await {
+            Err(e) => refused(e),
+            Ok(bytes) => {
+                let hashed = tokio::task::spawn_blocking(move || {
+                    (switchyard_runtime::digest(&bytes), bytes)
+                });
+                let (digest, bytes) = match hashed.await {
+                    Ok(hashed) => hashed,
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), "cannot hash: {e}");
+                        return;
+                    }
+                };
+                if self.registry.has_build(service, version, &digest) {
                     return;
                 }
-            };
-        if self.registry.has_build(service, version, &digest) {
-            return;
-        }
-        let entry = match self.load_bytes(service, version, bytes).await {
-            Ok(loaded) => VersionEntry::Loaded(loaded),
-            Err(e) => self.rejected(path, format!("{e:#}")),
+                match self.load_bytes(service, version, bytes).await {
+                    Ok(loaded) => VersionEntry::Loaded(loaded),
+                    Err(e) => refused(e),
+                }
+            }
         };
         let mode = self.activation(service);
         match self
