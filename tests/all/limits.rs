@@ -84,6 +84,14 @@ async fn a_read_that_traps_is_retried_once_and_the_instance_is_replaced() {
         2,
         "a GET is tried twice"
     );
+    let retries = r#"switchyard_retries_total{service="faulty",version="1.0.0"}"#;
+    assert_eq!(
+        host.metric(retries).await,
+        1.0,
+        "the retry is counted apart"
+    );
+    let five = r#"switchyard_requests_total{service="faulty",version="1.0.0",status="5xx"}"#;
+    assert_eq!(host.metric(five).await, 1.0, "one request");
     let posted = host.send(Method::POST, "/faulty/panic", None).await;
     assert_eq!(posted.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
@@ -91,6 +99,7 @@ async fn a_read_that_traps_is_retried_once_and_the_instance_is_replaced() {
         3,
         "a POST is not retried"
     );
+    assert_eq!(host.metric(retries).await, 1.0, "a POST is not retried");
 
     // The instance that counted before is gone: its successor starts at 1.
     let recount = host.get("/faulty/count").await;

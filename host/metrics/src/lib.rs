@@ -13,6 +13,10 @@ use metrics::{Counter, Histogram, counter, gauge, histogram};
 /// HTTP requests a version answered; labels `service`, `version`, `status`
 /// (`ok` for 1xx–3xx, `4xx`, `5xx`).
 pub const REQUESTS: &str = "switchyard_requests_total";
+/// Requests tried again on a fresh instance (a read that trapped or ran out
+/// of memory, having written nothing); labels `service`, `version`. Calls
+/// made on a version's instances are its requests plus these.
+pub const RETRIES: &str = "switchyard_retries_total";
 /// Their latency, a histogram in seconds; labels `service`, `version`.
 pub const REQUEST_SECONDS: &str = "switchyard_request_duration_seconds";
 /// Calls that failed on the service's side; labels `service`, `version`,
@@ -42,6 +46,7 @@ pub struct RequestMetrics {
     ok: Counter,
     client_error: Counter,
     server_error: Counter,
+    retries: Counter,
     seconds: Histogram,
 }
 
@@ -55,6 +60,7 @@ impl RequestMetrics {
             ok: requests("ok"),
             client_error: requests("4xx"),
             server_error: requests("5xx"),
+            retries: counter!(RETRIES, &labels),
             seconds: histogram!(REQUEST_SECONDS, &labels),
         }
     }
@@ -68,6 +74,11 @@ impl RequestMetrics {
         }
         .increment(1);
         self.seconds.record(elapsed.as_secs_f64());
+    }
+
+    /// A request tried again, on a fresh instance.
+    pub fn retried(&self) {
+        self.retries.increment(1);
     }
 }
 

@@ -416,7 +416,7 @@ impl Registry {
     /// the previous good version.
     pub fn report(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.requests.fetch_add(1, Ordering::Relaxed);
-        self.report_retry(version, failure);
+        self.attempted(version, failure);
     }
 
     /// As [`Registry::report`], for one more attempt at a request already
@@ -427,6 +427,11 @@ impl Registry {
         version: &Arc<LoadedVersion>,
         failure: Option<&CallError>,
     ) {
+        version.request_metrics().retried();
+        self.attempted(version, failure);
+    }
+
+    fn attempted(self: &Arc<Self>, version: &Arc<LoadedVersion>, failure: Option<&CallError>) {
         version.attempts.fetch_add(1, Ordering::Relaxed);
         if let Some(failure) = failure {
             self.report_late(version, failure);
