@@ -19,6 +19,8 @@ pub mod events;
 pub mod machine;
 pub mod model;
 #[cfg(test)]
+mod shell_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
