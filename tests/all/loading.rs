@@ -39,6 +39,9 @@ async fn broken_files_are_refused_and_healthy_services_still_serve() {
     site.install("lonely", "1.0.0", &component("kv_probe"));
     std::fs::remove_file(site.services().join("lonely/1.0.0.wasm")).unwrap();
     site.write("lonely", "1.0.0", &wasm_component_without_handler());
+    // A good component, with settings out of range.
+    site.install("tuned", "1.0.0", &component("goods"));
+    site.settings("tuned", "[instances]\nmax = 0\n");
     let host = site.start();
 
     let listing = host.get("/admin/services").await.body;
@@ -47,7 +50,25 @@ async fn broken_files_are_refused_and_healthy_services_still_serve() {
     assert!(reason(service(&listing, "core"), "1.0.0").contains("core WebAssembly module"));
     assert!(reason(service(&listing, "goods"), "2.0.0").contains("not a valid component"));
     assert!(reason(service(&listing, "lonely"), "1.0.0").contains("switchyard:platform/handler"));
+    assert!(reason(service(&listing, "tuned"), "1.0.0").contains("[instances]"));
     assert_eq!(service(&listing, "goods")["active_version"], "1.0.0");
+    // Which step of loading failed, as data.
+    for (name, version, stage) in [
+        ("garbage", "1.0.0", "compile"),
+        ("core", "1.0.0", "compile"),
+        ("goods", "2.0.0", "compile"),
+        ("lonely", "1.0.0", "link"),
+        ("tuned", "1.0.0", "settings"),
+    ] {
+        let entry = service(&listing, name)["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["version"] == version)
+            .unwrap();
+        assert_eq!(entry["refusal"]["kind"], "load", "{name}: {entry}");
+        assert_eq!(entry["refusal"]["stage"], stage, "{name}: {entry}");
+    }
 
     let refused = host.get("/garbage/anything").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);

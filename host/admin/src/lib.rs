@@ -239,7 +239,9 @@ async fn upload_version(
         .loader
         .load_bytes(&name, &version, body.to_vec())
         .await
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+        .map_err(|refusal| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, refusal.to_string()).because(&refusal)
+        })?;
     // Written hidden first, moved into place only once accepted: the watcher
     // never sees a partial file, and sees the final one as already loaded.
     let dir = admin.loader.service_dir(&name);

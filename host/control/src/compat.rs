@@ -197,15 +197,59 @@ fn gaps<V: Deployable>(import: &InterfaceUse, provider: &V) -> Vec<Gap> {
         .collect()
 }
 
-/// Why a version was refused: the loader's reason (the file, the component,
-/// its settings, its start-up), or how it does not fit the other services.
+/// Why a version was refused: the step of loading it that failed (the file,
+/// its settings, compiling, its interfaces, linking, its start-up), or how
+/// it does not fit the other services.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Refusal {
     #[error("{reason}")]
-    Load { reason: String },
+    Load { stage: LoadStage, reason: String },
     #[error("{why}")]
     Incompatible { why: Incompatibility },
+}
+
+/// Which step of loading a version failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadStage {
+    /// Reading its file: not a regular file, too large, unreadable.
+    File,
+    /// Its service's `service.toml`: unreadable, invalid, out of range, or
+    /// naming what the component does not have.
+    Settings,
+    /// Compiling it: not a WebAssembly component, or not one this host runs.
+    Compile,
+    /// Its interfaces: one it shares with other services uses resources.
+    Interfaces,
+    /// Linking it to what the host and the other services provide (an import
+    /// nobody gives, the component-model async ABI...).
+    Link,
+    /// Starting its first instance (its start-up trapped, ran out of memory).
+    Start,
+    /// Taking traffic: the registry could not activate it.
+    Activate,
+}
+
+impl Refusal {
+    /// A loading step's failure.
+    pub fn load(stage: LoadStage, error: impl std::fmt::Display) -> Refusal {
+        Refusal::Load {
+            stage,
+            reason: format!("{error:#}"),
+        }
+    }
+}
+
+/// Name the loading step a failure happened in.
+pub trait AtStage<T> {
+    fn at(self, stage: LoadStage) -> Result<T, Refusal>;
+}
+
+impl<T, E: Into<anyhow::Error>> AtStage<T> for Result<T, E> {
+    fn at(self, stage: LoadStage) -> Result<T, Refusal> {
+        self.map_err(|e| Refusal::load(stage, e.into()))
+    }
 }
 
 impl From<Incompatibility> for Refusal {

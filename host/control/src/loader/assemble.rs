@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use semver::Version;
 
 use super::Loader;
 use super::settings::check_quota;
 use crate::balance::{HashKey, InstancePool};
+use crate::compat::{AtStage, LoadStage, Refusal};
 use crate::links::ServiceLinks;
 use crate::registry::{FailoverPolicy, LoadedVersion, now_ms};
 use crate::rpc;
@@ -26,8 +26,14 @@ impl Loader {
         service: &str,
         version: &Version,
         bytes: Vec<u8>,
-    ) -> Result<Arc<LoadedVersion>> {
-        let settings = self.settings(service)?;
+    ) -> Result<Arc<LoadedVersion>, Refusal> {
+        let settings = self.settings(service).at(LoadStage::Settings)?;
+        let in_settings = |e: anyhow::Error| {
+            Refusal::load(
+                LoadStage::Settings,
+                e.context(format!("services/{service}/service.toml")),
+            )
+        };
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
         let (compiled, bytes) = tokio::task::spawn_blocking(move || {
@@ -35,44 +41,52 @@ impl Loader {
                 .compile_cached(&bytes, &cache_dir)
                 .map(|compiled| (compiled, bytes))
         })
-        .await??;
+        .await
+        .at(LoadStage::Compile)?
+        .at(LoadStage::Compile)?;
         let component = &compiled.component;
 
         let imports = self.runtime.imports(component);
         let exports = self.runtime.exports(component);
-        let published = rpc::publish(&exports, &settings.rpc.public)
-            .with_context(|| format!("services/{service}/service.toml"))?;
+        let published =
+            rpc::publish(&exports, &settings.rpc.public).map_err(|e| in_settings(e.into()))?;
         let crossing = imports
             .iter()
             .chain(&exports)
             .filter(|i| i.provider() == Provider::Service);
         for interface in crossing {
             if interface.uses_resources {
-                bail!(
-                    "{} uses resources, which cannot cross between services",
-                    interface.name
-                );
+                return Err(Refusal::load(
+                    LoadStage::Interfaces,
+                    format!(
+                        "{} uses resources, which cannot cross between services",
+                        interface.name
+                    ),
+                ));
             }
         }
         let links = Arc::new(ServiceLinks {
             registry: Arc::downgrade(&self.registry),
         });
         let allowed = AllowedHosts::parse(&settings.outbound.allowed_hosts)
-            .map_err(|e| anyhow::anyhow!("services/{service}/service.toml: [outbound] {e}"))?;
-        let linked = self.runtime.link(component, &exports, links, allowed)?;
+            .map_err(|e| in_settings(anyhow::anyhow!("[outbound] {e}")))?;
+        let linked = self
+            .runtime
+            .link(component, &exports, links, allowed)
+            .at(LoadStage::Link)?;
         let kind = linked.kind();
 
         let policy = settings
             .policy(self.default_deadline)
-            .with_context(|| format!("services/{service}/service.toml"))?;
+            .map_err(in_settings)?;
         let hash_key = settings
             .hash_key
             .as_deref()
             .map(HashKey::parse)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| in_settings(e.into()))?;
         let (store, name, ver) = (self.store.clone(), service.to_string(), version.to_string());
-        check_quota(&settings.storage)
-            .with_context(|| format!("services/{service}/service.toml"))?;
+        check_quota(&settings.storage).map_err(in_settings)?;
         let quota = settings.storage;
         let config = Arc::new(settings.config);
         let platform = Box::new(move || {
@@ -85,9 +99,9 @@ impl Loader {
             )
         });
         let pool = InstancePool::new(self.runtime.clone(), linked, platform, policy);
-        pool.try_start()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start an instance: {e:#}"))?;
+        pool.try_start().await.map_err(|e| {
+            Refusal::load(LoadStage::Start, format!("cannot start an instance: {e:#}"))
+        })?;
         // Other hosts sharing the store can fetch it now.
         let shared = SharedVersion {
             service: service.to_string(),

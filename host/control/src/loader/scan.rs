@@ -11,8 +11,9 @@ use semver::Version;
 
 use super::naming::{is_component_file, misplaced, valid_service_name, version_of_file};
 use super::{Loader, MAX_COMPONENT_BYTES};
+use crate::compat::{AtStage, LoadStage, Refusal};
 use crate::files;
-use crate::registry::{Found, LoadedVersion, Refusal, VersionEntry};
+use crate::registry::{Found, LoadedVersion, VersionEntry};
 
 impl Loader {
     /// Load every service under the services directory, then let the registry
@@ -97,9 +98,7 @@ impl Loader {
             };
             let entry = match &settings {
                 Ok(_) => self.load_file(name, &version, &path).await,
-                Err(e) => VersionEntry::Rejected(Refusal::Load {
-                    reason: e.to_string(),
-                }),
+                Err(e) => VersionEntry::Rejected(Refusal::load(LoadStage::Settings, e)),
             };
             found.versions.insert(version, entry);
         }
@@ -107,27 +106,25 @@ impl Loader {
     }
 
     async fn load_file(&self, service: &str, version: &Version, path: &Path) -> VersionEntry {
-        let bytes = match read_component(path).await {
-            Ok(bytes) => bytes,
-            Err(e) => return self.rejected(path, format!("{e:#}")),
+        let loaded = match read_component(path).await.at(LoadStage::File) {
+            Ok(bytes) => self.load_bytes(service, version, bytes).await,
+            Err(refusal) => Err(refusal),
         };
-        match self.load_bytes(service, version, bytes).await {
-            Ok(loaded) => VersionEntry::Loaded(loaded),
-            Err(e) => self.rejected(path, format!("{e:#}")),
-        }
+        loaded.map_or_else(
+            |refusal| {
+                tracing::error!(file = %path.display(), "rejected: {refusal}");
+                VersionEntry::Rejected(refusal)
+            },
+            VersionEntry::Loaded,
+        )
     }
 
     /// A component file appeared or changed: load it and offer it to the
     /// registry, unless it is the very build that version already runs.
     /// What becomes of it is logged once, from the registry's answer.
     pub async fn file_changed(&self, service: &str, version: &Version, path: &Path) {
-        let refused = |e: anyhow::Error| {
-            VersionEntry::Rejected(Refusal::Load {
-                reason: format!("{e:#}"),
-            })
-        };
-        let entry = match read_component(path).await {
-            Err(e) => refused(e),
+        let entry = match read_component(path).await.at(LoadStage::File) {
+            Err(refusal) => VersionEntry::Rejected(refusal),
             Ok(bytes) => {
                 let hashed = tokio::task::spawn_blocking(move || {
                     (switchyard_runtime::digest(&bytes), bytes)
@@ -144,7 +141,7 @@ impl Loader {
                 }
                 match self.load_bytes(service, version, bytes).await {
                     Ok(loaded) => VersionEntry::Loaded(loaded),
-                    Err(e) => refused(e),
+                    Err(refusal) => VersionEntry::Rejected(refusal),
                 }
             }
         };
@@ -191,11 +188,6 @@ impl Loader {
         } else {
             self.registry.misplaced_file(&file, None);
         }
-    }
-
-    fn rejected(&self, path: &Path, reason: String) -> VersionEntry {
-        tracing::error!(file = %path.display(), "rejected: {reason}");
-        VersionEntry::Rejected(Refusal::Load { reason })
     }
 }
 

@@ -19,7 +19,7 @@ use super::model::{
     Activation, Deployable, Deployment, Refusal, RegistryError, Routing, VersionEntry,
     VersionState, check_split,
 };
-use crate::compat;
+use crate::compat::{self, LoadStage};
 
 /// How many history entries each service keeps.
 pub const HISTORY_LEN: usize = 50;
@@ -724,8 +724,6 @@ impl<V: Deployable> Deployments<V> {
 fn refusal_of(error: RegistryError) -> Refusal {
     match error {
         RegistryError::Incompatible { why, .. } => Refusal::from(*why),
-        other => Refusal::Load {
-            reason: other.to_string(),
-        },
+        other => Refusal::load(LoadStage::Activate, other),
     }
 }

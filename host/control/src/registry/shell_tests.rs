@@ -76,6 +76,7 @@ fn ver(text: &str) -> Version {
 
 fn refused(reason: &str) -> VersionEntry {
     VersionEntry::Rejected(Refusal::Load {
+        stage: crate::compat::LoadStage::Compile,
         reason: reason.to_string(),
     })
 }

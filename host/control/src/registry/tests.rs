@@ -237,6 +237,7 @@ fn a_refused_file_for_a_serving_version_leaves_the_old_build_serving() {
     let serving = goods("1.0.0");
     let mut world = world(Activation::Auto, std::slice::from_ref(&serving));
     let why = Refusal::Load {
+        stage: crate::compat::LoadStage::Compile,
         reason: "not a component".into(),
     };
     let offered = world.offer(
@@ -405,6 +406,7 @@ fn rollback_goes_back_past_versions_gone_or_rejected_since() {
             Activation::Auto,
             ver("1.2.0"),
             VersionEntry::Rejected(Refusal::Load {
+                stage: crate::compat::LoadStage::Compile,
                 reason: "not a component".into(),
             }),
         )
@@ -792,6 +794,7 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
 
     // A version this host refused: the reason shows.
     let refused = Refusal::Load {
+        stage: crate::compat::LoadStage::Compile,
         reason: "not a component".into(),
     };
     here.offer(
