@@ -368,3 +368,35 @@ async fn an_operator_removes_a_version_or_a_service_through_the_admin_api() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{unknown:?}");
     assert_eq!(host.active("users").await, "1.0.0");
 }
+
+/// The front door: `/` says what the host is and where to go, without
+/// naming a service; `/admin` lists the admin API, to operators only.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_front_door_says_where_to_go_and_lists_nothing_to_the_public() {
+    const TOKEN: &str = "door-secret";
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    let host = site.start_with(&["--admin-token", TOKEN]);
+
+    let root = host.get("/").await;
+    assert_eq!(root.status, StatusCode::NOT_FOUND, "{root:?}");
+    assert!(root.error().contains("/<name>/"), "{root:?}");
+    assert!(root.body["operators"].as_str().unwrap().contains("/admin"));
+    assert!(!root.body.to_string().contains("goods"), "{root:?}");
+
+    for path in ["/admin", "/admin/"] {
+        let anonymous = host.send(Method::GET, path, None).await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {anonymous:?}"
+        );
+        let index = host.send_as(TOKEN, Method::GET, path, None).await;
+        assert_eq!(index.status, StatusCode::OK, "{path}: {index:?}");
+        let routes = index.body["routes"].as_array().unwrap();
+        assert!(
+            routes.iter().any(|r| r["path"] == "/admin/services"),
+            "{index:?}"
+        );
+    }
+}

@@ -60,6 +60,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
             read_admin_body,
         ));
     Router::new()
+        .route("/admin", get(index))
+        .route("/admin/", get(index))
         .route("/admin/services", get(list_services))
         .route(
             "/admin/services/{name}",
@@ -73,6 +75,52 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .merge(changes)
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
+}
+
+/// What the admin API offers, for an operator who opens `/admin`.
+const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/admin/services",
+        "every service, its versions, functions and history",
+    ),
+    ("GET", "/admin/services/{name}", "one service"),
+    (
+        "POST",
+        "/admin/services/{name}/versions?version=X.Y.Z",
+        "upload a version (the component as the body)",
+    ),
+    (
+        "POST",
+        "/admin/services/{name}/activate",
+        "send all traffic to a version: {\"version\": \"X.Y.Z\"}",
+    ),
+    (
+        "POST",
+        "/admin/services/{name}/rollback",
+        "back to the version that served before",
+    ),
+    (
+        "PUT",
+        "/admin/services/{name}/traffic",
+        "split traffic: {\"1.0.0\": 90, \"1.1.0\": 10}",
+    ),
+    (
+        "DELETE",
+        "/admin/services/{name}/versions/{version}",
+        "withdraw a version",
+    ),
+    ("DELETE", "/admin/services/{name}", "withdraw a service"),
+    ("GET", "/admin/nodes", "the hosts sharing this host's store"),
+    ("GET", "/metrics", "Prometheus metrics"),
+];
+
+async fn index() -> Response {
+    let routes: Vec<_> = ROUTES
+        .iter()
+        .map(|(method, path, does)| json!({ "method": method, "path": path, "does": does }))
+        .collect();
+    axum::Json(json!({ "admin": "switchyard", "routes": routes })).into_response()
 }
 
 async fn list_services(State(admin): State<Arc<Admin>>) -> Response {

@@ -78,6 +78,7 @@ impl Gateway {
 /// The gateway's routes, with `admin` mounted next to them.
 pub fn router(gateway: Arc<Gateway>, admin: Router) -> Router {
     Router::new()
+        .route("/", get(front_door))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -97,6 +98,17 @@ async fn method_not_allowed(request: Request) -> Response {
             request.uri().path()
         ),
     )
+}
+
+/// A person who opens the host in a browser learns what it is and where
+/// to go; nothing here lists what it serves.
+async fn front_door() -> Response {
+    let body = json!({
+        "error": "no service at /: this is a Switchyard host, and each service answers \
+                  at /<name>/...",
+        "operators": "the admin API is at /admin (a token, or a loopback client without one)",
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
 
 // === health and metrics ===
