@@ -743,16 +743,22 @@ async fn one_services_large_writes_do_not_stall_anothers_reads() {
             })
         })
         .collect();
-    let mut slowest = Duration::ZERO;
+    // Measured against the writes themselves, not a clock: reads queued
+    // behind the writes would finish one per write; served beside them,
+    // many finish while the writes run, however loaded the machine is.
+    let (mut reads, mut slowest) = (0, Duration::ZERO);
+    let started = Instant::now();
     while !writes.iter().all(|w| w.is_finished()) {
         slowest = slowest.max(slowest_of(&host, &format!("/goods/{pen}"), 1).await);
+        reads += 1;
     }
+    let writing = started.elapsed();
     for write in writes {
         assert_eq!(write.await.unwrap(), StatusCode::OK);
     }
     assert!(
-        slowest < Duration::from_millis(250),
-        "a goods read took {slowest:?}"
+        reads >= 10 && slowest < writing / 2,
+        "{reads} goods reads while the writes ran for {writing:?}; the slowest took {slowest:?}"
     );
 }
 
