@@ -3,7 +3,7 @@
 //! Rust shop: each imports the catalog as orders does, and keeps its own
 //! data in the key-value store.
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::support::{Site, component};
@@ -154,13 +154,9 @@ pub(crate) async fn python_and_javascript_errors_reach_the_operators_and_console
     }
 
     let logged = host
-        .client()
-        .get(format!("{}/shelf-js/log", host.base))
-        .header("x-request-id", "console-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logged.status(), StatusCode::OK);
+        .send_with_id(Method::GET, "/shelf-js/log", "console-1")
+        .await;
+    assert_eq!(logged.status, StatusCode::OK, "{logged:?}");
     for (text, level) in [
         ("javascript says 42 {\"id\":\"pen\"}", "INFO"),
         ("a warning", "WARN"),

@@ -71,13 +71,9 @@ async fn a_guests_output_lines_carry_the_request_id() {
     site.install("faulty", "1.0.0", &component("faulty"));
     let host = site.start_with(&["--log-format", "json"]);
     let printed = host
-        .client()
-        .get(format!("{}/faulty/print?n=1&bytes=12", host.base))
-        .header("x-request-id", "print-me-7")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(printed.status(), StatusCode::OK);
+        .send_with_id(Method::GET, "/faulty/print?n=1&bytes=12", "print-me-7")
+        .await;
+    assert_eq!(printed.status, StatusCode::OK);
     let entry = site.log_entry_mentioning("xxxxxxxxxxxx");
     assert_eq!(entry["target"], "guest", "{entry}");
     assert_eq!(entry["fields"]["stream"], "stdout", "{entry}");
@@ -98,14 +94,10 @@ async fn a_trap_gives_the_client_a_request_id_and_the_operators_the_guests_error
     );
     let host = site.start_with(&["--log-format", "json"]);
     let panicked = host
-        .client()
-        .post(format!("{}/faulty/panic", host.base))
-        .header("x-request-id", "panic-me-3")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body: serde_json::Value = panicked.json().await.unwrap();
+        .send_with_id(Method::POST, "/faulty/panic", "panic-me-3")
+        .await;
+    assert_eq!(panicked.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let body = panicked.body;
     assert_eq!(body["request_id"], "panic-me-3", "{body}");
     let error = body["error"].as_str().unwrap();
     for part in ["service faulty 1.0.0 failed", "panic-me-3"] {
@@ -165,13 +157,9 @@ async fn request_ids_are_kept_or_made_and_logged_with_the_service() {
     let site = Site::shop();
     let host = site.start_with(&["--log-format", "json"]);
     let reply = host
-        .client()
-        .get(format!("{}/goods", host.base))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.headers()["x-request-id"], "trace-me-42");
+        .send_with_id(Method::GET, "/goods", "trace-me-42")
+        .await;
+    assert_eq!(reply.header("x-request-id"), "trace-me-42");
     let made = host.get("/users").await;
     let id = made.header("x-request-id").to_string();
     assert_eq!(id.len(), 32, "a fresh id: {id:?}");

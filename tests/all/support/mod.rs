@@ -289,6 +289,15 @@ impl Host {
         }
     }
 
+    /// Send as request `id` (its `x-request-id` header).
+    pub async fn send_with_id(&self, method: Method, path: &str, id: &str) -> Reply {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("x-request-id", id);
+        self.exchange(request, path).await
+    }
+
     /// Send with an `Authorization: Bearer <token>` header.
     pub async fn send_as(
         &self,
