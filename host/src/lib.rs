@@ -18,6 +18,7 @@
 //! - `switchyard_store` (`host/store`): durable data.
 
 pub mod logs;
+pub mod operator;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -43,6 +43,9 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Commands against a running host's admin API.
+    #[command(flatten)]
+    Operate(Operate),
     /// Build a service's folder into a component, with the toolchain pinned
     /// for its language (installed on first use): <dir>/<name>-<version>.wasm,
     /// or <services>/<name>/<version>.wasm with --services.
@@ -73,6 +76,75 @@ enum StoreCommand {
         #[arg(long, value_parser = switchyard_store::Location::parse)]
         to: switchyard_store::Location,
     },
+}
+
+/// An operator's commands, each one admin API call to a running host.
+#[derive(Subcommand)]
+enum Operate {
+    /// List the services of a running host: active version, traffic,
+    /// versions, instances, requests and errors.
+    Services {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// One service of a running host: its versions, their states and weights.
+    Service {
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Upload FILE to a running host as version --version of service NAME
+    /// (validated as a dropped file is; refused with the host's reason).
+    Deploy {
+        name: String,
+        file: PathBuf,
+        /// Its version, X.Y.Z.
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Send all of NAME's traffic to VERSION.
+    Activate {
+        name: String,
+        version: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Send NAME's traffic back to the version that served before.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Split NAME's traffic by weight: `switchyard split goods 1.0.0=90 1.1.0=10`.
+    Split {
+        name: String,
+        #[arg(required = true, value_parser = switchyard::operator::parse_weight)]
+        weights: Vec<(String, u32)>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// What happened to NAME: activations, swaps, splits, failovers, refusals.
+    History {
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+}
+
+/// Which host an operator's command goes to, and how it answers. The
+/// token, when the host has one, comes from SWITCHYARD_ADMIN_TOKEN. Exit
+/// codes: 0 done, 1 refused by the host (its reason on stderr), 2 a command
+/// line not understood, 3 the host cannot be reached.
+#[derive(clap::Args)]
+struct HostArgs {
+    /// The host's address.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Print the host's JSON answer instead of a table, for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +238,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Operate(operate) => run_against_host(operate).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            let _logs = switchyard::logs::init(false);
+            let copied = switchyard::copy_store(&from, &to).await?;
+            println!(
+                "copied {} entries and {} deployment records",
+                copied.entries, copied.deployments
+            );
+            Ok(())
+        }
         Command::New {
             name,
             lang,
@@ -202,37 +285,80 @@ async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Store(StoreCommand::Copy { from, to }) => {
-            let _logs = switchyard::logs::init(false);
-            let copied = switchyard::copy_store(&from, &to).await?;
-            println!(
-                "copied {} entries and {} deployment records",
-                copied.entries, copied.deployments
-            );
+    }
+}
+
+/// One admin call; the answer on stdout, or the refusal on stderr with
+/// the exit code that says what kind it is.
+async fn run_against_host(operate: Operate) -> anyhow::Result<()> {
+    use switchyard::operator::Command as Op;
+    let (host, op) = match operate {
+        Operate::Services { host } => (host, Op::Services),
+        Operate::Service { name, host } => (host, Op::Service { name }),
+        Operate::Deploy {
+            name,
+            file,
+            version,
+            host,
+        } => (
+            host,
+            Op::Deploy {
+                name,
+                file,
+                version,
+            },
+        ),
+        Operate::Activate {
+            name,
+            version,
+            host,
+        } => (host, Op::Activate { name, version }),
+        Operate::Rollback { name, host } => (host, Op::Rollback { name }),
+        Operate::Split {
+            name,
+            weights,
+            host,
+        } => (host, Op::Split { name, weights }),
+        Operate::History { name, host } => (host, Op::History { name }),
+    };
+    let token = std::env::var("SWITCHYARD_ADMIN_TOKEN").ok();
+    let remote = switchyard::operator::Remote::new(&host.url, token);
+    match switchyard::operator::run(&remote, op, host.json).await {
+        Ok(shown) => {
+            print!("{shown}");
             Ok(())
         }
-        Command::Serve(args) => {
-            let _logs = switchyard::logs::init(matches!(args.log_format, LogFormat::Json));
-            switchyard::serve(switchyard::Settings {
-                services_dir: args.services,
-                data_dir: args.data,
-                compiled_cache: args.compiled_cache,
-                listen: args.listen,
-                max_body_bytes: args.max_body_bytes,
-                request_timeout: Duration::from_millis(args.request_timeout_ms),
-                admin_token: args.admin_token.filter(|t| !t.is_empty()),
-                shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-                pool_instances: args.pool_instances,
-                perf_map: args.perf_map,
-                connections: switchyard_gateway::server::ConnectionLimits {
-                    header_timeout: Duration::from_millis(args.header_timeout_ms),
-                    idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-                    max_connections: args.max_connections as usize,
-                },
-                store: args.store,
-                node_id: args.node_id.filter(|id| !id.is_empty()),
-            })
-            .await
+        Err(failure) => {
+            #[allow(clippy::print_stderr)] // the command's own answer
+            {
+                eprintln!("{failure}");
+            }
+            std::process::exit(failure.exit_code());
         }
     }
+}
+
+/// Serve until told to stop.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let _logs = switchyard::logs::init(matches!(args.log_format, LogFormat::Json));
+    switchyard::serve(switchyard::Settings {
+        services_dir: args.services,
+        data_dir: args.data,
+        compiled_cache: args.compiled_cache,
+        listen: args.listen,
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        pool_instances: args.pool_instances,
+        perf_map: args.perf_map,
+        connections: switchyard_gateway::server::ConnectionLimits {
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            max_connections: args.max_connections as usize,
+        },
+        store: args.store,
+        node_id: args.node_id.filter(|id| !id.is_empty()),
+    })
+    .await
 }

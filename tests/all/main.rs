@@ -7,6 +7,7 @@
 mod support;
 
 mod authoring;
+mod cli;
 mod cluster;
 mod hardening;
 mod in_process;
