@@ -21,7 +21,12 @@
 //! isolation); an instance that trapped, timed out or was abandoned halfway is
 //! dropped, and its slot refilled on the next call. [`crate::links`] routes
 //! service-to-service calls through the same pools.
+//!
+//! The pool knows instances only through [`Instances`]: how one is made and
+//! what it says about its last call. [`Components`] makes a version's
+//! wasmtime instances; the pool's tests use instances that are plain data.
 
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,20 +97,55 @@ pub enum AcquireError {
     Instantiate(anyhow::Error),
 }
 
-struct Slot {
-    instance: Arc<Mutex<Option<LiveInstance>>>,
+/// How a pool makes its instances, and what it asks of one after a call.
+pub trait Instances: Send + Sync + 'static {
+    type Instance: Send + 'static;
+    /// A fresh instance.
+    fn instantiate(&self) -> impl Future<Output = Result<Self::Instance>> + Send;
+    /// Whether its last call asked the store to change anything.
+    fn wrote_during_call(instance: &Self::Instance) -> bool;
+    /// Whether it is better replaced than kept for the next call.
+    fn grew_too_large(instance: &Self::Instance) -> bool;
+}
+
+/// A version's instances: its linked component, started with a fresh
+/// platform context and the version's limits.
+pub struct Components {
+    runtime: Arc<Runtime>,
+    linked: Linked,
+    platform: PlatformFactory,
+    limits: Limits,
+}
+
+impl Instances for Components {
+    type Instance = LiveInstance;
+
+    fn instantiate(&self) -> impl Future<Output = Result<LiveInstance>> + Send {
+        self.runtime
+            .instantiate(&self.linked, (self.platform)(), self.limits)
+    }
+
+    fn wrote_during_call(instance: &LiveInstance) -> bool {
+        instance.wrote_during_call()
+    }
+
+    fn grew_too_large(instance: &LiveInstance) -> bool {
+        instance.grew_too_large()
+    }
+}
+
+struct Slot<T> {
+    instance: Arc<Mutex<Option<T>>>,
     /// Calls running on this slot or waiting for it.
     outstanding: AtomicUsize,
     populated: AtomicBool,
 }
 
 /// The instances of one version.
-pub struct InstancePool {
-    runtime: Arc<Runtime>,
-    linked: Linked,
-    platform: PlatformFactory,
+pub struct InstancePool<I: Instances = Components> {
+    instances: I,
     policy: PoolPolicy,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<I::Instance>>,
     cursor: AtomicUsize,
     waiting: AtomicUsize,
     /// Instances alive, idle or leased.
@@ -117,13 +157,26 @@ pub struct InstancePool {
     retired: AtomicBool,
 }
 
-impl InstancePool {
+impl InstancePool<Components> {
     pub fn new(
         runtime: Arc<Runtime>,
         linked: Linked,
         platform: PlatformFactory,
         policy: PoolPolicy,
     ) -> InstancePool {
+        let components = Components {
+            runtime,
+            linked,
+            platform,
+            limits: policy.limits,
+        };
+        InstancePool::of(components, policy)
+    }
+}
+
+impl<I: Instances> InstancePool<I> {
+    /// A pool of `instances`, none made yet.
+    pub fn of(instances: I, policy: PoolPolicy) -> InstancePool<I> {
         let slots = (0..policy.max.max(1))
             .map(|_| Slot {
                 instance: Arc::new(Mutex::new(None)),
@@ -132,9 +185,7 @@ impl InstancePool {
             })
             .collect();
         InstancePool {
-            runtime,
-            linked,
-            platform,
+            instances,
             policy,
             slots,
             cursor: AtomicUsize::new(0),
@@ -182,10 +233,7 @@ impl InstancePool {
     /// (its memory fits its limit, its start-up code runs), before it may
     /// take traffic.
     pub async fn try_start(&self) -> Result<()> {
-        let instance = self
-            .runtime
-            .instantiate(&self.linked, (self.platform)(), self.policy.limits)
-            .await?;
+        let instance = self.instances.instantiate().await?;
         drop(instance);
         Ok(())
     }
@@ -205,7 +253,7 @@ impl InstancePool {
     }
 
     /// An instance for one call; `key` is the request's hash key, if any.
-    pub async fn acquire(self: &Arc<Self>, key: Option<u64>) -> Result<Lease, AcquireError> {
+    pub async fn acquire(self: &Arc<Self>, key: Option<u64>) -> Result<Lease<I>, AcquireError> {
         let chosen = self.choose(key);
         let affine = self.policy.strategy == Strategy::ConsistentHash && key.is_some();
         if let Ok(guard) = self.slots[chosen].instance.clone().try_lock_owned() {
@@ -283,15 +331,12 @@ impl InstancePool {
     async fn lease(
         self: &Arc<Self>,
         index: usize,
-        mut guard: OwnedMutexGuard<Option<LiveInstance>>,
-    ) -> Result<Lease> {
+        mut guard: OwnedMutexGuard<Option<I::Instance>>,
+    ) -> Result<Lease<I>> {
         let slot = &self.slots[index];
         slot.outstanding.fetch_add(1, Ordering::Relaxed);
         if guard.is_none() {
-            let created = self
-                .runtime
-                .instantiate(&self.linked, (self.platform)(), self.policy.limits)
-                .await;
+            let created = self.instances.instantiate().await;
             match created {
                 Ok(instance) => {
                     *guard = Some(instance);
@@ -382,10 +427,10 @@ impl HashKey {
 }
 
 /// One instance, leased for one call.
-pub struct Lease {
-    pool: Arc<InstancePool>,
+pub struct Lease<I: Instances = Components> {
+    pool: Arc<InstancePool<I>>,
     index: usize,
-    guard: Option<OwnedMutexGuard<Option<LiveInstance>>>,
+    guard: Option<OwnedMutexGuard<Option<I::Instance>>>,
     /// False from the start of a call until it finishes cleanly.
     reusable: bool,
     /// Whether its last call asked the store to change anything; shared,
@@ -394,7 +439,7 @@ pub struct Lease {
     wrote: Option<Arc<AtomicBool>>,
 }
 
-impl Lease {
+impl<I: Instances> Lease<I> {
     /// Whether the call made on this lease asked the store to change
     /// anything, readable after the lease is gone: a failed call that did
     /// is not safe to repeat.
@@ -407,7 +452,7 @@ impl Lease {
         self.index
     }
 
-    fn instance(&mut self) -> &mut LiveInstance {
+    fn instance(&mut self) -> &mut I::Instance {
         self.guard
             .as_mut()
             .and_then(|g| g.as_mut())
@@ -421,11 +466,11 @@ impl Lease {
     /// large.
     pub async fn run<T>(
         &mut self,
-        call: impl AsyncFnOnce(&mut LiveInstance) -> Result<T, CallError>,
+        call: impl AsyncFnOnce(&mut I::Instance) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         self.reusable = false;
         let outcome = call(self.instance()).await;
-        let wrote = self.instance().wrote_during_call();
+        let wrote = I::wrote_during_call(self.instance());
         if let Some(flag) = &self.wrote {
             flag.store(wrote, Ordering::Relaxed);
         }
@@ -434,6 +479,17 @@ impl Lease {
         Ok(answer)
     }
 
+    /// The call ended cleanly: the instance may serve again, unless its
+    /// memory grew too large (then a fresh one takes its place).
+    fn ended_well(&mut self) {
+        self.reusable = !I::grew_too_large(self.instance());
+        if !self.reusable {
+            tracing::debug!("replacing an instance whose memory grew too large");
+        }
+    }
+}
+
+impl Lease<Components> {
     pub async fn call_export(
         &mut self,
         depth: u32,
@@ -442,7 +498,13 @@ impl Lease {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<(), CallError> {
-        let Some(index) = self.pool.linked.exports().get(interface, function) else {
+        let Some(index) = self
+            .pool
+            .instances
+            .linked
+            .exports()
+            .get(interface, function)
+        else {
             return Err(CallError::Trap(
                 anyhow!("{interface}#{function} is not exported").into(),
             ));
@@ -450,18 +512,9 @@ impl Lease {
         self.run(async |instance| instance.call_export(depth, &index, params, results).await)
             .await
     }
-
-    /// The call ended cleanly: the instance may serve again, unless its
-    /// memory grew too large (then a fresh one takes its place).
-    fn ended_well(&mut self) {
-        self.reusable = !self.instance().grew_too_large();
-        if !self.reusable {
-            tracing::debug!("replacing an instance whose memory grew too large");
-        }
-    }
 }
 
-impl Drop for Lease {
+impl<I: Instances> Drop for Lease<I> {
     fn drop(&mut self) {
         let pool = &self.pool;
         let slot = &pool.slots[self.index];
@@ -482,7 +535,194 @@ impl Drop for Lease {
 
 #[cfg(test)]
 mod tests {
-    use super::rendezvous;
+    use super::*;
+
+    /// Instances that are plain data: a number each, in the order made.
+    #[derive(Default)]
+    struct Fake {
+        made: AtomicUsize,
+        /// While set, instantiating fails.
+        broken: AtomicBool,
+    }
+
+    struct FakeInstance {
+        id: usize,
+        wrote: bool,
+        grew: bool,
+    }
+
+    impl Instances for Fake {
+        type Instance = FakeInstance;
+
+        async fn instantiate(&self) -> Result<FakeInstance> {
+            if self.broken.load(Ordering::Relaxed) {
+                anyhow::bail!("its start-up trapped");
+            }
+            let id = self.made.fetch_add(1, Ordering::Relaxed);
+            Ok(FakeInstance {
+                id,
+                wrote: false,
+                grew: false,
+            })
+        }
+
+        fn wrote_during_call(instance: &FakeInstance) -> bool {
+            instance.wrote
+        }
+
+        fn grew_too_large(instance: &FakeInstance) -> bool {
+            instance.grew
+        }
+    }
+
+    fn pool(max: usize, isolation: Isolation) -> Arc<InstancePool<Fake>> {
+        let policy = PoolPolicy {
+            isolation,
+            strategy: Strategy::RoundRobin,
+            min: 1,
+            max,
+            queue_timeout: Duration::from_millis(50),
+            // Not the pool's business: its instances are made elsewhere.
+            limits: Limits {
+                memory_bytes: 1 << 20,
+                retained_memory_bytes: None,
+                deadline: Duration::from_secs(1),
+                call_depth: 1,
+            },
+        };
+        let pool = InstancePool::of(Fake::default(), policy);
+        pool.revive();
+        Arc::new(pool)
+    }
+
+    /// The id of the instance a call on a fresh lease runs on.
+    async fn serve(pool: &Arc<InstancePool<Fake>>) -> usize {
+        let mut lease = pool.acquire(None).await.unwrap();
+        lease.run(async |i| Ok(i.id)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_instance_serves_call_after_call_until_a_call_fails() {
+        let pool = pool(1, Isolation::Pooled);
+        pool.warm().await.unwrap();
+        assert_eq!(pool.instances(), 1);
+        assert_eq!(serve(&pool).await, 0);
+        assert_eq!(serve(&pool).await, 0, "reused");
+
+        let mut lease = pool.acquire(None).await.unwrap();
+        let failed = lease
+            .run(async |_| Err::<(), _>(CallError::TooMuchData))
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(pool.leased(), 1);
+        drop(lease);
+        assert_eq!((pool.instances(), pool.leased()), (0, 0), "dropped");
+        assert_eq!(serve(&pool).await, 1, "a fresh one took its place");
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_grew_too_large_or_was_abandoned_is_replaced() {
+        let pool = pool(1, Isolation::Pooled);
+        let mut lease = pool.acquire(None).await.unwrap();
+        lease
+            .run(async |i| {
+                i.grew = true;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        drop(lease);
+        assert_eq!(serve(&pool).await, 1);
+        // A call abandoned halfway (its future dropped) leaves nothing reusable.
+        let mut lease = pool.acquire(None).await.unwrap();
+        let call = lease.run(async |_| std::future::pending::<Result<(), CallError>>().await);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), call)
+                .await
+                .is_err()
+        );
+        drop(lease);
+        assert_eq!(serve(&pool).await, 2);
+    }
+
+    #[tokio::test]
+    async fn per_request_isolation_never_reuses_an_instance() {
+        let pool = pool(2, Isolation::PerRequest);
+        let ids = [serve(&pool).await, serve(&pool).await, serve(&pool).await];
+        assert_eq!(ids, [0, 1, 2]);
+        assert_eq!(pool.instances(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_makes_callers_wait_then_answers_busy() {
+        let pool = pool(2, Isolation::Pooled);
+        let first = pool.acquire(None).await.unwrap();
+        let second = pool.acquire(None).await.unwrap();
+        assert_ne!(first.slot(), second.slot(), "a busy slot sends to another");
+        assert_eq!(pool.instances(), 2);
+        let started = tokio::time::Instant::now();
+        match pool.acquire(None).await {
+            Err(AcquireError::Busy { instances: 2, .. }) => {}
+            other => panic!("expected busy, got {:?}", other.map(|l| l.slot())),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(50), "it waited");
+        // One returning lets a waiting caller in.
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.acquire(None).await.map(|l| l.slot()) })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let freed = first.slot();
+        drop(first);
+        assert_eq!(waiting.await.unwrap().unwrap(), freed);
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_is_the_callers_error_and_leaves_the_slot_empty() {
+        let pool = pool(1, Isolation::Pooled);
+        pool.instances.broken.store(true, Ordering::Relaxed);
+        assert!(pool.try_start().await.is_err());
+        match pool.acquire(None).await {
+            Err(AcquireError::Instantiate(e)) => assert!(e.to_string().contains("trapped")),
+            other => panic!(
+                "expected a start failure, got {:?}",
+                other.map(|l| l.slot())
+            ),
+        }
+        assert_eq!((pool.instances(), pool.leased()), (0, 0));
+        pool.instances.broken.store(false, Ordering::Relaxed);
+        assert_eq!(serve(&pool).await, 0, "the slot fills once it can");
+    }
+
+    #[tokio::test]
+    async fn a_retired_pool_drops_idle_instances_now_and_leased_ones_on_return() {
+        let pool = pool(2, Isolation::Pooled);
+        let leased = pool.acquire(None).await.unwrap();
+        let idle = pool.acquire(None).await.unwrap();
+        drop(idle);
+        assert_eq!(pool.instances(), 2);
+        pool.retire();
+        assert_eq!(pool.instances(), 1, "the idle one went at once");
+        drop(leased);
+        assert_eq!(pool.instances(), 0, "the leased one on its return");
+    }
+
+    #[tokio::test]
+    async fn whether_a_call_wrote_is_readable_after_the_lease_is_gone() {
+        let pool = pool(1, Isolation::Pooled);
+        let mut lease = pool.acquire(None).await.unwrap();
+        let wrote = lease.writes();
+        lease
+            .run(async |i| {
+                i.wrote = true;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        drop(lease);
+        assert!(wrote.load(Ordering::Relaxed));
+    }
 
     #[test]
     fn adding_an_instance_moves_about_one_key_in_n_plus_one() {
