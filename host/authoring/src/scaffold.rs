@@ -260,7 +260,12 @@ fn readme(name: &str, language: Language, app: &str) -> String {
          imports.\n\n```sh\nswitchyard build                      # {name}-0.1.0.wasm, here\n\
          switchyard build --services SERVICES  # straight into a host's services folder\n```\n\n\
          The version is the one in its manifest: raise it for each new build a host \
-         should take.\n"
+         should take.\n\n\
+         To call another service, import its interface in `wit/world.wit` \
+         (`import switchyard:shop/catalog@1.0.0;`). The shop's interfaces are in \
+         `wit/deps/shop/`; for a service of your own, copy the WIT package that \
+         declares its interface into `wit/deps/<package>/` first. The host checks \
+         at load time that some service exports what this one imports.\n"
     )
 }
 
@@ -285,6 +290,9 @@ mod tests {
             "{app}"
         );
         assert!(dir.join("pyproject.toml").exists());
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        assert!(readme.contains("switchyard build --services"), "{readme}");
+        assert!(readme.contains("wit/deps/<package>/"), "{readme}");
 
         let again = scaffold(parent.path(), "ratings", Language::Rust, &[]).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
