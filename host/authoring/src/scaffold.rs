@@ -119,12 +119,6 @@ fn world(imports: &[String]) -> String {
     text
 }
 
-/// The interface's short name: `switchyard:shop/catalog@1.0.0` → `catalog`.
-fn short(import: &str) -> &str {
-    let rest = import.rsplit('/').next().unwrap_or(import);
-    rest.split('@').next().unwrap_or(rest)
-}
-
 fn rust_manifest(name: &str) -> String {
     format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
@@ -138,7 +132,12 @@ fn rust_app(name: &str, imports: &[String]) -> String {
     let mut calls = String::new();
     for import in imports {
         let package = import.split('/').next().unwrap_or_default();
-        let module = format!("{}::{}", package.replace(':', "::"), short(import)).replace('-', "_");
+        let module = format!(
+            "{}::{}",
+            package.replace(':', "::"),
+            wit::short_name(import)
+        )
+        .replace('-', "_");
         calls.push_str(&format!("//! - {import}: `{module}::...`\n"));
     }
     let calls = if calls.is_empty() {
@@ -175,7 +174,7 @@ export!(Service);
 }
 
 fn python_app(name: &str, imports: &[String]) -> String {
-    let modules: Vec<&str> = imports.iter().map(|i| short(i)).collect();
+    let modules: Vec<&str> = imports.iter().map(|i| wit::short_name(i)).collect();
     let imported = if modules.is_empty() {
         String::new()
     } else {

@@ -101,17 +101,19 @@ pub fn importable() -> Vec<String> {
         .collect()
 }
 
+/// The interface's short name: `switchyard:shop/catalog@1.0.0` → `catalog`.
+pub fn short_name(full: &str) -> &str {
+    let rest = full.rsplit('/').next().unwrap_or(full);
+    rest.split('@').next().unwrap_or(rest)
+}
+
 /// The full name of the interface `asked` names: its full name, or its
 /// short one (`catalog`).
 pub fn resolve_import(asked: &str) -> Result<String> {
     let known = importable();
-    let short = |full: &str| {
-        full.split_once('/')
-            .map(|(_, rest)| rest.split('@').next().unwrap_or(rest).to_string())
-    };
     match known
         .iter()
-        .find(|full| *full == asked || short(full).as_deref() == Some(asked))
+        .find(|full| *full == asked || short_name(full) == asked)
     {
         Some(full) => Ok(full.clone()),
         None => bail!(

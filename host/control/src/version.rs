@@ -67,13 +67,14 @@ pub struct LastError {
 
 impl LastError {
     pub fn of(failure: &CallError, at_ms: u64) -> LastError {
-        let (failure, stderr) = match failure {
-            CallError::Trap(trap) => (format!("trapped: {}", trap.cause()), trap.stderr.clone()),
-            other => (other.to_string(), None),
+        // A failure's Display is one line (a trap's without its backtrace).
+        let stderr = match failure {
+            CallError::Trap(trap) => trap.stderr.clone(),
+            _ => None,
         };
         LastError {
             at_ms,
-            failure: switchyard_platform::cut(failure, GUEST_ERROR_BYTES),
+            failure: switchyard_platform::cut(failure.to_string(), GUEST_ERROR_BYTES),
             stderr,
         }
     }

@@ -60,12 +60,15 @@ impl Trap {
     /// The trap itself, in one line: the innermost error, without the
     /// wasm backtrace around it.
     pub fn cause(&self) -> String {
-        self.error
-            .chain()
-            .last()
-            .map(|c| c.to_string())
-            .unwrap_or_default()
+        root_cause(&self.error)
     }
+}
+
+/// The innermost error of `e`'s chain, in one line: what is worth showing
+/// a client (a trap without its wasm backtrace, why an instance could not
+/// start).
+pub fn root_cause(e: &anyhow::Error) -> String {
+    e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }
 
 /// The trap in one line ([`Trap::cause`]): what a message that may reach

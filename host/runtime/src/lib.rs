@@ -29,7 +29,9 @@ pub mod state;
 
 pub use cache::{Compiled, digest};
 pub use engine::{MEMORY_CEILING, POOLED_INSTANCES, Runtime};
-pub use error::{CallError, Callee, DependencyCause, DependencyFailure, MAX_CALL_DATA, Trap};
+pub use error::{
+    CallError, Callee, DependencyCause, DependencyFailure, MAX_CALL_DATA, Trap, root_cause,
+};
 pub use guest_output::GUEST_ERROR_BYTES;
 pub use instance::{HttpResponder, IncomingBody, LiveInstance, incoming_body};
 pub use introspect::{FunctionUse, InterfaceUse, Provider};

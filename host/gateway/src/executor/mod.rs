@@ -28,7 +28,7 @@ use crate::Gateway;
 use crate::http::{error, set_header};
 use switchyard_control::balance::{AcquireError, Lease};
 use switchyard_control::registry::LoadedVersion;
-use switchyard_runtime::CallError;
+use switchyard_runtime::{CallError, root_cause};
 
 /// Which instance (slot of the version's pool) answered.
 pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
@@ -216,9 +216,4 @@ fn failure_response(
             (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
         }
     }
-}
-
-/// The innermost error worth showing a client.
-fn root_cause(e: &anyhow::Error) -> String {
-    e.chain().last().map(|c| c.to_string()).unwrap_or_default()
 }
