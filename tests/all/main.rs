@@ -9,6 +9,7 @@ mod support;
 mod authoring;
 mod cli;
 mod cluster;
+mod dashboard;
 mod hardening;
 mod in_process;
 mod kinds;

@@ -6,6 +6,8 @@
 //! admin requests are read and refused. It must
 //! never change state except through the registry and the loader.
 
+mod stats;
+mod ui;
 mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,9 +61,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             admin.clone(),
             read_admin_body,
         ));
-    Router::new()
-        .route("/admin", get(index))
-        .route("/admin/", get(index))
+    let operated = Router::new()
         .route("/admin/services", get(list_services))
         .route(
             "/admin/services/{name}",
@@ -72,13 +72,25 @@ pub fn router(admin: Arc<Admin>) -> Router {
             delete(remove_version),
         )
         .route("/admin/nodes", get(list_nodes))
+        .route("/admin/stats", get(show_stats))
         .merge(changes)
-        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
-        .with_state(admin)
+        .route_layer(middleware::from_fn_with_state(admin.clone(), authorize));
+    // Who may open these is decided by each (see `ui::may_open`).
+    let pages = Router::new()
+        .route("/admin", get(front))
+        .route("/admin/", get(front))
+        .route(ui::PAGE, get(page))
+        .route("/admin/ui/{*file}", get(page_file));
+    operated.merge(pages).with_state(admin)
 }
 
 /// What the admin API offers, for an operator who opens `/admin`.
 const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/admin/ui",
+        "the dashboard, in a browser (where a browser opening /admin goes)",
+    ),
     (
         "GET",
         "/admin/services",
@@ -111,11 +123,49 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "withdraw a version",
     ),
     ("DELETE", "/admin/services/{name}", "withdraw a service"),
+    (
+        "GET",
+        "/admin/stats",
+        "each service's request rate, success rate and latency over the last minute, instances and queue",
+    ),
     ("GET", "/admin/nodes", "the hosts sharing this host's store"),
     ("GET", "/metrics", "Prometheus metrics"),
 ];
 
-async fn index() -> Response {
+/// `/admin`: a browser goes to the dashboard; a program gets the index of
+/// the admin API (operators only).
+async fn front(State(admin): State<Arc<Admin>>, request: Request) -> Response {
+    if ui::wants_page(&request) {
+        return match ui::may_open(&admin.operators, &request) {
+            Ok(()) => ui::to_page(),
+            Err(not) => not.refusal("dashboard pages"),
+        };
+    }
+    match admin.operators.check_request(&request) {
+        Ok(()) => index(),
+        Err(not) => not.refusal("admin calls"),
+    }
+}
+
+async fn page(State(admin): State<Arc<Admin>>, request: Request) -> Response {
+    match ui::may_open(&admin.operators, &request) {
+        Ok(()) => ui::file(""),
+        Err(not) => not.refusal("dashboard pages"),
+    }
+}
+
+async fn page_file(
+    State(admin): State<Arc<Admin>>,
+    Path(file): Path<String>,
+    request: Request,
+) -> Response {
+    match ui::may_open(&admin.operators, &request) {
+        Ok(()) => ui::file(&format!("/{file}")),
+        Err(not) => not.refusal("dashboard pages"),
+    }
+}
+
+fn index() -> Response {
     let routes: Vec<_> = ROUTES
         .iter()
         .map(|(method, path, does)| json!({ "method": method, "path": path, "does": does }))
@@ -137,6 +187,10 @@ async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
         .map(|(file, reason)| json!({ "file": file, "reason": reason }))
         .collect();
     axum::Json(json!({ "services": services, "misplaced_files": misplaced })).into_response()
+}
+
+async fn show_stats(State(admin): State<Arc<Admin>>) -> Response {
+    axum::Json(stats::stats(&admin.registry)).into_response()
 }
 
 async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {

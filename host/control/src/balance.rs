@@ -210,6 +210,11 @@ impl<I: Instances> InstancePool<I> {
         self.leased.load(Ordering::Relaxed)
     }
 
+    /// Calls waiting for an instance now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// The version takes traffic (again): keep instances for reuse.
     pub fn revive(&self) {
         self.retired.store(false, Ordering::Relaxed);

@@ -5,9 +5,8 @@
 //! It owns only the forwarding; picking the provider is the registry's,
 //! leasing an instance the pool's ([`crate::balance`]).
 
-use std::sync::Weak;
-
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use wasmtime::component::Val;
 
@@ -50,11 +49,13 @@ impl ServiceCalls for ServiceLinks {
             if depth + 1 > limit {
                 return Err(DependencyCause::TooDeep { callee, limit });
             }
+            let started = Instant::now();
             let mut lease = match provider.pool.acquire(None).await {
                 Ok(lease) => lease,
                 Err(AcquireError::Instantiate(e)) => {
                     let failure = CallError::Start(e);
                     registry.report(&provider, Some(&failure));
+                    provider.signals.record(true, started.elapsed());
                     let reason = Arc::new(anyhow::Error::new(failure));
                     return Err(DependencyCause::Unavailable { callee, reason });
                 }
@@ -67,6 +68,7 @@ impl ServiceCalls for ServiceLinks {
                 .call_export(depth + 1, interface, function, params, results)
                 .await;
             registry.report(&provider, outcome.as_ref().err());
+            provider.signals.record(outcome.is_err(), started.elapsed());
             outcome.map_err(|failure| DependencyCause::Failed {
                 callee,
                 failure: Arc::new(failure),

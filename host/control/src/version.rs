@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use semver::Version;
+use switchyard_metrics::signals::Signals;
 use switchyard_runtime::{CallError, ComponentKind, GUEST_ERROR_BYTES, InterfaceUse};
 
 use crate::balance::{HashKey, InstancePool};
@@ -49,6 +50,8 @@ pub struct LoadedVersion {
     pub last_error: Mutex<Option<LastError>>,
     /// Registered at the first request, when the recorder is surely installed.
     pub(crate) request_metrics: OnceLock<RequestMetrics>,
+    /// Its calls over the last minute, for the dashboard.
+    pub signals: Signals,
 }
 
 /// A version's most recent failure, as operators read it.

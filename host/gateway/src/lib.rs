@@ -106,7 +106,7 @@ async fn front_door() -> Response {
     let body = json!({
         "error": "no service at /: this is a Switchyard host, and each service answers \
                   at /<name>/...",
-        "operators": "the admin API is at /admin (a token, or a loopback client without one)",
+        "operators": "the dashboard is at /admin/ui and the admin API at /admin (a token, or a loopback client without one)",
     });
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
 }
@@ -183,6 +183,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
     let latency = started.elapsed();
     if let Some(version) = &served_by {
         version.request_metrics().served(status.as_u16(), latency);
+        version.signals.record(status.is_server_error(), latency);
     }
     let served = access_log::Served {
         id: id_text,

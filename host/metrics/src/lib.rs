@@ -6,6 +6,8 @@
 //! never exports (the gateway serves `GET /metrics`) and never decides what
 //! counts as a failure (its callers say which [`Failure`] happened).
 
+pub mod signals;
+
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, counter, gauge, histogram};

@@ -136,6 +136,7 @@ impl Loader {
             failures: Default::default(),
             last_error: Default::default(),
             request_metrics: Default::default(),
+            signals: Default::default(),
         }))
     }
 }
