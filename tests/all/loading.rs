@@ -279,3 +279,116 @@ async fn a_file_dropped_in_a_new_folder_is_handled_once() {
         assert_eq!(logged, 1, "{name}: {}", site.log());
     }
 }
+
+/// Editing `service.toml` applies without a restart and without dropping a
+/// request: new `[config]` values and pool sizes reach new calls while calls
+/// keep being answered; an invalid edit is refused with its reason (the
+/// admin view and the log) and the settings before it stay; the next valid
+/// edit applies and clears the refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_service_toml_applies_while_serving_and_a_bad_edit_is_refused() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let site = Site::new();
+    site.install("faulty", "1.0.0", &component("faulty"));
+    site.settings(
+        "faulty",
+        "[instances]\nmax = 2\n[config]\ngreeting = \"hello\"\n",
+    );
+    let host = Arc::new(site.start());
+    let greeting = |host: Arc<crate::support::Host>| async move {
+        host.get("/faulty/config/greeting").await.body
+    };
+    assert_eq!(greeting(host.clone()).await, "hello");
+    let max = |host: Arc<crate::support::Host>| async move {
+        let stats = host.get("/admin/stats").await.body;
+        stats["services"][0]["instances"]["max"].clone()
+    };
+    assert_eq!(max(host.clone()).await, 2);
+    let history = host.service("faulty").await["history"].clone();
+
+    // Calls keep coming, each taking a while, through every edit below.
+    let loading = Arc::new(AtomicBool::new(true));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, loading) = (host.clone(), loading.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while loading.load(Ordering::Relaxed) {
+                    statuses.push(host.get("/faulty/slow?ms=20").await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let until = |what: &'static str, host: Arc<crate::support::Host>, value: Value| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = host.get(&format!("/faulty/config/{what}")).await.body;
+            if now == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} stayed {now}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    site.settings(
+        "faulty",
+        "[instances]\nmax = 5\n[config]\ngreeting = \"bonjour\"\n",
+    );
+    until("greeting", host.clone(), json!("bonjour")).await;
+    assert_eq!(max(host.clone()).await, 5);
+
+    // Out of range: refused, with the reason where operators look.
+    site.settings(
+        "faulty",
+        "[instances]\nmax = 0\n[config]\ngreeting = \"nope\"\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let view = host.service("faulty").await;
+        let refused = view["refused_files"].as_array().unwrap().clone();
+        if let Some(file) = refused.iter().find(|f| f["file"] == "service.toml") {
+            break file["reason"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad edit was not refused: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refused.contains("max"), "{refused}");
+    let log = site.log_mentioning("service.toml refused");
+    assert!(log.contains("service.toml refused"), "{log}");
+    assert_eq!(greeting(host.clone()).await, "bonjour");
+    assert_eq!(max(host.clone()).await, 5);
+
+    // Not TOML at all: the same.
+    site.settings("faulty", "[instances\n");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(greeting(host.clone()).await, "bonjour");
+
+    // Removed: the defaults apply, and the refusal is gone.
+    std::fs::remove_file(site.services().join("faulty/service.toml")).unwrap();
+    until("greeting", host.clone(), Value::Null).await;
+    assert_eq!(max(host.clone()).await, 4);
+    let view = host.service("faulty").await;
+    assert_eq!(view["refused_files"], json!([]), "{view}");
+    assert_eq!(
+        view["history"], history,
+        "settings are not a deployment change"
+    );
+
+    loading.store(false, Ordering::Relaxed);
+    let mut answered = 0;
+    for task in load {
+        for status in task.await.unwrap() {
+            assert_eq!(status, StatusCode::OK, "no call is dropped");
+            answered += 1;
+        }
+    }
+    assert!(answered > 0);
+}

@@ -4,13 +4,14 @@
 //! It owns the version's own facts and counters; deciding what serves
 //! (routing, states, failover) is the registry's, never this file's.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use semver::Version;
 use switchyard_metrics::signals::Signals;
 use switchyard_runtime::{CallError, ComponentKind, GUEST_ERROR_BYTES, InterfaceUse};
+use wasmtime::component::Component;
 
 use crate::balance::{HashKey, InstancePool};
 use crate::deployable::Deployable;
@@ -50,8 +51,11 @@ pub struct LoadedVersion {
     pub last_error: Mutex<Option<LastError>>,
     /// Registered at the first request, when the recorder is surely installed.
     pub(crate) request_metrics: OnceLock<RequestMetrics>,
-    /// Its calls over the last minute, for the dashboard.
-    pub signals: Signals,
+    /// Its calls over the last minute, for the dashboard (shared with the
+    /// build that replaces it when its settings change).
+    pub signals: Arc<Signals>,
+    /// The compiled component, for building it again with new settings.
+    pub component: Component,
 }
 
 /// A version's most recent failure, as operators read it.
@@ -103,6 +107,24 @@ impl LoadedVersion {
     pub fn request_metrics(&self) -> &RequestMetrics {
         self.request_metrics
             .get_or_init(|| RequestMetrics::register(&self.service, &self.version_text))
+    }
+
+    /// This build, taking over what `old` (the same version, built before
+    /// with other settings) counted: its requests, errors, last error and
+    /// window of calls stay with the version.
+    pub fn succeeding(mut self, old: &LoadedVersion) -> LoadedVersion {
+        let count = |n: &AtomicU64| AtomicU64::new(n.load(Ordering::Relaxed));
+        self.requests = count(&old.requests);
+        self.attempts = count(&old.attempts);
+        self.errors = count(&old.errors);
+        self.signals = old.signals.clone();
+        self.loaded_at_ms = old.loaded_at_ms;
+        *self.last_error.get_mut().unwrap_or_else(|p| p.into_inner()) = old
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self
     }
 
     /// Note a failure of this version's own (not of a service it called);

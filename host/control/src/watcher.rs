@@ -1,6 +1,8 @@
 //! Watches the services directory and turns what happens there into registry
 //! changes: a new or rewritten `<name>/<semver>.wasm` is loaded and offered, a
-//! removed one withdrawn, a misnamed one refused with a reason.
+//! removed one withdrawn, a misnamed one refused with a reason; an edited
+//! `<name>/service.toml` applies to the versions loaded
+//! ([`Loader::reconfigure`]).
 //!
 //! A file is only read once it has stopped changing: after each event it must
 //! keep the same size and modification time for [`SETTLE`], so a slow `cp`
@@ -156,11 +158,8 @@ async fn service_dir_changed(loader: &Loader, service: &str, dir: &Path) -> Vec<
 
 async fn file_changed(loader: &Loader, service: &str, file: &str, path: &Path) {
     if !is_component_file(file) {
-        if file == "service.toml" {
-            tracing::info!(
-                service,
-                "service.toml changed: it applies to versions loaded from now on"
-            );
+        if file == "service.toml" && valid_service_name(service).is_ok() {
+            loader.reconfigure(service).await;
         }
         return;
     }

@@ -8,19 +8,22 @@ use std::time::Duration;
 use semver::Version;
 
 use super::Loader;
+use super::settings::ServiceSettings;
 use super::settings::check_quota;
 use crate::balance::{HashKey, InstancePool};
 use crate::compat::{AtStage, LoadStage, Refusal};
 use crate::links::ServiceLinks;
-use crate::registry::{FailoverPolicy, LoadedVersion, now_ms};
+use crate::registry::{FailoverPolicy, LoadedVersion, VersionEntry, now_ms};
 use crate::rpc;
 use switchyard_platform::Platform;
-use switchyard_runtime::Provider;
 use switchyard_runtime::outbound::AllowedHosts;
+use switchyard_runtime::{Compiled, Provider};
 use switchyard_store::SharedVersion;
 
 impl Loader {
-    /// Compile (or fetch from the cache), validate and link one component.
+    /// Compile (or fetch from the cache), validate and link one component,
+    /// with its service's settings as `service.toml` says now; shared with
+    /// the other hosts once it is accepted.
     pub async fn load_bytes(
         &self,
         service: &str,
@@ -28,12 +31,6 @@ impl Loader {
         bytes: Vec<u8>,
     ) -> Result<Arc<LoadedVersion>, Refusal> {
         let settings = self.settings(service).at(LoadStage::Settings)?;
-        let in_settings = |e: anyhow::Error| {
-            Refusal::load(
-                LoadStage::Settings,
-                e.context(format!("services/{service}/service.toml")),
-            )
-        };
         let runtime = self.runtime.clone();
         let cache_dir = self.cache_dir.clone();
         let (compiled, bytes) = tokio::task::spawn_blocking(move || {
@@ -44,6 +41,92 @@ impl Loader {
         .await
         .at(LoadStage::Compile)?
         .at(LoadStage::Compile)?;
+        let loaded = self.assemble(service, version, compiled, settings).await?;
+        // Other hosts sharing the store can fetch it now.
+        let shared = SharedVersion {
+            service: service.to_string(),
+            version: version.to_string(),
+            digest: loaded.digest.clone(),
+        };
+        if let Err(e) = self.components.share_component(&shared, &bytes).await {
+            tracing::warn!(service, %version, "cannot share the component with other hosts: {e}");
+        }
+        Ok(Arc::new(loaded))
+    }
+
+    /// `service.toml` of `service` changed: every version it has loaded is
+    /// built again from its compiled component with the new settings and
+    /// takes its old build's place (new requests go to the new build, calls
+    /// running finish on the old one). Settings that do not parse, or that
+    /// a version cannot run with, are refused as a whole: the reason goes
+    /// to the log and to the service's refused files (`service.toml`), and
+    /// every version keeps its settings.
+    pub async fn reconfigure(&self, service: &str) {
+        const FILE: &str = "service.toml";
+        let versions: Vec<Arc<LoadedVersion>> = self
+            .registry
+            .read_book(service, |book| {
+                book.versions
+                    .values()
+                    .filter_map(|entry| match entry {
+                        VersionEntry::Loaded(loaded) => Some(loaded.clone()),
+                        VersionEntry::Rejected(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if versions.is_empty() {
+            return;
+        }
+        let refuse = |why: String| async move {
+            tracing::error!(
+                service,
+                "{FILE} refused, the settings before it stay: {why}"
+            );
+            self.registry.refuse_file(service, FILE, &why).await;
+        };
+        let settings = match self.settings(service) {
+            Ok(settings) => settings,
+            Err(e) => return refuse(format!("{e:#}")).await,
+        };
+        let mode = settings.activation;
+        let mut builds = Vec::with_capacity(versions.len());
+        for old in &versions {
+            let compiled = Compiled {
+                component: old.component.clone(),
+                digest: old.digest.clone(),
+                from_cache: true,
+                compile_time: old.compile_time,
+            };
+            match self
+                .assemble(service, &old.version, compiled, settings.clone())
+                .await
+            {
+                Ok(build) => builds.push(Arc::new(build.succeeding(old))),
+                Err(why) => return refuse(format!("version {}: {why}", old.version)).await,
+            }
+        }
+        self.registry.forget_file(service, FILE);
+        let replaced = self.registry.reconfigure(service, mode, builds).await;
+        self.warm_serving().await;
+        tracing::info!(service, versions = replaced, "{FILE} changed: applied");
+    }
+
+    /// One version from its compiled component and its settings: checked,
+    /// linked, its pool able to start.
+    async fn assemble(
+        &self,
+        service: &str,
+        version: &Version,
+        compiled: Compiled,
+        settings: ServiceSettings,
+    ) -> Result<LoadedVersion, Refusal> {
+        let in_settings = |e: anyhow::Error| {
+            Refusal::load(
+                LoadStage::Settings,
+                e.context(format!("services/{service}/service.toml")),
+            )
+        };
         let component = &compiled.component;
 
         let imports = self.runtime.imports(component);
@@ -102,16 +185,7 @@ impl Loader {
         pool.try_start().await.map_err(|e| {
             Refusal::load(LoadStage::Start, format!("cannot start an instance: {e:#}"))
         })?;
-        // Other hosts sharing the store can fetch it now.
-        let shared = SharedVersion {
-            service: service.to_string(),
-            version: version.to_string(),
-            digest: compiled.digest.clone(),
-        };
-        if let Err(e) = self.components.share_component(&shared, &bytes).await {
-            tracing::warn!(service, %version, "cannot share the component with other hosts: {e}");
-        }
-        Ok(Arc::new(LoadedVersion {
+        Ok(LoadedVersion {
             service: service.to_string(),
             version: version.clone(),
             version_text: version.to_string(),
@@ -137,6 +211,7 @@ impl Loader {
             last_error: Default::default(),
             request_metrics: Default::default(),
             signals: Default::default(),
-        }))
+            component: compiled.component,
+        })
     }
 }

@@ -20,7 +20,7 @@ use switchyard_store::{MAX_VALUE_CEILING, Quota};
 const MAX_SETTINGS_BYTES: usize = 64 << 10;
 
 /// `services/<name>/service.toml`. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceSettings {
     /// `auto` (default): the highest version takes traffic when it arrives;
@@ -48,7 +48,7 @@ pub struct ServiceSettings {
 /// `[rpc]`: a service's exported functions are for other services; over
 /// `/rpc` anonymous clients reach only those named here (operators, with
 /// the admin token, reach all).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcSettings {
     /// `"<interface>.<function>"` or a whole `"<interface>"`, the interface
@@ -58,7 +58,7 @@ pub struct RpcSettings {
 
 /// `[outbound]`: outgoing HTTP (`wasi:http/outgoing-handler`) is denied
 /// except to these hosts.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundSettings {
     /// `host:port`, or `host` for the scheme's default port; `*` for any.
@@ -81,7 +81,7 @@ pub enum SettingsError {
 }
 
 /// `[instances]`: how many instances each version may have.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstanceSettings {
     /// Created ahead of traffic.
@@ -104,7 +104,7 @@ impl Default for InstanceSettings {
 }
 
 /// `[limits]`: what one instance and one call may use.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// Per call; default: the host's `--request-timeout-ms`.
@@ -130,7 +130,7 @@ impl Default for LimitSettings {
 }
 
 /// `[failover]`: when a failing version is taken out of traffic.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverSettings {
     pub enabled: bool,

@@ -712,6 +712,32 @@ impl<V: Deployable> Deployments<V> {
             .insert(file.to_string(), reason.to_string());
     }
 
+    /// New builds of `service`'s loaded versions with new settings (its
+    /// `service.toml` changed), each taking its old build's place, in the
+    /// routing too. What serves, the weights and the history stay as they
+    /// are: no event, nothing stored. The settings' activation `mode`
+    /// applies from now on. Returns how many versions took their place (a
+    /// version withdrawn meanwhile is skipped).
+    pub fn reconfigure(&mut self, service: &str, mode: Activation, builds: Vec<Arc<V>>) -> usize {
+        let Ok(book) = self.book_mut(service) else {
+            return 0;
+        };
+        book.mode = mode;
+        let mut replaced = 0;
+        for build in builds {
+            let Some(entry @ VersionEntry::Loaded(_)) = book.versions.get_mut(build.version())
+            else {
+                continue;
+            };
+            *entry = VersionEntry::Loaded(build.clone());
+            if book.routing.weight_of(build.version()).is_some() {
+                book.routing = Arc::new(book.routing.with_replaced(&build));
+            }
+            replaced += 1;
+        }
+        replaced
+    }
+
     /// A refused file is gone again.
     pub fn forget_file(&mut self, service: &str, file: &str) {
         if let Ok(book) = self.book_mut(service) {

@@ -485,6 +485,22 @@ impl Registry {
         .await;
     }
 
+    /// `service`'s loaded versions built again with new settings take
+    /// their old builds' place (see `Deployments::reconfigure`); the old
+    /// builds' instances finish their calls and go.
+    pub async fn reconfigure(
+        &self,
+        service: &str,
+        mode: Activation,
+        builds: Vec<Arc<LoadedVersion>>,
+    ) -> usize {
+        self.change(Persist::Touched, |state, _| {
+            state.reconfigure(service, mode, builds)
+        })
+        .await
+        .outcome
+    }
+
     /// A refused file is gone again.
     pub fn forget_file(&self, service: &str, file: &str) {
         self.state().forget_file(service, file);

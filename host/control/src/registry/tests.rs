@@ -233,6 +233,44 @@ fn a_rebuild_of_a_serving_version_replaces_it_in_place_even_in_a_split() {
 }
 
 #[test]
+fn new_settings_replace_every_loaded_build_in_place_and_change_nothing_else() {
+    let mut world = world(
+        Activation::Auto,
+        &[goods("1.0.0"), goods("1.1.0"), goods("1.2.0")],
+    );
+    world
+        .split(1, "goods", &weights(&[("1.2.0", 70), ("1.1.0", 30)]))
+        .unwrap();
+    world.take_events();
+    let history = world.book("goods").unwrap().history.clone();
+    let builds = vec![goods("1.0.0"), goods("1.2.0"), goods("9.9.9")];
+
+    assert_eq!(
+        world.reconfigure("goods", Activation::Manual, builds.clone()),
+        2,
+        "a version it does not have is skipped"
+    );
+    let book = world.book("goods").unwrap();
+    assert_eq!(book.mode, Activation::Manual);
+    assert!(
+        book.routing.routes_to(&builds[1]),
+        "the serving build is replaced"
+    );
+    assert_eq!(book.routing.weight_of(&ver("1.2.0")), Some(70));
+    assert_eq!(book.routing.weight_of(&ver("1.1.0")), Some(30));
+    assert!(
+        matches!(
+            book.versions.get(&ver("1.0.0")),
+            Some(VersionEntry::Loaded(v)) if Arc::ptr_eq(v, &builds[0])
+        ),
+        "the standby build is replaced"
+    );
+    assert_eq!(book.history, history);
+    assert!(changes(&mut world).is_empty(), "no event: nothing to store");
+    assert_eq!(world.reconfigure("nothing", Activation::Auto, builds), 0);
+}
+
+#[test]
 fn a_refused_file_for_a_serving_version_leaves_the_old_build_serving() {
     let serving = goods("1.0.0");
     let mut world = world(Activation::Auto, std::slice::from_ref(&serving));
