@@ -16,6 +16,7 @@ mod kinds;
 mod languages;
 mod limits;
 mod loading;
+mod openapi;
 mod operations;
 mod publishing;
 mod shop;

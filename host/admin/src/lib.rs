@@ -6,6 +6,7 @@
 //! admin requests are read and refused. It must
 //! never change state except through the registry and the loader.
 
+mod api;
 mod stats;
 mod ui;
 mod views;
@@ -14,16 +15,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
+use axum::{Extension, Router};
 use semver::Version;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use api::ErrorBody;
+use views::ServiceView;
 
 use switchyard_control::cluster::node::{self, Node};
 use switchyard_control::loader::{Loader, MAX_COMPONENT_BYTES, valid_service_name};
@@ -49,92 +56,81 @@ pub struct Admin {
 /// The admin routes, every one for operators only: what serves, its
 /// versions, functions and history are the host's, not the public's. Serve
 /// them with connect info (`ConnectInfo<SocketAddr>`): without a token,
-/// operators are loopback clients.
+/// operators are loopback clients. Each route is described in the OpenAPI
+/// document (`GET /admin/openapi.json`) by the same list that routes it.
 pub fn router(admin: Arc<Admin>) -> Router {
-    let changes = Router::new()
-        .route("/admin/services/{name}/versions", post(upload_version))
-        .route("/admin/services/{name}/activate", post(activate))
-        .route("/admin/services/{name}/rollback", post(rollback))
-        .route("/admin/services/{name}/traffic", put(set_traffic))
+    let changes = OpenApiRouter::new()
+        .routes(routes!(upload_version))
+        .routes(routes!(activate))
+        .routes(routes!(rollback))
+        .routes(routes!(set_traffic))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .layer(middleware::from_fn_with_state(
             admin.clone(),
             read_admin_body,
         ));
-    let operated = Router::new()
-        .route("/admin/services", get(list_services))
-        .route(
-            "/admin/services/{name}",
-            get(show_service).delete(remove_service),
-        )
-        .route(
-            "/admin/services/{name}/versions/{version}",
-            delete(remove_version),
-        )
-        .route("/admin/nodes", get(list_nodes))
-        .route("/admin/stats", get(show_stats))
+    let operated = OpenApiRouter::new()
+        .routes(routes!(list_services))
+        .routes(routes!(show_service, remove_service))
+        .routes(routes!(remove_version))
+        .routes(routes!(list_nodes))
+        .routes(routes!(show_stats))
+        .routes(routes!(openapi_json))
         .merge(changes)
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize));
     // Who may open these is decided by each (see `ui::may_open`).
-    let pages = Router::new()
-        .route("/admin", get(front))
+    let pages = OpenApiRouter::new()
+        .routes(routes!(front))
+        .routes(routes!(page))
+        .routes(routes!(page_file));
+    let (router, openapi) = OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .merge(operated)
+        .merge(pages)
+        .split_for_parts();
+    let described = Arc::new(Described {
+        json: openapi.to_json().expect("the OpenAPI document serialises"),
+        index: api::index(&openapi),
+    });
+    router
+        // The index's other spelling, not described twice.
         .route("/admin/", get(front))
-        .route(ui::PAGE, get(page))
-        .route("/admin/ui/{*file}", get(page_file));
-    operated.merge(pages).with_state(admin)
+        .layer(Extension(described))
+        .with_state(admin)
 }
 
-/// What the admin API offers, for an operator who opens `/admin`.
-const ROUTES: &[(&str, &str, &str)] = &[
-    (
-        "GET",
-        "/admin/ui",
-        "the dashboard, in a browser (where a browser opening /admin goes)",
-    ),
-    (
-        "GET",
-        "/admin/services",
-        "every service, its versions, functions and history",
-    ),
-    ("GET", "/admin/services/{name}", "one service"),
-    (
-        "POST",
-        "/admin/services/{name}/versions?version=X.Y.Z",
-        "upload a version (the component as the body)",
-    ),
-    (
-        "POST",
-        "/admin/services/{name}/activate",
-        "send all traffic to a version: {\"version\": \"X.Y.Z\"}",
-    ),
-    (
-        "POST",
-        "/admin/services/{name}/rollback",
-        "back to the version that served before",
-    ),
-    (
-        "PUT",
-        "/admin/services/{name}/traffic",
-        "split traffic: {\"1.0.0\": 90, \"1.1.0\": 10}",
-    ),
-    (
-        "DELETE",
-        "/admin/services/{name}/versions/{version}",
-        "withdraw a version",
-    ),
-    ("DELETE", "/admin/services/{name}", "withdraw a service"),
-    (
-        "GET",
-        "/admin/stats",
-        "each service's request rate, success rate and latency over the last minute, instances and queue",
-    ),
-    ("GET", "/admin/nodes", "the hosts sharing this host's store"),
-    ("GET", "/metrics", "Prometheus metrics"),
-];
+/// The OpenAPI document, and the index made from it, built once.
+struct Described {
+    json: String,
+    index: api::Index,
+}
 
-/// `/admin`: a browser goes to the dashboard; a program gets the index of
-/// the admin API (operators only).
-async fn front(State(admin): State<Arc<Admin>>, request: Request) -> Response {
+/// The admin API's description, OpenAPI 3.1.
+#[utoipa::path(get, path = "/admin/openapi.json", tag = "admin",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json", body = Object)))]
+async fn openapi_json(Extension(described): Extension<Arc<Described>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        described.json.clone(),
+    )
+        .into_response()
+}
+
+/// Every admin route, with what it does; a browser is sent to the dashboard.
+///
+/// A request accepting `text/html` is redirected to `/admin/ui` (303); any
+/// other gets this index, for operators only.
+#[utoipa::path(get, path = "/admin", tag = "admin",
+    responses(
+        (status = 200, description = "the index", body = api::Index),
+        (status = 303, description = "a browser: to the dashboard"),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
+async fn front(
+    State(admin): State<Arc<Admin>>,
+    Extension(described): Extension<Arc<Described>>,
+    request: Request,
+) -> Response {
     if ui::wants_page(&request) {
         return match ui::may_open(&admin.operators, &request) {
             Ok(()) => ui::to_page(),
@@ -142,11 +138,21 @@ async fn front(State(admin): State<Arc<Admin>>, request: Request) -> Response {
         };
     }
     match admin.operators.check_request(&request) {
-        Ok(()) => index(),
+        Ok(()) => axum::Json(&described.index).into_response(),
         Err(not) => not.refusal("admin calls"),
     }
 }
 
+/// The dashboard, in a browser.
+///
+/// A page without data: it reads the admin API with the operator's token.
+/// Served to loopback clients on a host without a token, and to anyone on a
+/// host with one (the page then asks for the token).
+#[utoipa::path(get, path = "/admin/ui", tag = "dashboard", security(()),
+    responses(
+        (status = 200, description = "the page", content_type = "text/html", body = String),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn page(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     match ui::may_open(&admin.operators, &request) {
         Ok(()) => ui::file(""),
@@ -154,6 +160,14 @@ async fn page(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     }
 }
 
+/// The dashboard's script and stylesheet (`app.js`, `style.css`).
+#[utoipa::path(get, path = "/admin/ui/{file}", tag = "dashboard", security(()),
+    params(("file" = String, Path, description = "app.js or style.css")),
+    responses(
+        (status = 200, description = "the file", content_type = "text/javascript", body = String),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+        (status = 404, description = "no such file", body = ErrorBody),
+    ))]
 async fn page_file(
     State(admin): State<Arc<Admin>>,
     Path(file): Path<String>,
@@ -165,14 +179,13 @@ async fn page_file(
     }
 }
 
-fn index() -> Response {
-    let routes: Vec<_> = ROUTES
-        .iter()
-        .map(|(method, path, does)| json!({ "method": method, "path": path, "does": does }))
-        .collect();
-    axum::Json(json!({ "admin": "switchyard", "routes": routes })).into_response()
-}
-
+/// Every service, its versions, functions and history.
+#[utoipa::path(get, path = "/admin/services", tag = "services",
+    responses(
+        (status = 200, description = "every service, and the misplaced component files", body = api::ServiceList),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
     let services: Vec<_> = admin
         .registry
@@ -180,19 +193,38 @@ async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
         .iter()
         .filter_map(|s| views::describe(&admin.registry, &s.name))
         .collect();
-    let misplaced: Vec<_> = admin
+    let misplaced_files = admin
         .registry
         .misplaced_files()
         .into_iter()
-        .map(|(file, reason)| json!({ "file": file, "reason": reason }))
+        .map(|(file, reason)| api::MisplacedFile { file, reason })
         .collect();
-    axum::Json(json!({ "services": services, "misplaced_files": misplaced })).into_response()
+    axum::Json(api::ServiceList {
+        services,
+        misplaced_files,
+    })
+    .into_response()
 }
 
+/// Each service's request rate, success rate and latency over the last minute, instances and queue.
+#[utoipa::path(get, path = "/admin/stats", tag = "services",
+    responses(
+        (status = 200, description = "per service and per version", body = stats::Stats),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn show_stats(State(admin): State<Arc<Admin>>) -> Response {
     axum::Json(stats::stats(&admin.registry)).into_response()
 }
 
+/// One service.
+#[utoipa::path(get, path = "/admin/services/{name}", tag = "services", params(("name" = String, Path, description = "the service")),
+    responses(
+        (status = 200, description = "the service", body = ServiceView),
+        (status = 404, description = "no such service", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
     match views::describe(&admin.registry, &name) {
         Some(view) => axum::Json(view).into_response(),
@@ -200,8 +232,17 @@ async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>)
     }
 }
 
+/// The hosts sharing this host's store.
+///
 /// Every node of the cluster (just this one on an embedded store), with
 /// what each serves.
+#[utoipa::path(get, path = "/admin/nodes", tag = "cluster",
+    responses(
+        (status = 200, description = "every host heard from, this one included", body = api::NodeList),
+        (status = 503, description = "the heartbeats cannot be read", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn list_nodes(State(admin): State<Arc<Admin>>) -> Response {
     match node::nodes(&admin.node, &admin.registry, &*admin.nodes).await {
         Ok(nodes) => axum::Json(json!({ "nodes": nodes })).into_response(),
@@ -274,18 +315,24 @@ async fn changed(admin: &Admin, name: &str) -> Result<Response, ApiError> {
     Ok(axum::Json(view).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Activate {
-    version: String,
-}
-
+/// Send all traffic to a version.
+#[utoipa::path(post, path = "/admin/services/{name}/activate", tag = "changes", params(("name" = String, Path, description = "the service")),
+    request_body = api::Activate,
+    responses(
+        (status = 200, description = "the service after the change", body = ServiceView),
+        (status = 400, description = "not JSON of that shape, or not a version", body = ErrorBody),
+        (status = 404, description = "no such service or version", body = ErrorBody),
+        (status = 409, description = "the version is rejected, or another host changed the service first", body = ErrorBody),
+        (status = 422, description = "it would break a service that imports this one", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn activate(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
+    let request: api::Activate = parse_json(&body, r#"{"version": "X.Y.Z"}"#)?;
     let version = parse_version(&request.version)?;
     admin
         .registry
@@ -294,6 +341,16 @@ async fn activate(
     changed(&admin, &name).await
 }
 
+/// Back to the version that served before.
+#[utoipa::path(post, path = "/admin/services/{name}/rollback", tag = "changes", params(("name" = String, Path, description = "the service")),
+    responses(
+        (status = 200, description = "the service after the change", body = ServiceView),
+        (status = 404, description = "no such service", body = ErrorBody),
+        (status = 409, description = "no earlier version to go back to", body = ErrorBody),
+        (status = 422, description = "it would break a service that imports this one", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn rollback(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -302,6 +359,20 @@ async fn rollback(
     changed(&admin, &name).await
 }
 
+/// Split traffic across versions by weight.
+///
+/// The body maps versions to whole-number weights (each 0 to 10000, at least
+/// one above 0), e.g. `{"1.0.0": 90, "1.1.0": 10}`.
+#[utoipa::path(put, path = "/admin/services/{name}/traffic", tag = "changes", params(("name" = String, Path, description = "the service")),
+    request_body = BTreeMap<String, u32>,
+    responses(
+        (status = 200, description = "the service after the change", body = ServiceView),
+        (status = 400, description = "not such a JSON object, or a key not a version", body = ErrorBody),
+        (status = 404, description = "no such service or version", body = ErrorBody),
+        (status = 422, description = "an invalid split, or one that would break an importer", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
 async fn set_traffic(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -317,8 +388,23 @@ async fn set_traffic(
     changed(&admin, &name).await
 }
 
-/// Upload a component as a new version: validated like a dropped file, then
-/// stored as `services/<name>/<version>.wasm`.
+#[utoipa::path(post, path = "/admin/services/{name}/versions", tag = "changes",
+    params(("name" = String, Path, description = "the service"), ("version" = String, Query, description = "its version, X.Y.Z")),
+    request_body(content = api::ComponentFile, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "accepted: its state", body = api::Uploaded),
+        (status = 400, description = "a bad service name or version", body = ErrorBody),
+        (status = 408, description = "the body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "that version exists already", body = ErrorBody),
+        (status = 413, description = "larger than a component may be", body = ErrorBody),
+        (status = 422, description = "refused: `why` says at which step", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
+/// Upload a version (the component as the body).
+///
+/// Validated like a dropped file, then stored as
+/// `services/<name>/<version>.wasm`.
 async fn upload_version(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -381,13 +467,28 @@ async fn upload_version(
         tracing::error!(file = %staged.display(), "cannot move an upload into place: {e}");
     }
     admin.loader.warm_serving().await;
-    let created = json!({ "service": name, "version": version.to_string(), "state": state });
+    let created = api::Uploaded {
+        service: name,
+        version: version.to_string(),
+        state,
+    };
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
-/// Remove one version: its file is deleted from the services folder and the
-/// version withdrawn, as if an operator had deleted the file (traffic falls
-/// back as it would then). The service's data stays.
+#[utoipa::path(delete, path = "/admin/services/{name}/versions/{version}", tag = "changes",
+    params(("name" = String, Path, description = "the service"), ("version" = String, Path, description = "X.Y.Z")),
+    responses(
+        (status = 200, description = "the service after the change", body = ServiceView),
+        (status = 400, description = "not a version", body = ErrorBody),
+        (status = 404, description = "no such version", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
+/// Withdraw a version.
+///
+/// Its file is deleted from the services folder and the version withdrawn,
+/// as if an operator had deleted the file (traffic falls back as it would
+/// then). The service's data stays.
 async fn remove_version(
     State(admin): State<Arc<Admin>>,
     Path((name, version)): Path<(String, String)>,
@@ -408,9 +509,19 @@ async fn remove_version(
     changed(&admin, &name).await
 }
 
-/// Remove a whole service: its folder (versions and `service.toml`) is
-/// deleted and every version withdrawn. Its data in the store stays, for a
-/// service of the same name to find again.
+#[utoipa::path(delete, path = "/admin/services/{name}", tag = "changes", params(("name" = String, Path, description = "the service")),
+    responses(
+        (status = 200, description = "the service, now removed", body = ServiceView),
+        (status = 400, description = "not a valid service name", body = ErrorBody),
+        (status = 404, description = "no such service", body = ErrorBody),
+        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+    ))]
+/// Withdraw a whole service.
+///
+/// Its folder (versions and `service.toml`) is deleted and every version
+/// withdrawn. Its data in the store stays, for a service of the same name
+/// to find again.
 async fn remove_service(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,

@@ -86,14 +86,14 @@ fn service_stats(name: &str, book: &Book<LoadedVersion>) -> Option<ServiceStats>
 }
 
 /// What `GET /admin/stats` answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// How far back the rates and latencies reach.
     pub window_seconds: u64,
     pub services: Vec<ServiceStats>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ServiceStats {
     pub name: String,
     pub active_version: Option<String>,
@@ -115,7 +115,7 @@ pub struct ServiceStats {
     pub versions: Vec<VersionStats>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VersionStats {
     pub version: String,
     pub state: VersionState,
@@ -127,7 +127,7 @@ pub struct VersionStats {
 }
 
 /// The golden signals of a window.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Signals {
     /// HTTP requests and calls from other services, answered in the window.
     pub requests: u64,
@@ -142,13 +142,13 @@ pub struct Signals {
     pub latency_ms: Option<Latency>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Latency {
     pub p50: f64,
     pub p99: f64,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, utoipa::ToSchema)]
 pub struct Instances {
     /// On a call now.
     pub busy: usize,

@@ -112,7 +112,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
 }
 
 /// The admin view of a service.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ServiceView {
     pub name: String,
     /// Every version's file was removed: it serves nothing, `/readyz` does
@@ -142,7 +142,7 @@ pub struct ServiceView {
 }
 
 /// The admin view of one version.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub version: String,
     /// Its kind of component (none when it is rejected).
@@ -153,6 +153,7 @@ pub struct VersionView {
     pub reason: Option<String>,
     /// Why it is rejected, as structured data (`kind` says which reason).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub refusal: Option<Refusal>,
     pub weight: Option<u32>,
     pub compile_ms: Option<f64>,
@@ -171,7 +172,7 @@ pub struct VersionView {
 }
 
 /// One exported function, as the admin view lists it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FunctionView {
     pub interface: String,
     pub function: String,
@@ -184,7 +185,7 @@ pub struct FunctionView {
     pub public: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RefusedFile {
     pub file: String,
     pub reason: String,

@@ -59,7 +59,7 @@ pub struct LoadedVersion {
 }
 
 /// A version's most recent failure, as operators read it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LastError {
     pub at_ms: u64,
     /// How the call failed, in one line (for a trap, the trap without its

@@ -12,7 +12,7 @@ pub const WASI_HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 /// What shape of component a version is, which decides how the gateway runs
 /// requests on it (one executor per kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ComponentKind {
     /// Exports `switchyard:platform/handler`: a request record in, a

@@ -29,7 +29,7 @@ pub struct Node {
 }
 
 /// One node as `GET /admin/nodes` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     pub id: String,
     pub address: String,
@@ -122,7 +122,7 @@ pub fn report(registry: &Registry) -> BTreeMap<String, ServiceReport> {
 }
 
 /// What a host serves of one service, as its heartbeat reports it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ServiceReport {
     /// Version → weight.
     pub serving: BTreeMap<String, u32>,

@@ -85,7 +85,7 @@ impl fmt::Display for Failing {
 }
 
 /// The kind of a change, as the history and the metrics name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Activated,
@@ -207,7 +207,7 @@ impl fmt::Display for Event {
 
 /// One line of a service's history (kept across restarts, shown by the admin
 /// API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub at_ms: u64,
     pub action: Action,

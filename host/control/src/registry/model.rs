@@ -18,7 +18,7 @@ pub use crate::failover::{FailoverPolicy, FailureWindow};
 pub const MAX_WEIGHT: u32 = 10_000;
 
 /// Where a version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionState {
     /// Traffic goes to it.
@@ -54,7 +54,7 @@ impl<V> Clone for VersionEntry<V> {
 }
 
 /// Whether a new highest version takes traffic when it arrives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// The highest version becomes active as soon as it is valid.
