@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+use crate::support::webdriver::Browser;
 use crate::support::{Site, component};
 
 /// The stats of service `name` in a `GET /admin/stats` answer.
@@ -115,112 +114,13 @@ async fn stats_show_each_services_rate_success_latency_instances_and_failover() 
     assert_eq!(failed["weight"], Value::Null);
 }
 
-/// A headless Chromium driven over WebDriver: `chromedriver` on a free port
-/// (Debian's `chromium` and `chromium-driver`, which `make tools` installs).
-struct Browser {
-    driver: std::process::Child,
-    client: Client,
-}
-
-impl Browser {
-    async fn open() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("no chromedriver: `make tools` installs chromium and chromium-driver");
-        let capabilities = json!({"goog:chromeOptions": {"args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--window-size=1400,900",
-        ]}});
-        let capabilities = capabilities.as_object().unwrap().clone();
-        let url = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            let connecting = ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await;
-            match connecting {
-                Ok(client) => return Browser { driver, client },
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                    panic!("chromedriver at {url} gave no session: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    /// The text of the first element `css` selects, once there is one. Read
-    /// in the page in one step: the dashboard redraws its tables every two
-    /// seconds, which would leave a found element stale.
-    async fn text(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let script = "const e = document.querySelector(arguments[0]); return e && e.innerText;";
-            let text = self.client.execute(script, vec![json!(css)]).await.unwrap();
-            if let Value::String(text) = text {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "no {css} on the page");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Wait until the text of `css` satisfies `test`; that text.
-    async fn text_until(&self, css: &str, test: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = self.text(css).await;
-            if test(&text) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "{css} stayed {text:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Click the first element `css` selects, as a user would; again if a
-    /// redraw replaced it between finding and clicking.
-    async fn click(&self, css: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let clicked = match self.client.find(Locator::Css(css)).await {
-                Ok(element) => element.click().await,
-                Err(e) => Err(e),
-            };
-            match clicked {
-                Ok(()) => return,
-                Err(e) => assert!(Instant::now() < deadline, "cannot click {css}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// End the session (the browser quits); dropping stops the driver.
-    async fn close(self) {
-        let _ = self.client.clone().close().await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 /// In a real browser: opening `/admin` leads to the dashboard, which lists
 /// the shop's services with live numbers under load; a rollback clicked in
-/// the page (and confirmed) changes the version that serves. The page under
-/// load is saved as `target/dashboard.png`.
+/// the page (and confirmed) changes the version that serves, as do a split
+/// set with its sliders and an upload; a refused upload shows the host's
+/// reason. The page under load is saved as `target/dashboard.png`.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_dashboard_shows_the_shop_live_under_load_and_rolls_back_on_a_click() {
+async fn the_dashboard_shows_the_shop_live_under_load_and_acts_on_clicks() {
     let site = Site::shop();
     let host = Arc::new(site.start());
     let v2 = std::fs::read(component("goods_v2")).unwrap();
@@ -240,13 +140,10 @@ async fn the_dashboard_shows_the_shop_live_under_load_and_rolls_back_on_a_click(
     };
 
     let browser = Browser::open().await;
-    browser
-        .client
-        .goto(&format!("http://{}/admin", host.addr()))
-        .await
-        .unwrap();
-    assert!(
-        browser.client.current_url().await.unwrap().path() == "/admin/ui",
+    browser.goto(&format!("http://{}/admin", host.addr())).await;
+    assert_eq!(
+        browser.current_path().await,
+        "/admin/ui",
         "opening /admin leads to the dashboard"
     );
     for name in ["goods", "orders", "users"] {
@@ -283,7 +180,7 @@ async fn the_dashboard_shows_the_shop_live_under_load_and_rolls_back_on_a_click(
         detail.contains("orders"),
         "orders imports goods' catalog: {detail}"
     );
-    let screenshot = browser.client.screenshot().await.unwrap();
+    let screenshot = browser.screenshot().await;
     let file = Path::new(env!("CARGO_TARGET_TMPDIR")).with_file_name("dashboard.png");
     std::fs::write(&file, screenshot).unwrap();
 
@@ -296,6 +193,62 @@ async fn the_dashboard_shows_the_shop_live_under_load_and_rolls_back_on_a_click(
     host.wait_active("goods", "1.0.0").await;
     browser
         .text_until(&format!("{goods} .active-version"), |t| t == "1.0.0")
+        .await;
+
+    // A split set with the sliders (moved as a hand would: the value, then
+    // the input event), applied and confirmed.
+    let panel = "tr[data-detail=\"goods\"]";
+    for (version, weight) in [("1.0.0", 75), ("1.1.0", 25)] {
+        let slider = format!("{panel} input[type=range][data-version={version:?}]");
+        browser.text(&slider).await;
+        let moved = "const s = document.querySelector(arguments[0]); s.value = arguments[1]; \
+                     s.dispatchEvent(new Event('input')); return s.value;";
+        let value = browser
+            .execute(moved, vec![json!(slider), json!(weight)])
+            .await;
+        assert_eq!(value, json!(weight.to_string()));
+    }
+    browser
+        .click("button[data-action=\"split\"][data-service=\"goods\"]")
+        .await;
+    let question = browser.text("#confirm-text").await;
+    assert!(
+        question.contains("1.0.0 75") && question.contains("1.1.0 25"),
+        "{question}"
+    );
+    browser.click("#confirm-yes").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.service("goods").await["traffic"] != json!({"1.0.0": 75, "1.1.0": 25}) {
+        assert!(
+            Instant::now() < deadline,
+            "the split did not reach the host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A version uploaded from a file, refused with the host's reason when
+    // it exists already.
+    let file = component("goods_v2");
+    let upload = |version: &'static str| {
+        let browser = &browser;
+        let file = file.clone();
+        async move {
+            let field = |name: &str| format!("{panel} input[data-field={name:?}]");
+            browser.type_into(&field("version"), version).await;
+            browser
+                .choose_file(&field("file"), file.to_str().unwrap())
+                .await;
+            browser
+                .click("button[data-action=\"upload\"][data-service=\"goods\"]")
+                .await;
+            browser.click("#confirm-yes").await;
+        }
+    };
+    upload("1.2.0").await;
+    host.wait_active("goods", "1.2.0").await;
+    upload("1.2.0").await;
+    browser
+        .text_until("#error", |t| t.contains("exists already"))
         .await;
 
     loading.store(false, Ordering::Relaxed);
@@ -325,41 +278,26 @@ async fn the_dashboard_asks_for_the_admin_token_and_shows_a_wrong_one_refused() 
 
     let browser = Browser::open().await;
     let ui = format!("http://{}/admin/ui", host.addr());
-    browser.client.goto(&ui).await.unwrap();
+    browser.goto(&ui).await;
     let error = browser
         .text_until("#error", |t| t.contains("needs its admin token"))
         .await;
     assert!(error.contains("Bearer"), "the host's own reason: {error}");
 
-    let input = browser
-        .client
-        .find(Locator::Css("#token-input"))
-        .await
-        .unwrap();
-    input.send_keys("not-the-token").await.unwrap();
+    browser.type_into("#token-input", "not-the-token").await;
     browser.click("#token-submit").await;
     browser
         .text_until("#error", |t| t.contains("refused this admin token"))
         .await;
-    assert!(
-        browser
-            .client
-            .find_all(Locator::Css("tr[data-service]"))
-            .await
-            .unwrap()
-            .is_empty(),
+    assert_eq!(
+        browser.count("tr[data-service]").await,
+        0,
         "nothing is shown without the token"
     );
 
-    let input = browser
-        .client
-        .find(Locator::Css("#token-input"))
-        .await
-        .unwrap();
-    input.send_keys(TOKEN).await.unwrap();
+    browser.type_into("#token-input", TOKEN).await;
     browser.click("#token-submit").await;
     browser.text("tr[data-service=\"goods\"]").await;
-    let error = browser.client.find(Locator::Css("#error")).await.unwrap();
-    assert!(!error.is_displayed().await.unwrap(), "the error is gone");
+    assert!(!browser.shown("#error").await, "the error is gone");
     browser.close().await;
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // the benchmarks use a subset
 
 mod client;
+pub mod webdriver;
 
 pub use client::{Client, RequestBuilder};
 
