@@ -388,3 +388,48 @@ async fn the_front_door_says_where_to_go_and_lists_nothing_to_the_public() {
         );
     }
 }
+
+/// A web page of another site cannot make an operator's browser act on a
+/// token-less host on loopback: a request carrying a foreign `Origin` is
+/// refused (403) before it changes anything; the same request from the
+/// host's own page (its origin) or from a program (no `Origin`) acts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_another_site_cannot_act_through_an_operators_browser() {
+    let site = Site::new();
+    site.install("goods", "1.0.0", &component("goods"));
+    let host = site.start();
+    site.drop_in(
+        "goods",
+        "1.1.0",
+        &std::fs::read(component("goods_v2")).unwrap(),
+    );
+    host.wait_active("goods", "1.1.0").await;
+    let rollback = format!("http://{}/admin/services/goods/rollback", host.addr());
+
+    for origin in ["http://evil.example", "null"] {
+        let refused = host
+            .client()
+            .post(&rollback)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{origin}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("another site"),
+            "{body}"
+        );
+        assert_eq!(host.active("goods").await, "1.1.0", "nothing changed");
+    }
+
+    let own = host
+        .client()
+        .post(&rollback)
+        .header("origin", format!("http://{}", host.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(host.active("goods").await, "1.0.0");
+}

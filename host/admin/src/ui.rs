@@ -37,7 +37,7 @@ pub fn may_open(
 ) -> Result<(), NotOperator> {
     match operators.check_request(request) {
         Ok(()) | Err(NotOperator::NoToken) => Ok(()),
-        Err(not @ NotOperator::NotLoopback) => Err(not),
+        Err(not @ (NotOperator::NotLoopback | NotOperator::CrossSite)) => Err(not),
     }
 }
 

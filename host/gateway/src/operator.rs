@@ -4,6 +4,11 @@
 //! exported function over `/rpc`; everyone else reaches only what services
 //! publish.
 //!
+//! A request a browser sends for a page of another site (its `Origin` is
+//! not this host) is never an operator's, token or not: without this, any
+//! web page an operator opens could make their browser call a token-less
+//! host on loopback (a cross-site POST needs no permission to be sent).
+//!
 //! It decides and words refusals; it must never let a request through when
 //! a token is configured and the request does not carry it.
 
@@ -29,6 +34,8 @@ pub enum NotOperator {
     NoToken,
     /// No token is configured and the client is not on loopback.
     NotLoopback,
+    /// A browser sent it for a page of another site.
+    CrossSite,
 }
 
 impl Operators {
@@ -52,6 +59,9 @@ impl Operators {
     /// Whether the request with `headers`, from `peer` (unknown when the
     /// request came without a socket), is an operator's.
     pub fn check(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), NotOperator> {
+        if from_another_site(headers) {
+            return Err(NotOperator::CrossSite);
+        }
         let Some(token) = &self.token else {
             return match peer {
                 Some(peer) if peer.ip().is_loopback() => Ok(()),
@@ -74,6 +84,12 @@ impl NotOperator {
     /// for (`"admin changes"`).
     pub fn refusal(self, what: &str) -> Response {
         match self {
+            NotOperator::CrossSite => error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{what} from a page of another site are refused (its Origin is not this host)"
+                ),
+            ),
             NotOperator::NotLoopback => error(
                 StatusCode::FORBIDDEN,
                 format!("no admin token is configured, so {what} are accepted from loopback only"),
@@ -89,6 +105,27 @@ impl NotOperator {
                 response
             }
         }
+    }
+}
+
+/// Whether a browser sent the request for a page of another site: it has an
+/// `Origin` (browsers send one with every cross-origin request, and with
+/// same-origin ones that change something) that does not name the `Host`
+/// it was sent to. Programs (curl, the CLI) send no `Origin`.
+fn from_another_site(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority);
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (authority, host) {
+        (Some(authority), Some(host)) => !authority.eq_ignore_ascii_case(host),
+        // `Origin: null` (a sandboxed or local page), or no Host to compare.
+        _ => true,
     }
 }
 
@@ -141,6 +178,37 @@ mod tests {
                     "{bad:?} from {peer:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_browser_page_of_another_site_is_never_an_operator() {
+        let with = |origin: Option<&str>, host: &str, token: Option<&str>| {
+            let mut headers = headers(token);
+            headers.insert(header::HOST, host.parse().unwrap());
+            if let Some(origin) = origin {
+                headers.insert(header::ORIGIN, origin.parse().unwrap());
+            }
+            headers
+        };
+        let loopback = Operators::new(None);
+        let tokened = Operators::new(Some("s3cret".into()));
+        for (origin, ok) in [
+            (None, true),
+            (Some("http://127.0.0.1:8080"), true),
+            (Some("http://evil.example"), false),
+            (Some("http://127.0.0.1:9999"), false),
+            (Some("null"), false),
+        ] {
+            let expected = if ok {
+                Ok(())
+            } else {
+                Err(NotOperator::CrossSite)
+            };
+            let plain = with(origin, "127.0.0.1:8080", None);
+            assert_eq!(loopback.check(&plain, LOOPBACK), expected, "{origin:?}");
+            let bearing = with(origin, "127.0.0.1:8080", Some("Bearer s3cret"));
+            assert_eq!(tokened.check(&bearing, REMOTE), expected, "{origin:?}");
         }
     }
 
