@@ -9,6 +9,7 @@
 
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use switchyard_control::cluster::node::NodeView;
@@ -43,6 +44,39 @@ impl Modify for AdminToken {
             ))
             .build();
         components.add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Add the operator check's refusals (401, 403) to every operation of
+/// `openapi`: the routes behind that check, described where it is layered
+/// rather than on each handler.
+pub fn refused_to_non_operators(openapi: &mut utoipa::openapi::OpenApi) {
+    let refusal = |description: &str| {
+        let body = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body)
+                .build(),
+        )
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            responses.insert("401".into(), refusal("no or a wrong admin token"));
+            responses.insert(
+                "403".into(),
+                refusal("not loopback, on a host without a token; or a page of another site"),
+            );
+        }
     }
 }
 

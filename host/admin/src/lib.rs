@@ -69,7 +69,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             admin.clone(),
             read_admin_body,
         ));
-    let operated = OpenApiRouter::new()
+    let mut operated = OpenApiRouter::new()
         .routes(routes!(list_services))
         .routes(routes!(show_service, remove_service))
         .routes(routes!(remove_version))
@@ -78,6 +78,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .routes(routes!(openapi_json))
         .merge(changes)
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize));
+    // Where the operator check is layered, its refusals are described.
+    api::refused_to_non_operators(operated.get_openapi_mut());
     // Who may open these is decided by each (see `ui::may_open`).
     let pages = OpenApiRouter::new()
         .routes(routes!(front))
@@ -124,7 +126,7 @@ async fn openapi_json(Extension(described): Extension<Arc<Described>>) -> Respon
         (status = 200, description = "the index", body = api::Index),
         (status = 303, description = "a browser: to the dashboard"),
         (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token; or a page of another site", body = ErrorBody),
     ))]
 async fn front(
     State(admin): State<Arc<Admin>>,
@@ -151,7 +153,7 @@ async fn front(
 #[utoipa::path(get, path = "/admin/ui", tag = "dashboard", security(()),
     responses(
         (status = 200, description = "the page", content_type = "text/html", body = String),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token; or a page of another site", body = ErrorBody),
     ))]
 async fn page(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     match ui::may_open(&admin.operators, &request) {
@@ -165,7 +167,7 @@ async fn page(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     params(("file" = String, Path, description = "app.js or style.css")),
     responses(
         (status = 200, description = "the file", content_type = "text/javascript", body = String),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
+        (status = 403, description = "not loopback, on a host without a token; or a page of another site", body = ErrorBody),
         (status = 404, description = "no such file", body = ErrorBody),
     ))]
 async fn page_file(
@@ -183,8 +185,6 @@ async fn page_file(
 #[utoipa::path(get, path = "/admin/services", tag = "services",
     responses(
         (status = 200, description = "every service, and the misplaced component files", body = api::ServiceList),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
     let services: Vec<_> = admin
@@ -210,8 +210,6 @@ async fn list_services(State(admin): State<Arc<Admin>>) -> Response {
 #[utoipa::path(get, path = "/admin/stats", tag = "services",
     responses(
         (status = 200, description = "per service and per version", body = stats::Stats),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn show_stats(State(admin): State<Arc<Admin>>) -> Response {
     axum::Json(stats::stats(&admin.registry)).into_response()
@@ -222,8 +220,6 @@ async fn show_stats(State(admin): State<Arc<Admin>>) -> Response {
     responses(
         (status = 200, description = "the service", body = ServiceView),
         (status = 404, description = "no such service", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
     match views::describe(&admin.registry, &name) {
@@ -240,8 +236,6 @@ async fn show_service(State(admin): State<Arc<Admin>>, Path(name): Path<String>)
     responses(
         (status = 200, description = "every host heard from, this one included", body = api::NodeList),
         (status = 503, description = "the heartbeats cannot be read", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn list_nodes(State(admin): State<Arc<Admin>>) -> Response {
     match node::nodes(&admin.node, &admin.registry, &*admin.nodes).await {
@@ -324,8 +318,6 @@ async fn changed(admin: &Admin, name: &str) -> Result<Response, ApiError> {
         (status = 404, description = "no such service or version", body = ErrorBody),
         (status = 409, description = "the version is rejected, or another host changed the service first", body = ErrorBody),
         (status = 422, description = "it would break a service that imports this one", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn activate(
     State(admin): State<Arc<Admin>>,
@@ -348,8 +340,6 @@ async fn activate(
         (status = 404, description = "no such service", body = ErrorBody),
         (status = 409, description = "no earlier version to go back to", body = ErrorBody),
         (status = 422, description = "it would break a service that imports this one", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn rollback(
     State(admin): State<Arc<Admin>>,
@@ -370,8 +360,6 @@ async fn rollback(
         (status = 400, description = "not such a JSON object, or a key not a version", body = ErrorBody),
         (status = 404, description = "no such service or version", body = ErrorBody),
         (status = 422, description = "an invalid split, or one that would break an importer", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
 async fn set_traffic(
     State(admin): State<Arc<Admin>>,
@@ -388,6 +376,10 @@ async fn set_traffic(
     changed(&admin, &name).await
 }
 
+/// Upload a version (the component as the body).
+///
+/// Validated like a dropped file, then stored as
+/// `services/<name>/<version>.wasm`.
 #[utoipa::path(post, path = "/admin/services/{name}/versions", tag = "changes",
     params(("name" = String, Path, description = "the service"), ("version" = String, Query, description = "its version, X.Y.Z")),
     request_body(content = api::ComponentFile, content_type = "application/wasm"),
@@ -398,13 +390,7 @@ async fn set_traffic(
         (status = 409, description = "that version exists already", body = ErrorBody),
         (status = 413, description = "larger than a component may be", body = ErrorBody),
         (status = 422, description = "refused: `why` says at which step", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
-/// Upload a version (the component as the body).
-///
-/// Validated like a dropped file, then stored as
-/// `services/<name>/<version>.wasm`.
 async fn upload_version(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
@@ -475,20 +461,18 @@ async fn upload_version(
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
+/// Withdraw a version.
+///
+/// Its file is deleted from the services folder and the version withdrawn,
+/// as if an operator had deleted the file (traffic falls back as it would
+/// then). The service's data stays.
 #[utoipa::path(delete, path = "/admin/services/{name}/versions/{version}", tag = "changes",
     params(("name" = String, Path, description = "the service"), ("version" = String, Path, description = "X.Y.Z")),
     responses(
         (status = 200, description = "the service after the change", body = ServiceView),
         (status = 400, description = "not a version", body = ErrorBody),
         (status = 404, description = "no such version", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
     ))]
-/// Withdraw a version.
-///
-/// Its file is deleted from the services folder and the version withdrawn,
-/// as if an operator had deleted the file (traffic falls back as it would
-/// then). The service's data stays.
 async fn remove_version(
     State(admin): State<Arc<Admin>>,
     Path((name, version)): Path<(String, String)>,
@@ -509,19 +493,17 @@ async fn remove_version(
     changed(&admin, &name).await
 }
 
-#[utoipa::path(delete, path = "/admin/services/{name}", tag = "changes", params(("name" = String, Path, description = "the service")),
-    responses(
-        (status = 200, description = "the service, now removed", body = ServiceView),
-        (status = 400, description = "not a valid service name", body = ErrorBody),
-        (status = 404, description = "no such service", body = ErrorBody),
-        (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-        (status = 403, description = "not loopback, on a host without a token", body = ErrorBody),
-    ))]
 /// Withdraw a whole service.
 ///
 /// Its folder (versions and `service.toml`) is deleted and every version
 /// withdrawn. Its data in the store stays, for a service of the same name
 /// to find again.
+#[utoipa::path(delete, path = "/admin/services/{name}", tag = "changes", params(("name" = String, Path, description = "the service")),
+    responses(
+        (status = 200, description = "the service, now removed", body = ServiceView),
+        (status = 400, description = "not a valid service name", body = ErrorBody),
+        (status = 404, description = "no such service", body = ErrorBody),
+    ))]
 async fn remove_service(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
