@@ -54,14 +54,15 @@ fn service_stats(name: &str, book: &Book<LoadedVersion>) -> Option<ServiceStats>
         if weight.is_some() {
             instances.max += mine.max;
         }
-        queued += pool.waiting();
+        let waiting = pool.waiting();
+        queued += waiting;
         versions.push(VersionStats {
             version: version.to_string(),
             state,
             weight,
             signals: Signals::of(&summary),
             instances: mine,
-            queued: pool.waiting(),
+            queued: waiting,
         });
     }
     if versions.is_empty() {

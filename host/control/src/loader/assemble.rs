@@ -13,7 +13,7 @@ use super::settings::check_quota;
 use crate::balance::{HashKey, InstancePool};
 use crate::compat::{AtStage, LoadStage, Refusal};
 use crate::links::ServiceLinks;
-use crate::registry::{FailoverPolicy, LoadedVersion, VersionEntry, now_ms};
+use crate::registry::{FailoverPolicy, LoadedVersion, now_ms};
 use crate::rpc;
 use switchyard_platform::Platform;
 use switchyard_runtime::outbound::AllowedHosts;
@@ -65,15 +65,7 @@ impl Loader {
         const FILE: &str = "service.toml";
         let versions: Vec<Arc<LoadedVersion>> = self
             .registry
-            .read_book(service, |book| {
-                book.versions
-                    .values()
-                    .filter_map(|entry| match entry {
-                        VersionEntry::Loaded(loaded) => Some(loaded.clone()),
-                        VersionEntry::Rejected(_) => None,
-                    })
-                    .collect()
-            })
+            .read_book(service, |book| book.loaded_versions().cloned().collect())
             .unwrap_or_default();
         if versions.is_empty() {
             return;
