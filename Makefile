@@ -15,7 +15,7 @@ FIXTURES   := kv-probe goods-broken goods-v2 goods-panic faulty cycle pong self-
 # The host's crates (host/ and host/*/).
 HOST_CRATES := switchyard switchyard-admin switchyard-gateway switchyard-control \
                switchyard-runtime switchyard-platform switchyard-store switchyard-metrics \
-               switchyard-authoring
+               switchyard-authoring switchyard-trace
 # Every component (services and fixtures) is built by tests/artifacts' build
 # script, which the tests depend on; its files end up here.
 WASM_DIR   := target/wasm/wasm32-wasip2/release/components

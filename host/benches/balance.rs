@@ -62,6 +62,7 @@ impl ServiceCalls for NoCalls {
     fn call<'a>(
         &'a self,
         _: u32,
+        _: Option<switchyard_trace::Trace>,
         interface: &'a str,
         _: &'a str,
         _: &'a [Val],

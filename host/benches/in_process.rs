@@ -22,6 +22,10 @@
 //! - `host_service_call`: `GET /till/1000/eu`, a service (`till`) whose
 //!   answer takes one call of another service's interface (`tax`'s
 //!   `rates.apply`): what a service-to-service call adds to a request.
+//! - `host_warn_traced`, `host_goods_traced`, `host_service_call_traced`:
+//!   the same three with traces exported (`--otlp-endpoint`) to a collector
+//!   in the parent process, which counts the spans it gets: a span per
+//!   request, plus one per store call (goods) or service call (till).
 //!
 //! Each row runs in a process of its own (logging is set up once per
 //! process), nine rounds alternating between them; each figure is the
@@ -42,12 +46,15 @@ mod native_goods;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use serde_json::json;
 use support::{component, in_process_settings};
 use switchyard_store::{KeyValueStore, Namespace, Quota, SqliteStore};
@@ -61,7 +68,7 @@ const REQUESTS: u32 = 60_000;
 const ROW_VAR: &str = "SWITCHYARD_BENCH_ROW";
 
 /// Every row: its name, `RUST_LOG`, and whether lines are JSON.
-const ROWS: [(&str, &str, bool); 11] = [
+const ROWS: [(&str, &str, bool); 14] = [
     ("axum_router", "warn", false),
     ("host_warn", "warn", false),
     ("host_access_log", "info", false),
@@ -73,7 +80,20 @@ const ROWS: [(&str, &str, bool); 11] = [
     ("axum_goods", "warn", false),
     ("host_goods", "warn", false),
     ("host_service_call", "warn", false),
+    ("host_warn_traced", "warn", false),
+    ("host_goods_traced", "warn", false),
+    ("host_service_call_traced", "warn", false),
 ];
+
+/// The traced rows' rows without traces.
+const TRACED: [(&str, &str); 3] = [
+    ("host_warn_traced", "host_warn"),
+    ("host_goods_traced", "host_goods"),
+    ("host_service_call_traced", "host_service_call"),
+];
+
+/// Tells a traced row's child where the collector is.
+const COLLECTOR_VAR: &str = "SWITCHYARD_BENCH_COLLECTOR";
 
 /// The sites the host rows load, each a services and a data folder: the
 /// services there and the components they run.
@@ -87,6 +107,7 @@ const SITES: [(&str, &str, Services); 4] = [
 
 /// The site a host row loads: its services and data folders.
 fn site(row: &str) -> (&'static str, &'static str) {
+    let row = untraced(row);
     let (services, data, ..) = if row.starts_with("host_handler2") {
         SITES[1]
     } else if row.ends_with("goods") {
@@ -136,6 +157,11 @@ const BROWSER_HEADERS: [(&str, &str); 14] = [
     ),
 ];
 
+/// A traced row's requests, as its untraced row names them.
+fn untraced(row: &str) -> &str {
+    row.strip_suffix("_traced").unwrap_or(row)
+}
+
 fn main() {
     match std::env::var(ROW_VAR) {
         Ok(row) => measure(&row),
@@ -153,12 +179,23 @@ fn compare() {
             std::fs::copy(component(file), &installed).unwrap();
         }
     }
+    let (collector, spans) = collector();
+    // Spans the collector got per request, by traced row and round.
+    let mut exported: Vec<(&str, f64)> = Vec::new();
     // rounds[i][row]: the machine's speed drifts by 20 % over a run, so
     // differences are taken within a round, where it is about the same.
     let rounds: Vec<Vec<f64>> = (0..ROUNDS)
         .map(|_| {
             ROWS.iter()
-                .map(|(row, log, _)| run_child(dir.path(), row, log))
+                .map(|(row, log, _)| {
+                    let before = spans.load(Ordering::Relaxed);
+                    let ns = run_child(dir.path(), row, log, &collector);
+                    let got = spans.load(Ordering::Relaxed) - before;
+                    if row.ends_with("_traced") {
+                        exported.push((row, got as f64 / f64::from(2 * REQUESTS)));
+                    }
+                    ns
+                })
                 .collect()
         })
         .collect();
@@ -219,6 +256,18 @@ fn compare() {
             "handler2_browser_over_handler_ns",
             median_of(&|r| ns(r, "host_handler2_browser_headers") - ns(r, "host_browser_headers")),
         ),
+        (
+            "traced_hello_ns",
+            median_of(&|r| ns(r, TRACED[0].0) - ns(r, TRACED[0].1)),
+        ),
+        (
+            "traced_goods_ns",
+            median_of(&|r| ns(r, TRACED[1].0) - ns(r, TRACED[1].1)),
+        ),
+        (
+            "traced_service_call_ns",
+            median_of(&|r| ns(r, TRACED[2].0) - ns(r, TRACED[2].1)),
+        ),
     ];
     println!("{:<30} {:>12}", "in process", "ns/request");
     for (row, ..) in ROWS {
@@ -235,6 +284,20 @@ fn compare() {
         }
         report[name] = json!(difference);
     }
+    for (row, _) in TRACED {
+        let mut got: Vec<f64> = exported
+            .iter()
+            .filter(|(r, _)| *r == row)
+            .map(|(_, n)| *n)
+            .collect();
+        got.sort_by(f64::total_cmp);
+        let least = got[0];
+        println!(
+            "{:<30} {least:>12.2}",
+            format!("{row}: spans/request, least")
+        );
+        report[row]["spans_exported_per_request"] = json!(got);
+    }
     let out = measure::target_dir().join("bench");
     std::fs::create_dir_all(&out).unwrap();
     let file = out.join("in_process.json");
@@ -243,10 +306,12 @@ fn compare() {
 }
 
 /// This benchmark again, measuring `row` with logs at `log` (its lines to a
-/// file in `dir`); its nanoseconds per request.
-fn run_child(dir: &Path, row: &str, log: &str) -> f64 {
+/// file in `dir`), traces (if it is traced) to `collector`; its nanoseconds
+/// per request.
+fn run_child(dir: &Path, row: &str, log: &str, collector: &str) -> f64 {
     let output = Command::new(std::env::current_exe().unwrap())
         .env(ROW_VAR, row)
+        .env(COLLECTOR_VAR, collector)
         .env("RUST_LOG", log)
         .env("SWITCHYARD_BENCH_DIR", dir)
         .stderr(std::fs::File::create(dir.join(format!("{row}.log"))).unwrap())
@@ -269,6 +334,8 @@ fn measure(row: &str) {
         .enable_all()
         .build()
         .unwrap();
+    let traced = row.ends_with("_traced");
+    let row = untraced(row);
     runtime.block_on(async {
         let goods = row.ends_with("goods");
         // The goods rows, native and host alike, read the goods site's store.
@@ -282,7 +349,12 @@ fn measure(row: &str) {
         } else if row == "axum_goods" {
             native_goods::router(Arc::new(SqliteStore::open(&store).unwrap()))
         } else {
-            let settings = in_process_settings(dir.join(services), dir.join(data));
+            let mut settings = in_process_settings(dir.join(services), dir.join(data));
+            if traced {
+                let collector = std::env::var(COLLECTOR_VAR).unwrap();
+                settings.otlp_endpoint =
+                    Some(switchyard_trace::Endpoint::parse(&collector).unwrap());
+            }
             let telemetry = switchyard_gateway::telemetry::Telemetry::install().unwrap();
             switchyard::App::load(&settings, Arc::new(telemetry))
                 .await
@@ -355,4 +427,35 @@ async fn seed_goods(path: &Path) {
         .set(&goods, GOODS_ID, GOODS.as_bytes(), &Quota::default())
         .await
         .unwrap();
+}
+
+/// An OTLP/HTTP collector on a thread of this process: where the traced
+/// rows' children send their spans. Its address, and how many spans it got.
+fn collector() -> (String, Arc<AtomicU64>) {
+    let spans = Arc::new(AtomicU64::new(0));
+    let counted = spans.clone();
+    let (address, bound) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            address.send(listener.local_addr().unwrap()).unwrap();
+            let receive = move |body: Bytes| {
+                let counted = counted.clone();
+                async move {
+                    let export = ExportTraceServiceRequest::decode(body).unwrap();
+                    let spans = export.resource_spans.iter().flat_map(|r| &r.scope_spans);
+                    let n: usize = spans.map(|s| s.spans.len()).sum();
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                    StatusCode::OK
+                }
+            };
+            let app = Router::new().route("/v1/traces", post(receive));
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{}", bound.recv().unwrap()), spans)
 }

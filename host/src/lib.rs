@@ -33,6 +33,10 @@ use switchyard_control::{loader, recovery, registry, watcher};
 use switchyard_gateway::operator::Operators;
 use switchyard_gateway::{Gateway, server, telemetry};
 use switchyard_store::{Location, Store};
+use switchyard_trace::Exporter;
+
+/// At exit, how long the traces still queued may take to reach the collector.
+const TRACES_DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything `switchyard serve` can be told.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct Settings {
     /// This host's name among the nodes sharing the store; `None`: its host
     /// name and port.
     pub node_id: Option<String>,
+    /// Where each request's trace is exported; `None`: no traces.
+    pub otlp_endpoint: Option<switchyard_trace::Endpoint>,
 }
 
 /// The host, loaded and ready to serve: its routes, and what must live as
@@ -71,6 +77,8 @@ pub struct App {
     /// (`ConnectInfo<SocketAddr>` in each request's extensions).
     pub router: axum::Router,
     store: Arc<dyn Store>,
+    /// Sends the requests' traces, when exported.
+    traces: Option<Exporter>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -128,6 +136,13 @@ impl App {
             address: settings.listen.to_string(),
         };
         cluster::join(node.clone(), &registry, &loader, store.clone());
+        let traces = match &settings.otlp_endpoint {
+            Some(endpoint) => Some(
+                Exporter::start(endpoint, &node.id)
+                    .with_context(|| format!("cannot export traces to {endpoint}"))?,
+            ),
+            None => None,
+        };
         let operators = Operators::new(settings.admin_token.clone());
         let admin = switchyard_admin::router(Arc::new(Admin {
             registry: registry.clone(),
@@ -143,11 +158,13 @@ impl App {
             max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
             operators,
+            tracer: traces.as_ref().map(Exporter::tracer),
         });
         let router = switchyard_gateway::router(gateway, admin);
         Ok(App {
             router,
             store,
+            traces,
             _watcher: watcher,
         })
     }
@@ -181,6 +198,14 @@ pub async fn serve(mut settings: Settings) -> Result<()> {
     )
     .await;
     app.store.close().await.context("cannot flush the store")?;
+    if let Some(traces) = app.traces {
+        // The SDK's thread sends the last batch through this runtime: wait
+        // for it off the runtime's workers.
+        let sent = tokio::task::spawn_blocking(move || traces.shutdown(TRACES_DRAIN)).await?;
+        if let Err(e) = sent {
+            tracing::warn!("the last traces were not sent: {e}");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

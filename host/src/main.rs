@@ -22,7 +22,7 @@ enum Command {
     /// is loaded. The highest valid version of each service becomes active,
     /// unless an activation or rollback made earlier says otherwise; files
     /// added to or removed from the services folder are picked up while serving.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work on a store directly (the host must not be running on it).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -212,6 +212,12 @@ struct ServeArgs {
     /// /tmp/perf-<pid>.map, so that `perf` names guest code in a profile.
     #[arg(long, env = "SWITCHYARD_PERF_MAP")]
     perf_map: bool,
+    /// Export a trace of every request over OTLP/HTTP to this collector
+    /// (http://HOST:4318; spans go to its /v1/traces). The OTEL_* variables
+    /// apply: OTEL_EXPORTER_OTLP_PROTOCOL (http/protobuf or http/json),
+    /// OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER.
+    #[arg(long, env = "SWITCHYARD_OTLP_ENDPOINT", value_parser = switchyard_trace::Endpoint::parse)]
+    otlp_endpoint: Option<switchyard_trace::Endpoint>,
     /// Log lines as `text` for people or `json` for machines (filter: RUST_LOG).
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -239,7 +245,7 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Operate(operate) => run_against_host(operate).await,
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Store(StoreCommand::Copy { from, to }) => {
             let _logs = switchyard::logs::init(false);
             let copied = switchyard::copy_store(&from, &to).await?;
@@ -359,6 +365,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         store: args.store,
         node_id: args.node_id.filter(|id| !id.is_empty()),
+        otlp_endpoint: args.otlp_endpoint,
     })
     .await
 }

@@ -22,6 +22,7 @@ mod publishing;
 mod shop;
 mod storage;
 mod swap;
+mod traces;
 mod wasi_http;
 
 /// For every component the tests build, the test that puts it through its

@@ -39,6 +39,7 @@ use wasmtime::component::Val;
 
 use switchyard_platform::Platform;
 use switchyard_runtime::{CallError, Limits, Linked, LiveInstance, Runtime};
+use switchyard_trace::Trace;
 
 /// Builds the [`Platform`] context for each new instance of one version.
 pub type PlatformFactory = Box<dyn Fn() -> Platform + Send + Sync>;
@@ -498,6 +499,7 @@ impl Lease<Components> {
     pub async fn call_export(
         &mut self,
         depth: u32,
+        trace: Option<Trace>,
         interface: &str,
         function: &str,
         params: &[Val],
@@ -514,8 +516,12 @@ impl Lease<Components> {
                 anyhow!("{interface}#{function} is not exported").into(),
             ));
         };
-        self.run(async |instance| instance.call_export(depth, &index, params, results).await)
-            .await
+        self.run(async |instance| {
+            instance
+                .call_export(depth, trace, &index, params, results)
+                .await
+        })
+        .await
     }
 }
 

@@ -13,6 +13,7 @@ use wasmtime::component::Val;
 use crate::balance::AcquireError;
 use crate::registry::Registry;
 use switchyard_runtime::{BoxFuture, CallError, Callee, DependencyCause, ServiceCalls};
+use switchyard_trace::{Trace, failed};
 
 /// Forwards a component's calls to other services' interfaces, at call time, to
 /// whichever version of the provider serves then: upgrading a provider changes
@@ -26,6 +27,7 @@ impl ServiceCalls for ServiceLinks {
     fn call<'a>(
         &'a self,
         depth: u32,
+        trace: Option<Trace>,
         interface: &'a str,
         function: &'a str,
         params: &'a [Val],
@@ -49,24 +51,34 @@ impl ServiceCalls for ServiceLinks {
             if depth + 1 > limit {
                 return Err(DependencyCause::TooDeep { callee, limit });
             }
+            // From here the call is the callee's: timed, and traced.
+            let span = trace.map(|trace| {
+                trace.service_call(interface, function, &callee.service, &callee.version)
+            });
             let started = Instant::now();
             let mut lease = match provider.pool.acquire(None).await {
                 Ok(lease) => lease,
                 Err(AcquireError::Instantiate(e)) => {
                     let failure = CallError::Start(e);
+                    failed(span.as_ref(), &failure);
                     registry.report(&provider, Some(&failure));
                     provider.signals.record(true, started.elapsed());
                     let reason = Arc::new(anyhow::Error::new(failure));
                     return Err(DependencyCause::Unavailable { callee, reason });
                 }
                 Err(busy) => {
+                    failed(span.as_ref(), &busy);
                     let reason = Arc::new(anyhow::Error::new(busy));
                     return Err(DependencyCause::Unavailable { callee, reason });
                 }
             };
+            let trace = span.as_ref().map(|span| span.trace().clone());
             let outcome = lease
-                .call_export(depth + 1, interface, function, params, results)
+                .call_export(depth + 1, trace, interface, function, params, results)
                 .await;
+            if let Err(failure) = &outcome {
+                failed(span.as_ref(), failure);
+            }
             registry.report(&provider, outcome.as_ref().err());
             provider.signals.record(outcome.is_err(), started.elapsed());
             outcome.map_err(|failure| DependencyCause::Failed {

@@ -54,7 +54,7 @@ async fn recover(registry: &Arc<Registry>, version: &Arc<LoadedVersion>) {
     };
     let grace_ms = Val::U64(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
     let outcome = lease
-        .call_export(0, RECOVERY_INTERFACE, "recover", &[grace_ms], &mut [])
+        .call_export(0, None, RECOVERY_INTERFACE, "recover", &[grace_ms], &mut [])
         .await;
     drop(lease);
     if let Err(failure) = &outcome {

@@ -47,6 +47,7 @@ use operator::Operators;
 use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_control::rpc::{self, RPC_PREFIX};
 use switchyard_runtime::ComponentKind;
+use switchyard_trace::{Trace, Tracer};
 use telemetry::Telemetry;
 
 /// Headers naming the service and version that answered.
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Who may call the functions services do not publish over `/rpc`.
     pub operators: Operators,
+    /// Makes each request's trace, when traces are exported.
+    pub tracer: Option<Tracer>,
 }
 
 impl Gateway {
@@ -176,11 +179,28 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
     let id_text = id.to_str().unwrap_or_default();
     let span = access_log::request_span(id_text);
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
-    let (mut response, served_by) = route_to_service(&gateway, &path, request)
+    let traced = gateway.tracer.as_ref().map(|tracer| {
+        let traced = tracer.request(request.headers(), &method, &path, id_text);
+        // The service reads the trace's context, to carry it on.
+        traced.pass_on(request.headers_mut());
+        traced
+    });
+    let trace = traced.as_ref().map(switchyard_trace::Span::trace);
+    let (mut response, served_by) = route_to_service(&gateway, &path, request, trace)
         .instrument(span.clone())
         .await;
     let status = response.status();
     let latency = started.elapsed();
+    if let Some(traced) = &traced {
+        let route = served_by.as_ref().map(|v| route_of(&path, &v.service));
+        let served = served_by.as_ref().zip(route.as_deref());
+        let served = served.map(|(version, route)| switchyard_trace::Served {
+            route,
+            service: &version.service,
+            version: &version.version_text,
+        });
+        traced.answered(&method, status, served);
+    }
     if let Some(version) = &served_by {
         version.request_metrics().served(status.as_u16(), latency);
         version.signals.record(status.is_server_error(), latency);
@@ -199,12 +219,14 @@ async fn forward(State(gateway): State<Arc<Gateway>>, mut request: Request) -> R
     response
 }
 
-/// The service's answer to `request` (whose path is `path`), and the version
-/// that gave it (none when no version could be picked).
+/// The service's answer to `request` (whose path is `path`), in `trace` if
+/// it is traced, and the version that gave it (none when no version could be
+/// picked).
 async fn route_to_service(
     gateway: &Gateway,
     path: &str,
     request: Request,
+    trace: Option<&Trace>,
 ) -> (Response, Option<Arc<LoadedVersion>>) {
     let (mut name, mut rest) = split_service(path);
     let rpc = name == RPC_PREFIX;
@@ -226,10 +248,16 @@ async fn route_to_service(
         return (response, None);
     };
     let mut response = match version.kind {
-        _ if rpc => executor::run(&Rpc, gateway, &version, rest, request).await,
-        ComponentKind::Handler => executor::run(&Handler, gateway, &version, rest, request).await,
-        ComponentKind::Handler2 => executor::run(&Handler2, gateway, &version, rest, request).await,
-        ComponentKind::WasiHttp => executor::run(&WasiHttp, gateway, &version, rest, request).await,
+        _ if rpc => executor::run(&Rpc, gateway, &version, rest, request, trace).await,
+        ComponentKind::Handler => {
+            executor::run(&Handler, gateway, &version, rest, request, trace).await
+        }
+        ComponentKind::Handler2 => {
+            executor::run(&Handler2, gateway, &version, rest, request, trace).await
+        }
+        ComponentKind::WasiHttp => {
+            executor::run(&WasiHttp, gateway, &version, rest, request, trace).await
+        }
         ComponentKind::Interfaces => error(
             StatusCode::NOT_FOUND,
             format!(
@@ -250,6 +278,15 @@ async fn route_to_service(
     (response, Some(version))
 }
 
+/// The route a request to `path` answered by `service` took: `/<service>`,
+/// or `/rpc/<service>` for a call over `/rpc`.
+fn route_of(path: &str, service: &str) -> String {
+    match split_service(path) {
+        (RPC_PREFIX, _) => format!("/{RPC_PREFIX}/{service}"),
+        _ => format!("/{service}"),
+    }
+}
+
 /// `/goods/42` → (`goods`, `/42`); `/goods` → (`goods`, `/`).
 fn split_service(path: &str) -> (&str, &str) {
     let trimmed = path.trim_start_matches('/');
@@ -261,7 +298,13 @@ fn split_service(path: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_service;
+    use super::{route_of, split_service};
+
+    #[test]
+    fn a_route_is_the_service_or_its_rpc_prefix() {
+        assert_eq!(route_of("/goods/42", "goods"), "/goods");
+        assert_eq!(route_of("/rpc/goods/catalog/get", "goods"), "/rpc/goods");
+    }
 
     #[test]
     fn the_first_segment_names_the_service() {

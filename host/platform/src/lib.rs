@@ -15,6 +15,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use switchyard_store::{KeyValueStore, Namespace, Quota, StoreError};
+use switchyard_trace::Trace;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -81,6 +82,9 @@ pub struct Platform {
     /// Whether the call in progress asked the store to change anything
     /// (whatever the answer): a call that did is not safe to repeat.
     wrote: bool,
+    /// The trace the call in progress belongs to, if it is traced: its
+    /// store calls are spans in it.
+    trace: Option<Trace>,
 }
 
 impl Platform {
@@ -100,14 +104,26 @@ impl Platform {
             log_budget: LOG_BYTES_PER_CALL,
             log_dropped: 0,
             wrote: false,
+            trace: None,
         }
     }
 
-    /// A call begins: its budgets are full again.
-    pub fn begin_call(&mut self) {
+    /// A call begins, in `trace` if it is traced: its budgets are full again.
+    pub fn begin_call(&mut self, trace: Option<Trace>) {
         self.log_budget = LOG_BYTES_PER_CALL;
         self.log_dropped = 0;
         self.wrote = false;
+        self.trace = trace;
+    }
+
+    /// The call ended: nothing it was given stays with the instance.
+    pub fn end_call(&mut self) {
+        self.trace = None;
+    }
+
+    /// The trace the call in progress belongs to, if it is traced.
+    pub fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
     }
 
     /// Whether the call in progress (or the last) asked the store to change
@@ -135,6 +151,26 @@ impl<'a> PlatformView<'a> {
             bucket: self.table.get(bucket)?.name.clone(),
         })
     }
+
+    /// A span for `operation` on the store in `ns`, if the call is traced.
+    fn span(&self, operation: &'static str, ns: &Namespace) -> Option<switchyard_trace::Span> {
+        let platform = &*self.platform;
+        let trace = platform.trace.as_ref()?;
+        Some(trace.store_call(operation, &platform.service, &platform.version, &ns.bucket))
+    }
+}
+
+/// The store's answer to `call`, as the guest gets it; a failure is marked
+/// on `span`, which ends with this.
+async fn traced<T>(
+    span: Option<switchyard_trace::Span>,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, store::Error> {
+    let answer = call.await;
+    if let Err(e) = &answer {
+        switchyard_trace::failed(span.as_ref(), e);
+    }
+    answer.map_err(guest_error)
 }
 
 struct HasPlatform;
@@ -210,12 +246,8 @@ impl store::HostBucket for PlatformView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self
-            .platform
-            .store
-            .get(&ns, &key)
-            .await
-            .map_err(guest_error))
+        let span = self.span("get", &ns);
+        Ok(traced(span, self.platform.store.get(&ns, &key)).await)
     }
 
     async fn set(
@@ -226,12 +258,14 @@ impl store::HostBucket for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let ns = self.namespace(&bucket)?;
         self.platform.wrote = true;
-        Ok(self
-            .platform
-            .store
-            .set(&ns, &key, &value, &self.platform.quota)
-            .await
-            .map_err(guest_error))
+        let span = self.span("set", &ns);
+        Ok(traced(
+            span,
+            self.platform
+                .store
+                .set(&ns, &key, &value, &self.platform.quota),
+        )
+        .await)
     }
 
     async fn delete(
@@ -241,12 +275,8 @@ impl store::HostBucket for PlatformView<'_> {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let ns = self.namespace(&bucket)?;
         self.platform.wrote = true;
-        Ok(self
-            .platform
-            .store
-            .delete(&ns, &key)
-            .await
-            .map_err(guest_error))
+        let span = self.span("delete", &ns);
+        Ok(traced(span, self.platform.store.delete(&ns, &key)).await)
     }
 
     async fn exists(
@@ -255,12 +285,8 @@ impl store::HostBucket for PlatformView<'_> {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self
-            .platform
-            .store
-            .exists(&ns, &key)
-            .await
-            .map_err(guest_error))
+        let span = self.span("exists", &ns);
+        Ok(traced(span, self.platform.store.exists(&ns, &key)).await)
     }
 
     async fn list_keys(
@@ -269,16 +295,12 @@ impl store::HostBucket for PlatformView<'_> {
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         let ns = self.namespace(&bucket)?;
-        Ok(self
-            .platform
-            .store
-            .list_keys(&ns, cursor.unwrap_or(0))
-            .await
-            .map(|page| store::KeyResponse {
-                keys: page.keys,
-                cursor: page.cursor,
-            })
-            .map_err(guest_error))
+        let span = self.span("list-keys", &ns);
+        let page = self.platform.store.list_keys(&ns, cursor.unwrap_or(0));
+        Ok(traced(span, page).await.map(|page| store::KeyResponse {
+            keys: page.keys,
+            cursor: page.cursor,
+        }))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -298,12 +320,14 @@ impl atomics::Host for PlatformView<'_> {
     ) -> wasmtime::Result<Result<u64, store::Error>> {
         let ns = self.namespace(&bucket)?;
         self.platform.wrote = true;
-        Ok(self
-            .platform
-            .store
-            .increment(&ns, &key, delta, &self.platform.quota)
-            .await
-            .map_err(guest_error))
+        let span = self.span("increment", &ns);
+        Ok(traced(
+            span,
+            self.platform
+                .store
+                .increment(&ns, &key, delta, &self.platform.quota),
+        )
+        .await)
     }
 }
 
@@ -319,12 +343,18 @@ impl keyvalue_cas::Host for PlatformView<'_> {
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let ns = self.namespace(&bucket)?;
         self.platform.wrote = true;
-        Ok(self
-            .platform
-            .store
-            .compare_and_swap(&ns, &key, expected.as_deref(), &new, &self.platform.quota)
-            .await
-            .map_err(guest_error))
+        let span = self.span("compare-and-swap", &ns);
+        Ok(traced(
+            span,
+            self.platform.store.compare_and_swap(
+                &ns,
+                &key,
+                expected.as_deref(),
+                &new,
+                &self.platform.quota,
+            ),
+        )
+        .await)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::outbound::Outbound;
 use crate::state::{DEFAULT_RETAINED_FACTOR, DEFAULT_RETAINED_FLOOR, Limits, ServiceState};
 
 use switchyard_platform::{self as platform, Platform, ServiceBindings, handler};
+use switchyard_trace::Trace;
 
 impl Runtime {
     /// A fresh instance, with its own store, acting for `platform.service`.
@@ -138,10 +139,11 @@ pub type HttpResponder =
     tokio::sync::oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
 
 impl LiveInstance {
-    /// Hand one HTTP request to the guest's handler.
+    /// Hand one HTTP request to the guest's handler, in `trace` if traced.
     pub async fn handle(
         &mut self,
         request: &handler::Request,
+        trace: Option<Trace>,
     ) -> Result<handler::Response, CallError> {
         let Entry::Handler(bindings) = &self.entry else {
             return Err(CallError::Trap(
@@ -149,15 +151,17 @@ impl LiveInstance {
             ));
         };
         let handler = bindings.switchyard_platform_handler().clone();
-        self.begin(0);
+        self.begin(0, trace);
         let outcome = handler.call_handle(&mut self.store, request).await;
         self.finish(outcome)
     }
 
-    /// Lend one HTTP request to the guest's `handler2`, for the call.
+    /// Lend one HTTP request to the guest's `handler2`, for the call, in
+    /// `trace` if traced.
     pub async fn handle_lent(
         &mut self,
         request: &IncomingRequest,
+        trace: Option<Trace>,
     ) -> Result<incoming::Response, CallError> {
         let Entry::Handler2(handler) = &self.entry else {
             return Err(CallError::Trap(
@@ -172,7 +176,7 @@ impl LiveInstance {
         // The guest holds a borrow, which ends with the call: the request
         // is the host's again afterwards, whatever the guest did.
         let borrowed = Resource::new_borrow(lent.rep());
-        self.begin(0);
+        self.begin(0, trace);
         let outcome = handler.call_handle(&mut self.store, borrowed).await;
         let returned = self.store.data_mut().table.delete(lent);
         let response = self.finish(outcome)?;
@@ -182,11 +186,13 @@ impl LiveInstance {
 
     /// Hand one HTTP request to the guest's `wasi:http` handler. Its
     /// response goes to `respond` when the guest sets it; this returns when
-    /// the guest's handler returns (after writing the body, usually).
+    /// the guest's handler returns (after writing the body, usually). In
+    /// `trace` if traced.
     pub async fn handle_http(
         &mut self,
         request: http::Request<IncomingBody>,
         respond: HttpResponder,
+        trace: Option<Trace>,
     ) -> Result<(), CallError> {
         let Entry::WasiHttp(proxy) = &self.entry else {
             return Err(CallError::Trap(
@@ -200,7 +206,7 @@ impl LiveInstance {
             .and_then(|request| Ok((request, http.new_response_outparam(respond)?)));
         let (request, response) =
             prepared.map_err(|e| CallError::Trap(anyhow::Error::from(e).into()))?;
-        self.begin(0);
+        self.begin(0, trace);
         let outcome = handler
             .call_handle(&mut self.store, request, response)
             .await;
@@ -208,10 +214,12 @@ impl LiveInstance {
     }
 
     /// Call an exported interface function with dynamically typed values, on
-    /// behalf of a caller `depth` service-to-service calls deep.
+    /// behalf of a caller `depth` service-to-service calls deep, in `trace`
+    /// if traced.
     pub async fn call_export(
         &mut self,
         depth: u32,
+        trace: Option<Trace>,
         index: &ComponentExportIndex,
         params: &[Val],
         results: &mut [Val],
@@ -221,7 +229,7 @@ impl LiveInstance {
                 anyhow!("the exported function is missing").into(),
             ));
         };
-        self.begin(depth);
+        self.begin(depth, trace);
         let outcome = func.call_async(&mut self.store, params, results).await;
         self.finish(outcome)
     }
@@ -249,11 +257,11 @@ impl LiveInstance {
             || state.memory_size > retained
     }
 
-    fn begin(&mut self, depth: u32) {
+    fn begin(&mut self, depth: u32, trace: Option<Trace>) {
         let state = self.store.data_mut();
         state.deadline = Some(Instant::now() + state.limits.deadline);
         state.depth = depth;
-        state.platform.begin_call();
+        state.platform.begin_call(trace);
         state.output.refill(tracing::Span::current());
         state.timed_out = false;
         state.out_of_memory = false;
@@ -262,6 +270,7 @@ impl LiveInstance {
     fn finish<R>(&mut self, outcome: wasmtime::Result<R>) -> Result<R, CallError> {
         let state = self.store.data_mut();
         state.deadline = None;
+        state.platform.end_call();
         let error = match outcome {
             Ok(value) => return Ok(value),
             Err(e) => anyhow::Error::from(e),

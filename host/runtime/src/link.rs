@@ -21,6 +21,7 @@ use crate::outbound::AllowedHosts;
 use crate::state::ServiceState;
 
 use switchyard_platform::{self as platform, HandlerIndices};
+use switchyard_trace::Trace;
 
 /// A boxed future, as the dynamic-call seam needs.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -28,10 +29,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where a component's calls to another service's interface go.
 pub trait ServiceCalls: Send + Sync + 'static {
     /// Call `function` of `interface` on whichever service provides it now,
-    /// on behalf of a caller at call depth `depth`.
+    /// on behalf of a caller at call depth `depth`, in the caller's `trace`
+    /// if it is traced.
     fn call<'a>(
         &'a self,
         depth: u32,
+        trace: Option<Trace>,
         interface: &'a str,
         function: &'a str,
         params: &'a [Val],
@@ -88,9 +91,10 @@ impl Runtime {
                     let interface = interface.clone();
                     let function = function_name.clone();
                     Box::new(async move {
-                        let depth = store.data().depth;
+                        let state = store.data();
+                        let (depth, trace) = (state.depth, state.platform.trace().cloned());
                         calls
-                            .call(depth, &interface, &function, params, results)
+                            .call(depth, trace, &interface, &function, params, results)
                             .await
                             // Typed, so that the caller's trap can be told
                             // apart from a failure of the service it called.

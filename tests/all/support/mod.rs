@@ -52,6 +52,7 @@ pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Sett
             max_connections: 16,
         },
         store: None,
+        otlp_endpoint: None,
         node_id: None,
     }
 }

@@ -16,6 +16,7 @@ use switchyard_control::balance::Lease;
 use switchyard_control::registry::LoadedVersion;
 use switchyard_platform::handler;
 use switchyard_runtime::CallError;
+use switchyard_trace::Trace;
 
 /// Runs handler components.
 pub struct Handler;
@@ -70,8 +71,12 @@ impl Executor for Handler {
         version: &Arc<LoadedVersion>,
         mut lease: Lease,
         call: &handler::Request,
+        trace: Option<&Trace>,
     ) -> Result<Response, CallError> {
-        let response = lease.run(async |guest| guest.handle(call).await).await?;
+        let trace = trace.cloned();
+        let response = lease
+            .run(async |guest| guest.handle(call, trace).await)
+            .await?;
         Ok(into_http(version, response))
     }
 }

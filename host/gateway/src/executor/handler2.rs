@@ -17,6 +17,7 @@ use switchyard_control::registry::LoadedVersion;
 use switchyard_platform::handler;
 use switchyard_runtime::CallError;
 use switchyard_runtime::incoming::IncomingRequest;
+use switchyard_trace::Trace;
 
 /// Runs handler2 components.
 pub struct Handler2;
@@ -60,9 +61,11 @@ impl Executor for Handler2 {
         version: &Arc<LoadedVersion>,
         mut lease: Lease,
         call: &IncomingRequest,
+        trace: Option<&Trace>,
     ) -> Result<Response, CallError> {
+        let trace = trace.cloned();
         let response = lease
-            .run(async |guest| guest.handle_lent(call).await)
+            .run(async |guest| guest.handle_lent(call, trace).await)
             .await?;
         // The same record as handler's, field for field.
         let response = handler::Response {

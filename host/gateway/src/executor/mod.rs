@@ -29,6 +29,7 @@ use crate::http::{error, set_header};
 use switchyard_control::balance::{AcquireError, Lease};
 use switchyard_control::registry::LoadedVersion;
 use switchyard_runtime::{CallError, root_cause};
+use switchyard_trace::Trace;
 
 /// Which instance (slot of the version's pool) answered.
 pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-switchyard-instance");
@@ -55,15 +56,17 @@ pub trait Executor: Send + Sync {
     /// Whether `call` may run again after a trap (it changes nothing).
     fn is_read(&self, call: &Self::Call) -> bool;
 
-    /// Run `call` on the leased instance, and give the HTTP answer. The
-    /// lease goes back to the pool when dropped: at the end of the call, or
-    /// later when the answer streams.
+    /// Run `call` on the leased instance, in `trace` if the request is
+    /// traced, and give the HTTP answer. The lease goes back to the pool
+    /// when dropped: at the end of the call, or later when the answer
+    /// streams.
     fn call(
         &self,
         gateway: &Gateway,
         version: &Arc<LoadedVersion>,
         lease: Lease,
         call: &Self::Call,
+        trace: Option<&Trace>,
     ) -> impl Future<Output = Result<Response, CallError>> + Send;
 }
 
@@ -84,13 +87,15 @@ pub(crate) async fn within_deadline<T>(
     }
 }
 
-/// `request` answered by `version`, through `executor`.
+/// `request` answered by `version`, through `executor`, in `trace` if it
+/// is traced.
 pub async fn run<E: Executor>(
     executor: &E,
     gateway: &Gateway,
     version: &Arc<LoadedVersion>,
     path: &str,
     request: Request,
+    trace: Option<&Trace>,
 ) -> Response {
     let request_id = request.headers().get(crate::REQUEST_ID_HEADER).cloned();
     let call = match executor.prepare(gateway, version, path, request).await {
@@ -127,7 +132,7 @@ pub async fn run<E: Executor>(
         let slot = lease.slot();
         // Asked only where a retry is possible.
         let wrote = (retries_left > 0).then(|| lease.writes());
-        let running = executor.call(gateway, version, lease, &call);
+        let running = executor.call(gateway, version, lease, &call, trace);
         let outcome = within_deadline(policy.limits.deadline, running).await;
         report(gateway, version, retried, outcome.as_ref().err());
         match outcome {

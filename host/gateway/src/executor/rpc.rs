@@ -25,6 +25,7 @@ use switchyard_control::balance::Lease;
 use switchyard_control::registry::LoadedVersion;
 use switchyard_control::rpc;
 use switchyard_runtime::{CallError, Val, json as wit_json};
+use switchyard_trace::Trace;
 
 /// Runs calls to exported functions.
 pub struct Rpc;
@@ -150,11 +151,13 @@ impl Executor for Rpc {
         _version: &Arc<LoadedVersion>,
         mut lease: Lease,
         call: &RpcCall,
+        trace: Option<&Trace>,
     ) -> Result<Response, CallError> {
         let mut results = vec![Val::Bool(false); usize::from(call.returns)];
         lease
             .call_export(
                 0,
+                trace.cloned(),
                 &call.interface,
                 &call.function,
                 &call.params,

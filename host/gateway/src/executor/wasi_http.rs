@@ -32,6 +32,7 @@ use crate::http::{ApiError, error};
 use switchyard_control::balance::Lease;
 use switchyard_control::registry::{LoadedVersion, Registry};
 use switchyard_runtime::{CallError, incoming_body};
+use switchyard_trace::Trace;
 
 /// Runs `wasi:http` components.
 pub struct WasiHttp;
@@ -102,6 +103,7 @@ impl Executor for WasiHttp {
         version: &Arc<LoadedVersion>,
         mut lease: Lease,
         call: &HttpCall,
+        trace: Option<&Trace>,
     ) -> Result<Response, CallError> {
         let body = call
             .body
@@ -116,6 +118,7 @@ impl Executor for WasiHttp {
         *request.headers_mut() = call.headers.clone();
 
         let (respond, answer) = tokio::sync::oneshot::channel();
+        let trace = trace.cloned();
         let deadline = version.pool.policy().limits.deadline;
         let outcome = Outcome {
             registry: gateway.registry.clone(),
@@ -123,7 +126,8 @@ impl Executor for WasiHttp {
         };
         let mut guest = Running {
             guest: Some(tokio::spawn(async move {
-                let handled = lease.run(async |guest| guest.handle_http(request, respond).await);
+                let handled =
+                    lease.run(async |guest| guest.handle_http(request, respond, trace).await);
                 within_deadline(deadline, handled).await
                 // The lease ends here: the instance goes back, or is discarded.
             })),
