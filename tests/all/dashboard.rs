@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::webdriver::Browser;
-use crate::support::{Site, component};
+use crate::support::{Site, component, eventually};
 
 /// The stats of service `name` in a `GET /admin/stats` answer.
 fn service<'a>(stats: &'a Value, name: &str) -> &'a Value {
@@ -217,14 +217,10 @@ async fn the_dashboard_shows_the_shop_live_under_load_and_acts_on_clicks() {
         "{question}"
     );
     browser.click("#confirm-yes").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while host.service("goods").await["traffic"] != json!({"1.0.0": 75, "1.1.0": 25}) {
-        assert!(
-            Instant::now() < deadline,
-            "the split did not reach the host"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let split = json!({"1.0.0": 75, "1.1.0": 25});
+    let reached =
+        eventually(async || (host.service("goods").await["traffic"] == split).then_some(()));
+    assert!(reached.await.is_some(), "the split did not reach the host");
 
     // A version uploaded from a file, refused with the host's reason when
     // it exists already.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, Site, component};
+use crate::support::{Host, Site, component, eventually};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
@@ -506,17 +506,13 @@ pub(crate) async fn orders_keep_being_accepted_after_a_panicking_goods_fails_ove
     host.wait_active("goods", "9.1.0").await;
     std::fs::remove_file(site.services().join("goods/1.0.0.wasm")).unwrap();
     std::fs::remove_file(site.services().join("goods/9.0.0.wasm")).unwrap();
-    for _ in 0..200 {
-        if host.service("goods").await["versions"]
+    let versions = async || {
+        host.service("goods").await["versions"]
             .as_array()
-            .unwrap()
-            .len()
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .map(Vec::len)
+    };
+    let forgotten = eventually(async || (versions().await == Some(1)).then_some(()));
+    assert!(forgotten.await.is_some(), "{}", host.service("goods").await);
     assert_eq!(host.active("goods").await, "9.1.0");
     for _ in 0..8 {
         let order = json!({"user_id": user, "items": [{"goods_id": pen, "qty": 1}]});

@@ -1,7 +1,7 @@
 //! Loading services from the services folder: what is served, what is refused
 //! and why, and what the admin API reports.
 
-use crate::support::{Site, component};
+use crate::support::{Site, component, eventually};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -186,16 +186,14 @@ async fn misplaced(host: &crate::support::Host) -> Value {
     host.read("/admin/services").await.body["misplaced_files"].clone()
 }
 
-/// Wait (up to 10 s) until `check` holds for the misplaced files.
+/// The misplaced files once `check` holds for them (or, after waiting for
+/// it in vain, as they are: the caller's assertion says what is wrong).
 async fn misplaced_until(host: &crate::support::Host, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..200 {
-        let listed = misplaced(host).await;
-        if check(&listed) {
-            return listed;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let listed = eventually(async || Some(misplaced(host).await).filter(|l| check(l)));
+    match listed.await {
+        Some(listed) => listed,
+        None => misplaced(host).await,
     }
-    misplaced(host).await
 }
 
 fn reason_for<'a>(listed: &'a Value, file: &str) -> Option<&'a str> {
@@ -289,7 +287,6 @@ async fn a_file_dropped_in_a_new_folder_is_handled_once() {
 async fn an_edited_service_toml_applies_while_serving_and_a_bad_edit_is_refused() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::{Duration, Instant};
 
     let site = Site::new();
     site.install("faulty", "1.0.0", &component("faulty"));
@@ -324,14 +321,10 @@ async fn an_edited_service_toml_applies_while_serving_and_a_bad_edit_is_refused(
         })
         .collect();
     let until = |what: &'static str, host: Arc<crate::support::Host>, value: Value| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = host.get(&format!("/faulty/config/{what}")).await.body;
-            if now == value {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what} stayed {now}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = async || host.get(&format!("/faulty/config/{what}")).await.body;
+        let reached = eventually(async || (read().await == value).then_some(()));
+        if reached.await.is_none() {
+            panic!("{what} stayed {}", read().await);
         }
     };
 
@@ -347,28 +340,17 @@ async fn an_edited_service_toml_applies_while_serving_and_a_bad_edit_is_refused(
         "faulty",
         "[instances]\nmax = 0\n[config]\ngreeting = \"nope\"\n",
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let view = host.service("faulty").await;
-        let refused = view["refused_files"].as_array().unwrap().clone();
-        if let Some(file) = refused.iter().find(|f| f["file"] == "service.toml") {
-            break file["reason"].as_str().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bad edit was not refused: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let refused = host.wait_refused("faulty", "service.toml", |_| true).await;
     assert!(refused.contains("max"), "{refused}");
     let log = site.log_mentioning("service.toml refused");
     assert!(log.contains("service.toml refused"), "{log}");
     assert_eq!(greeting(host.clone()).await, "bonjour");
     assert_eq!(max(host.clone()).await, 5);
 
-    // Not TOML at all: the same.
+    // Not TOML at all: the same, once refused for that.
     site.settings("faulty", "[instances\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    host.wait_refused("faulty", "service.toml", |why| why != refused)
+        .await;
     assert_eq!(greeting(host.clone()).await, "bonjour");
 
     // Removed: the defaults apply, and the refusal is gone.

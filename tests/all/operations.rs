@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{Site, component};
+use crate::support::{Site, component, eventually};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
@@ -261,14 +261,12 @@ async fn deleting_a_service_folder_removes_the_service_without_a_restart() {
     );
 
     std::fs::remove_dir_all(site.services().join("ratings")).unwrap();
-    let mut ready = host.get("/readyz").await;
-    for _ in 0..200 {
-        if ready.status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        ready = host.get("/readyz").await;
-    }
+    let ready =
+        eventually(async || Some(host.get("/readyz").await).filter(|r| r.status == StatusCode::OK));
+    let ready = match ready.await {
+        Some(ready) => ready,
+        None => host.get("/readyz").await,
+    };
     assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
     let gone = host.get("/ratings/").await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{gone:?}");

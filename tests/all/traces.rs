@@ -3,7 +3,6 @@
 //! receiver in the test that decodes what it is sent.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -15,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message;
 use serde_json::json;
 
-use crate::support::{Site, component};
+use crate::support::{Site, component, eventually};
 
 /// A span as the collector got it, with its resource's attributes.
 #[derive(Debug, Clone)]
@@ -110,23 +109,16 @@ impl Collector {
     }
 
     /// The spans of trace `trace_id` once `complete` says they are all
-    /// there (or after 10 s, for the assertions to say what is missing).
+    /// there (or, after waiting for that in vain, those there are: the
+    /// assertions say what is missing).
     async fn trace(&self, trace_id: &str, complete: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let since = Instant::now();
-        loop {
-            let spans: Vec<Received> = {
-                let spans = self.spans.lock().unwrap();
-                spans
-                    .iter()
-                    .filter(|s| s.trace_id() == trace_id)
-                    .cloned()
-                    .collect()
-            };
-            if complete(&spans) || since.elapsed() > Duration::from_secs(10) {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let spans = || -> Vec<Received> {
+            let spans = self.spans.lock().unwrap();
+            let of_trace = spans.iter().filter(|s| s.trace_id() == trace_id);
+            of_trace.cloned().collect()
+        };
+        let complete = eventually(async || Some(spans()).filter(|s| complete(s)));
+        complete.await.unwrap_or_else(spans)
     }
 }
 

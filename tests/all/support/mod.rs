@@ -220,6 +220,26 @@ impl Site {
     }
 }
 
+/// How long [`eventually`] waits for what it looks for.
+pub const EVENTUALLY: Duration = Duration::from_secs(20);
+
+/// What `check` finds, once it finds something: asked every 20 ms for up to
+/// [`EVENTUALLY`]; `None` if it never does (the caller says what did not
+/// happen). For waiting on something the host does in its own time: a file
+/// picked up, a change another host made, a batch of spans sent.
+pub async fn eventually<T>(mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running host. Killed (SIGKILL, no graceful shutdown) when dropped.
 pub struct Host {
     child: Child,
@@ -345,39 +365,55 @@ impl Host {
 
     /// Wait (up to 20 s) until `name` has `version` active.
     pub async fn wait_active(&self, name: &str, version: &str) {
-        for _ in 0..400 {
-            if self.active(name).await == version {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let active = eventually(async || (self.active(name).await == version).then_some(()));
+        if active.await.is_none() {
+            panic!(
+                "{name} {version} never became active: {}",
+                self.service(name).await
+            );
         }
-        panic!(
-            "{name} {version} never became active: {}",
-            self.service(name).await
-        );
     }
 
     /// Wait (up to 20 s) until `name` lists `version` in `state`; its entry.
     pub async fn wait_state(&self, name: &str, version: &str, state: &str) -> Value {
-        for _ in 0..400 {
+        let entry = eventually(async || {
             let service = self.read(&format!("/admin/services/{name}")).await.body;
-            let Some(versions) = service["versions"].as_array() else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
+            let versions = service["versions"].as_array()?;
             let entry = versions
                 .iter()
-                .find(|v| v["version"] == version && v["state"] == state)
-                .cloned();
-            if let Some(entry) = entry {
-                return entry;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                .find(|v| v["version"] == version && v["state"] == state);
+            entry.cloned()
+        });
+        match entry.await {
+            Some(entry) => entry,
+            None => panic!(
+                "{name} {version} never became {state}: {}",
+                self.service(name).await
+            ),
         }
-        panic!(
-            "{name} {version} never became {state}: {}",
-            self.service(name).await
-        );
+    }
+
+    /// Wait (up to 20 s) until `service` lists `file` among its refused
+    /// files for a reason `reason` accepts; that reason.
+    pub async fn wait_refused(
+        &self,
+        service: &str,
+        file: &str,
+        reason: impl Fn(&str) -> bool,
+    ) -> String {
+        let refused = eventually(async || {
+            let view = self.service(service).await;
+            let refused = view["refused_files"].as_array()?;
+            let why = refused.iter().find(|f| f["file"] == file)?["reason"].as_str()?;
+            reason(why).then(|| why.to_string())
+        });
+        match refused.await {
+            Some(why) => why,
+            None => panic!(
+                "{service}'s {file} was never refused so: {}",
+                self.service(service).await
+            ),
+        }
     }
 
     /// Create the user Ana; the 201 reply.
