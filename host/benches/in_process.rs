@@ -180,8 +180,9 @@ fn compare() {
         }
     }
     let (collector, spans) = collector();
-    // Spans the collector got per request, by traced row and round.
-    let mut exported: Vec<(&str, f64)> = Vec::new();
+    // Spans the collector got per request, and the exporter's thread's CPU
+    // per request, by traced row and round.
+    let mut exported: Vec<(&str, f64, f64)> = Vec::new();
     // rounds[i][row]: the machine's speed drifts by 20 % over a run, so
     // differences are taken within a round, where it is about the same.
     let rounds: Vec<Vec<f64>> = (0..ROUNDS)
@@ -189,10 +190,10 @@ fn compare() {
             ROWS.iter()
                 .map(|(row, log, _)| {
                     let before = spans.load(Ordering::Relaxed);
-                    let ns = run_child(dir.path(), row, log, &collector);
+                    let (ns, exporting) = run_child(dir.path(), row, log, &collector);
                     let got = spans.load(Ordering::Relaxed) - before;
                     if row.ends_with("_traced") {
-                        exported.push((row, got as f64 / f64::from(2 * REQUESTS)));
+                        exported.push((row, got as f64 / f64::from(2 * REQUESTS), exporting));
                     }
                     ns
                 })
@@ -285,18 +286,23 @@ fn compare() {
         report[name] = json!(difference);
     }
     for (row, _) in TRACED {
-        let mut got: Vec<f64> = exported
-            .iter()
-            .filter(|(r, _)| *r == row)
-            .map(|(_, n)| *n)
-            .collect();
+        let of_row = || exported.iter().filter(|(r, ..)| *r == row);
+        let mut got: Vec<f64> = of_row().map(|(_, n, _)| *n).collect();
         got.sort_by(f64::total_cmp);
-        let least = got[0];
+        let mut exporting: Vec<f64> = of_row().map(|(.., ns)| *ns).collect();
+        exporting.sort_by(f64::total_cmp);
+        let median = exporting[exporting.len() / 2];
         println!(
-            "{:<30} {least:>12.2}",
-            format!("{row}: spans/request, least")
+            "{:<30} {:>12.2}",
+            format!("{row}: spans/request, least"),
+            got[0]
+        );
+        println!(
+            "{:<30} {median:>12.0}",
+            format!("{row}: exporter's thread, ns")
         );
         report[row]["spans_exported_per_request"] = json!(got);
+        report[row]["exporter_thread_ns_per_request"] = json!(median);
     }
     let out = measure::target_dir().join("bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -306,9 +312,10 @@ fn compare() {
 }
 
 /// This benchmark again, measuring `row` with logs at `log` (its lines to a
-/// file in `dir`), traces (if it is traced) to `collector`; its nanoseconds
-/// per request.
-fn run_child(dir: &Path, row: &str, log: &str, collector: &str) -> f64 {
+/// file in `dir`), traces (if it is traced) to `collector`; its CPU
+/// nanoseconds per request, and how many of them the trace exporter's
+/// thread spent.
+fn run_child(dir: &Path, row: &str, log: &str, collector: &str) -> (f64, f64) {
     let output = Command::new(std::env::current_exe().unwrap())
         .env(ROW_VAR, row)
         .env(COLLECTOR_VAR, collector)
@@ -320,9 +327,18 @@ fn run_child(dir: &Path, row: &str, log: &str, collector: &str) -> f64 {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{row} failed: {text}");
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{row} printed {text:?}"))
+    let figures: Vec<f64> = text
+        .split_whitespace()
+        .map(|figure| {
+            figure
+                .parse()
+                .unwrap_or_else(|_| panic!("{row} printed {text:?}"))
+        })
+        .collect();
+    match figures[..] {
+        [total, exporting] => (total, exporting),
+        _ => panic!("{row} printed {text:?}"),
+    }
 }
 
 /// In a child: set up `row`, send it requests, print ns per request.
@@ -396,22 +412,39 @@ fn measure(row: &str) {
         for _ in 0..REQUESTS {
             one().await;
         }
-        let before = cpu_ns();
+        let (before, exporting_before) = (cpu_ns(), cpu_ns_of(is_exporter));
         for _ in 0..REQUESTS {
             one().await;
         }
-        println!("{}", (cpu_ns() - before) as f64 / f64::from(REQUESTS));
+        let per_request = |ns: u64| ns as f64 / f64::from(REQUESTS);
+        let exporting = per_request(cpu_ns_of(is_exporter) - exporting_before);
+        println!("{} {exporting}", per_request(cpu_ns() - before));
     });
 }
 
 /// CPU time this process's threads have run so far (the scheduler's
 /// count, in nanoseconds).
 fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+    cpu_ns_of(|_| true)
+}
+
+/// The same, of the threads whose name `counts`.
+fn cpu_ns_of(counts: impl Fn(&str) -> bool) -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    let counted = tasks.filter_map(|task| {
+        let task = task.ok()?.path();
+        let name = std::fs::read_to_string(task.join("comm")).ok()?;
+        counts(name.trim_end()).then(|| std::fs::read_to_string(task.join("schedstat")).ok())?
+    });
+    counted
         .filter_map(|stat| stat.split(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Whether a thread is the trace exporter's (the SDK's batch processor,
+/// named `OpenTelemetry.Traces.BatchProcessor`, cut to 15 bytes).
+fn is_exporter(thread: &str) -> bool {
+    thread.starts_with("OpenTelemetry")
 }
 
 /// Put the goods rows' record into the store at `path` (the host's and the

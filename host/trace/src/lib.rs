@@ -15,8 +15,9 @@
 //!
 //! Owns the tracer, the spans' names and attributes, and the exporter. Must
 //! never block or fail a request: spans are queued for a thread of the SDK
-//! that exports them in batches; when the collector is slow or down, the
-//! queue's oldest are dropped (and the SDK logs it), not the request.
+//! that exports them in batches; when the collector is slow or down and
+//! the queue is full, new spans are dropped (and the SDK logs it), not the
+//! request.
 //! Without an endpoint there is no [`Tracer`], and every span below is an
 //! `Option` that is `None`.
 
