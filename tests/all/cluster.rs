@@ -521,3 +521,68 @@ async fn a_failover_is_decided_off_the_request_path_while_the_store_stalls() {
         "{failed}"
     );
 }
+
+/// The activations in `service`'s history on `node`, oldest first, as
+/// (version, reason).
+async fn activations(node: &Host, service: &str) -> Vec<(String, String)> {
+    let view = node.service(service).await;
+    view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|e| e["action"] == "activated")
+        .map(|e| {
+            let version = e["version"].as_str().unwrap_or("").to_string();
+            (version, e["reason"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_joins_behind_follows_the_cluster_and_changes_nothing() {
+    let Some(database) = test_pg::fresh("cluster joins").await else {
+        return;
+    };
+    let nodes = cluster_with(1, &database.url, with_goods_v2);
+    let a = &nodes[0].1;
+    a.wait_active("goods", "1.1.0").await;
+    let before = activations(a, "goods").await;
+
+    // A node whose folder has only goods 1.0.0 joins while the cluster
+    // serves 1.1.0: it fetches 1.1.0 and serves it, and its start with an
+    // older folder is no activation of 1.0.0 for the cluster.
+    let behind = Site::shop();
+    let b = behind.start_with(&["--store", &database.url]);
+    b.wait_state("goods", "1.1.0", "active").await;
+    assert!(behind.services().join("goods/1.1.0.wasm").exists());
+    let generation = b.service("goods").await["generation"].clone();
+    observed(a, "goods", |v| v["generation"] == generation).await;
+    assert_eq!(a.active("goods").await, "1.1.0");
+    assert_eq!(
+        activations(a, "goods").await,
+        before,
+        "{}",
+        b.service("goods").await
+    );
+
+    // An operator goes back to 1.0.0; a node that joins with only 1.0.0
+    // then fetches 1.1.0, a version the cluster knows and left: it stays
+    // on standby, everywhere.
+    let back = a
+        .post(
+            "/admin/services/goods/activate",
+            json!({"version": "1.0.0"}),
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK, "{back:?}");
+    observed(&b, "goods", |v| v["active_version"] == "1.0.0").await;
+    let late = Site::shop();
+    let c = late.start_with(&["--store", &database.url]);
+    c.wait_state("goods", "1.1.0", "standby").await;
+    for node in [a, &b, &c] {
+        let generation = c.service("goods").await["generation"].clone();
+        observed(node, "goods", |v| v["generation"] == generation).await;
+        assert_eq!(node.active("goods").await, "1.0.0");
+    }
+}

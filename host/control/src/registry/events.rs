@@ -41,7 +41,8 @@ pub enum Change {
     Rejected { version: Version, why: Refusal },
     /// A new build of a serving version was refused; the old one serves on.
     Refused { version: Version, why: Refusal },
-    /// A version arrived on standby.
+    /// A version arrived: on standby, or serving where it completes what
+    /// the stored record routes to.
     Added { version: Version },
     /// A version's file was removed.
     Removed { version: Version },
@@ -118,6 +119,21 @@ impl Action {
 }
 
 impl Change {
+    /// Whether it decides where the service's traffic goes.
+    pub fn routes(&self) -> bool {
+        match self {
+            Change::Activated { .. }
+            | Change::Split { .. }
+            | Change::FailedOver { .. }
+            | Change::NoFallback { .. } => true,
+            Change::Replaced { .. }
+            | Change::Rejected { .. }
+            | Change::Refused { .. }
+            | Change::Added { .. }
+            | Change::Removed { .. } => false,
+        }
+    }
+
     pub fn action(&self) -> Action {
         match self {
             Change::Activated { .. } => Action::Activated,

@@ -43,6 +43,36 @@ pub struct Book<V> {
     pub generation: u64,
     /// Why this host cannot serve as the stored record says, if it cannot.
     pub disagreement: Option<String>,
+    /// The stored record's routing while this host cannot serve it (it
+    /// lacks a version the record names): what its own records keep
+    /// saying, and what it routes to as soon as it has those versions.
+    /// A decision made here (an activation, a split, a failover) ends it.
+    pub wanted: Option<Wanted>,
+}
+
+/// A stored record's routing: its active version, or its split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    pub active: Option<Version>,
+    pub traffic: Vec<(Version, u32)>,
+}
+
+impl Wanted {
+    fn of(deployment: &Deployment) -> Wanted {
+        Wanted {
+            active: deployment.active.clone(),
+            traffic: deployment.traffic.clone(),
+        }
+    }
+
+    /// Each version it routes to, with its weight.
+    fn versions(&self) -> Vec<(Version, u32)> {
+        if self.traffic.is_empty() {
+            self.active.iter().map(|v| (v.clone(), 100)).collect()
+        } else {
+            self.traffic.clone()
+        }
+    }
 }
 
 impl<V: Deployable> Default for Book<V> {
@@ -58,6 +88,7 @@ impl<V: Deployable> Default for Book<V> {
             failed: BTreeMap::new(),
             generation: 0,
             disagreement: None,
+            wanted: None,
         }
     }
 }
@@ -98,6 +129,80 @@ impl<V: Deployable> Book<V> {
         }
     }
 
+    /// The version the service's record names active: the stored record's
+    /// while this host follows one it cannot serve, else its own primary.
+    fn active_version(&self) -> Option<&Version> {
+        match &self.wanted {
+            Some(wanted) => wanted.active.as_ref(),
+            None => self.routing.primary().map(|p| p.version()),
+        }
+    }
+
+    /// Why this host cannot serve each version `wanted` names, if it cannot.
+    fn unmet(&self, wanted: &Wanted) -> Vec<String> {
+        wanted
+            .versions()
+            .iter()
+            .filter_map(|(v, _)| match self.versions.get(v) {
+                Some(VersionEntry::Loaded(_)) => None,
+                Some(VersionEntry::Rejected(why)) => Some(format!("{v} (refused here: {why})")),
+                None => Some(format!("{v} (not loaded here)")),
+            })
+            .collect()
+    }
+
+    /// Route as `wanted` says if this host has every version it names, and
+    /// return true; else keep routing as it does, remember `wanted` and say
+    /// why ([`Book::disagreement`]).
+    fn follow(&mut self, wanted: Wanted) -> bool {
+        let missing = self.unmet(&wanted);
+        if !missing.is_empty() {
+            self.disagreement = Some(format!(
+                "the cluster serves {}; this host serves what it has",
+                missing.join(", ")
+            ));
+            self.wanted = Some(wanted);
+            return false;
+        }
+        let entries: Vec<(Arc<V>, u32)> = wanted
+            .versions()
+            .iter()
+            .filter_map(|(v, w)| self.loaded(v).map(|l| (l.clone(), *w)))
+            .collect();
+        self.routing = Arc::new(match entries.len() {
+            0 => Routing::none(),
+            1 => Routing::single(entries[0].0.clone()),
+            _ => Routing::split(entries),
+        });
+        self.settle();
+        true
+    }
+
+    /// Routing is this host's own decision again.
+    fn settle(&mut self) {
+        self.wanted = None;
+        self.disagreement = None;
+    }
+
+    /// Take `stored`, another host's record, as this book's (see
+    /// [`Deployments::adopt`]).
+    /// Where no other host shares the record (`follow` false), this host's
+    /// routing stays its own.
+    fn take(&mut self, stored: Stored, follow: bool) {
+        let Stored {
+            deployment,
+            generation,
+        } = stored;
+        if follow {
+            self.follow(Wanted::of(&deployment));
+        }
+        self.previous = deployment.previous;
+        self.known.extend(deployment.known);
+        self.history = deployment.history;
+        self.failed = deployment.failed;
+        self.generation = generation;
+    }
+
     /// Route to `routing`; the primary it replaces (if another) goes on the
     /// rollback stack.
     fn reroute(&mut self, routing: Routing<V>) {
@@ -111,7 +216,9 @@ impl<V: Deployable> Book<V> {
 
     /// What survives a restart.
     pub fn record(&self) -> Deployment {
-        Deployment {
+        // While following a record this host cannot serve, what it serves
+        // meanwhile is its own affair: the record keeps the cluster's routing.
+        let wanted = self.wanted.clone().unwrap_or_else(|| Wanted {
             active: self.routing.primary().map(|v| v.version().clone()),
             traffic: if self.routing.is_split() {
                 self.routing
@@ -121,6 +228,10 @@ impl<V: Deployable> Book<V> {
             } else {
                 Vec::new()
             },
+        });
+        Deployment {
+            active: wanted.active,
+            traffic: wanted.traffic,
             previous: self.previous.clone(),
             known: self.known.clone(),
             history: self.history.clone(),
@@ -160,6 +271,11 @@ type Serving<V> = Vec<(String, Vec<Arc<V>>)>;
 /// Every service's state, and the events of the transitions not yet taken.
 pub struct Deployments<V> {
     books: BTreeMap<String, Book<V>>,
+    /// Stored records of services this host has no book of yet.
+    unheld: BTreeMap<String, Stored>,
+    /// Whether other hosts share the records: then a stored record this
+    /// host cannot serve yet is followed, not replaced by its own choice.
+    shared: bool,
     events: Vec<Event>,
 }
 
@@ -167,12 +283,22 @@ impl<V: Deployable> Default for Deployments<V> {
     fn default() -> Self {
         Deployments {
             books: BTreeMap::new(),
+            unheld: BTreeMap::new(),
+            shared: false,
             events: Vec::new(),
         }
     }
 }
 
 impl<V: Deployable> Deployments<V> {
+    /// The state of a host whose records other hosts share.
+    pub fn shared() -> Self {
+        Deployments {
+            shared: true,
+            ..Deployments::default()
+        }
+    }
+
     pub fn book(&self, service: &str) -> Option<&Book<V>> {
         self.books.get(service)
     }
@@ -195,8 +321,17 @@ impl<V: Deployable> Deployments<V> {
             })
     }
 
+    /// `service`'s book; a new one follows the record another host stored
+    /// of it, if one did.
     fn book_or_new(&mut self, service: &str) -> &mut Book<V> {
-        self.books.entry(service.to_string()).or_default()
+        let (unheld, shared) = (&mut self.unheld, self.shared);
+        self.books.entry(service.to_string()).or_insert_with(|| {
+            let mut book = Book::default();
+            if let Some(stored) = unheld.remove(service) {
+                book.take(stored, shared);
+            }
+            book
+        })
     }
 
     /// Record `change` in `service`'s history and among the events.
@@ -206,7 +341,12 @@ impl<V: Deployable> Deployments<V> {
             at_ms,
             change,
         };
-        let history = &mut self.book_or_new(service).history;
+        let book = self.book_or_new(service);
+        if event.change.routes() {
+            // A decision made here: the records say it from now on.
+            book.settle();
+        }
+        let history = &mut book.history;
         history.push_back(event.entry());
         while history.len() > HISTORY_LEN {
             history.pop_front();
@@ -248,11 +388,16 @@ impl<V: Deployable> Deployments<V> {
     ) {
         // Each service's candidates, best first.
         let mut choices: BTreeMap<String, Vec<Arc<V>>> = BTreeMap::new();
+        // What each service's record routes to, where others share it.
+        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
         for found in found {
             let Stored {
                 deployment: stored,
                 generation,
             } = saved.remove(&found.name).unwrap_or_default();
+            if self.shared {
+                wanted.insert(found.name.clone(), Wanted::of(&stored));
+            }
             let book = self.book_or_new(&found.name);
             book.mode = found.mode;
             book.versions = found.versions;
@@ -315,6 +460,9 @@ impl<V: Deployable> Deployments<V> {
             self.log(&name, now, Change::Rejected { version, why });
         }
 
+        // Records of services with no file here, for when one arrives.
+        self.unheld.append(&mut saved);
+
         for (name, chosen) in choices {
             let book = self.book_or_new(&name);
             let keeps_split = book
@@ -328,6 +476,12 @@ impl<V: Deployable> Deployments<V> {
                         .cloned()
                         .map_or_else(Routing::none, Routing::single),
                 );
+            }
+            // Serving what it has until it has what the cluster serves.
+            if let Some(wanted) = wanted.remove(&name)
+                && !book.unmet(&wanted).is_empty()
+            {
+                book.follow(wanted);
             }
         }
 
@@ -345,7 +499,7 @@ impl<V: Deployable> Deployments<V> {
                 .rev()
                 .find(|v| book.loaded(v).is_some())
                 .cloned();
-            let primary = book.routing.primary().map(|p| p.version().clone());
+            let primary = book.active_version().cloned();
             if book.mode == Activation::Auto
                 && let Some(newest) = newest
                 && primary.as_ref().is_some_and(|p| &newest > p)
@@ -362,7 +516,8 @@ impl<V: Deployable> Deployments<V> {
                 );
             }
             let book = &self.books[&name];
-            if let Some(primary) = book.routing.primary().map(|p| p.version().clone())
+            if book.wanted.is_none()
+                && let Some(primary) = book.routing.primary().map(|p| p.version().clone())
                 && book
                     .history
                     .back()
@@ -393,6 +548,10 @@ impl<V: Deployable> Deployments<V> {
     ) -> Result<VersionState, Refusal> {
         let book = self.book_or_new(service);
         book.mode = mode;
+        // A version the service knows but this host lacks is catching up
+        // with the others (fetched from them), not news: what it does
+        // was decided where it arrived first.
+        let news = book.versions.contains_key(&version) || !book.known.contains(&version);
         book.known.insert(version.clone());
         let serving_now = book.routing.weight_of(&version).is_some();
         let loaded = match entry {
@@ -412,18 +571,22 @@ impl<V: Deployable> Deployments<V> {
             self.log(service, now, Change::Replaced { version });
             return Ok(VersionState::Active);
         }
-        let higher = book
-            .routing
-            .primary()
-            .is_none_or(|p| &version > p.version());
-        if book.mode == Activation::Auto && higher {
+        if let Some(wanted) = book.wanted.clone() {
+            book.follow(wanted);
+        }
+        let higher = book.active_version().is_none_or(|a| &version > a);
+        if book.mode == Activation::Auto && news && higher {
             self.activate(now, service, &version, Cause::Auto)
                 .map_err(refusal_of)?;
-            Ok(VersionState::Active)
-        } else {
-            self.log(service, now, Change::Added { version });
-            Ok(VersionState::Standby)
+            return Ok(VersionState::Active);
         }
+        let serving = book.routing.weight_of(&version).is_some();
+        self.log(service, now, Change::Added { version });
+        Ok(if serving {
+            VersionState::Active
+        } else {
+            VersionState::Standby
+        })
     }
 
     /// `version` of `service` cannot serve, for `why`. A new version is
@@ -457,6 +620,8 @@ impl<V: Deployable> Deployments<V> {
         if book.versions.remove(version).is_none() {
             return;
         }
+        // Forgotten: dropped in again, it is news.
+        book.known.remove(version);
         self.log(
             service,
             now,
@@ -642,59 +807,29 @@ impl<V: Deployable> Deployments<V> {
     }
 
     /// Another host stored `stored` as `service`'s deployment: take it as
-    /// this host's, unless this host already reflects that generation or
-    /// does not have the service. Routing follows the record where this
-    /// host has the versions it names; where it lacks one, it keeps its own
-    /// routing and says why ([`Book::disagreement`]). History comes with
-    /// the record (the host that made the change logged it), so no event.
-    /// Returns whether anything was taken.
+    /// this host's, unless this host already reflects that generation. Routing
+    /// follows the record where this host has the versions it names; where it
+    /// lacks one, it keeps its own routing, says why ([`Book::disagreement`])
+    /// and follows as soon as it has them ([`Book::wanted`]). A service this
+    /// host has no book of yet keeps the record for the book its first
+    /// version here makes. History comes with the record (the host that made
+    /// the change logged it), so no event. Returns whether anything was taken.
     pub fn adopt(&mut self, service: &str, stored: Stored) -> bool {
-        let Ok(book) = self.book_mut(service) else {
+        let Some(book) = self.books.get_mut(service) else {
+            // Kept for when a version of it arrives here.
+            let newer = self
+                .unheld
+                .get(service)
+                .is_none_or(|held| held.generation < stored.generation);
+            if newer {
+                self.unheld.insert(service.to_string(), stored);
+            }
             return false;
         };
         if stored.generation <= book.generation {
             return false;
         }
-        let Stored {
-            deployment,
-            generation,
-        } = stored;
-        let wanted: Vec<(Version, u32)> = if deployment.traffic.is_empty() {
-            deployment.active.iter().map(|v| (v.clone(), 100)).collect()
-        } else {
-            deployment.traffic.clone()
-        };
-        // Why this host cannot serve each version the record names, if it cannot.
-        let missing: Vec<String> = wanted
-            .iter()
-            .filter_map(|(v, _)| match book.versions.get(v) {
-                Some(VersionEntry::Loaded(_)) => None,
-                Some(VersionEntry::Rejected(why)) => Some(format!("{v} (refused here: {why})")),
-                None => Some(format!("{v} (not loaded here)")),
-            })
-            .collect();
-        if missing.is_empty() {
-            let entries: Vec<(Arc<V>, u32)> = wanted
-                .iter()
-                .filter_map(|(v, w)| book.loaded(v).map(|l| (l.clone(), *w)))
-                .collect();
-            book.routing = Arc::new(match entries.len() {
-                0 => Routing::none(),
-                1 => Routing::single(entries[0].0.clone()),
-                _ => Routing::split(entries),
-            });
-            book.disagreement = None;
-        } else {
-            book.disagreement = Some(format!(
-                "the cluster serves {}; this host serves what it has",
-                missing.join(", ")
-            ));
-        }
-        book.previous = deployment.previous;
-        book.known.extend(deployment.known);
-        book.history = deployment.history;
-        book.failed = deployment.failed;
-        book.generation = generation;
+        book.take(stored, true);
         true
     }
 

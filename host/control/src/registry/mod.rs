@@ -173,7 +173,10 @@ impl Registry {
         Registry {
             services: RwLock::default(),
             providers: ArcSwap::default(),
-            state: Mutex::default(),
+            state: Mutex::new(match deployments.changes() {
+                Some(_) => Deployments::shared(),
+                None => Deployments::default(),
+            }),
             persisting: tokio::sync::Mutex::default(),
             deployments,
             events: broadcast::channel(EVENT_BACKLOG).0,

@@ -861,3 +861,130 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
     assert_eq!(book.disagreement, None);
     assert_eq!(book.failed, there.book("goods").unwrap().failed);
 }
+
+/// A host sharing the records with others, started with `found` after
+/// `there` stored its records (generation 4).
+fn join(there: &Deployments<Fake>, found: Vec<Found<Fake>>) -> Deployments<Fake> {
+    let saved = there
+        .books()
+        .map(|(name, _)| (name.clone(), stored(there, name, 4)))
+        .collect();
+    let mut here = Deployments::shared();
+    here.bootstrap(9, found, saved);
+    here.take_events();
+    here
+}
+
+#[test]
+fn a_host_that_starts_behind_the_cluster_serves_what_it_has_and_stores_the_clusters_choice() {
+    let there = world(Activation::Auto, &[goods("1.0.0"), goods("1.1.0")]);
+    let mut here = join(
+        &there,
+        vec![found("goods", Activation::Auto, &[goods("1.0.0")])],
+    );
+    let book = here.book("goods").unwrap();
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    assert_eq!(
+        book.history,
+        there.book("goods").unwrap().history,
+        "no start-up activation"
+    );
+    assert_eq!(
+        book.record().active,
+        Some(ver("1.1.0")),
+        "its records keep the cluster's"
+    );
+    assert!(book.disagreement.is_some());
+
+    // The missing version arrives (fetched): it serves, as the record says,
+    // and nothing is activated here.
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.1.0")),
+        Ok(VersionState::Active)
+    );
+    assert_eq!(
+        changes(&mut here),
+        [Change::Added {
+            version: ver("1.1.0")
+        }]
+    );
+    let book = here.book("goods").unwrap();
+    assert_eq!(active(&here, "goods"), Some(ver("1.1.0")));
+    assert_eq!(
+        (book.disagreement.as_ref(), book.wanted.as_ref()),
+        (None, None)
+    );
+}
+
+#[test]
+fn a_version_the_cluster_knows_and_left_is_not_activated_by_a_host_that_fetches_it() {
+    let mut there = world(Activation::Auto, &[goods("1.0.0"), goods("1.1.0")]);
+    there
+        .activate(3, "goods", &ver("1.0.0"), Cause::Admin)
+        .unwrap();
+    let mut here = join(
+        &there,
+        vec![found("goods", Activation::Auto, &[goods("1.0.0")])],
+    );
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.1.0")),
+        Ok(VersionState::Standby)
+    );
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    // A version new to the service still is news.
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.2.0")),
+        Ok(VersionState::Active)
+    );
+    // And so is one removed and dropped in again.
+    here.withdraw(5, "goods", &ver("1.2.0"));
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.2.0")),
+        Ok(VersionState::Active)
+    );
+}
+
+#[test]
+fn a_service_that_arrives_after_start_builds_on_the_clusters_record() {
+    let mut there = world(Activation::Auto, &[goods("1.0.0"), goods("1.1.0")]);
+    there
+        .activate(3, "goods", &ver("1.0.0"), Cause::Admin)
+        .unwrap();
+    let mut here = join(&world(Activation::Auto, &[]), Vec::new());
+    assert!(!here.adopt("goods", stored(&there, "goods", 6)));
+    assert!(
+        here.book("goods").is_none(),
+        "no book until a version arrives"
+    );
+
+    // Fetched newest first: 1.1.0 waits, 1.0.0 serves, as the cluster does.
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.1.0")),
+        Ok(VersionState::Standby)
+    );
+    assert_eq!(active(&here, "goods"), None);
+    assert_eq!(
+        offer(&mut here, Activation::Auto, &goods("1.0.0")),
+        Ok(VersionState::Active)
+    );
+    let book = here.book("goods").unwrap();
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    // Its next record builds on the cluster's: same generation, same story.
+    assert_eq!(book.generation, 6);
+    let history = &there.book("goods").unwrap().history;
+    assert!(book.history.range(..history.len()).eq(history.iter()));
+}
+
+#[test]
+fn a_single_host_that_lost_its_active_version_while_stopped_serves_and_stores_the_next() {
+    let before = world(Activation::Auto, &[goods("1.0.0"), goods("1.1.0")]);
+    let after = restart(
+        &before,
+        vec![found("goods", Activation::Auto, &[goods("1.0.0")])],
+    );
+    let book = after.book("goods").unwrap();
+    assert_eq!(active(&after, "goods"), Some(ver("1.0.0")));
+    assert_eq!(book.record().active, Some(ver("1.0.0")));
+    assert_eq!(book.disagreement, None);
+}
