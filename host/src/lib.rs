@@ -83,6 +83,21 @@ pub struct App {
 }
 
 impl App {
+    /// After serving: make the store's writes durable and send the last
+    /// traces.
+    pub async fn close(self) -> Result<()> {
+        self.store.close().await.context("cannot flush the store")?;
+        if let Some(traces) = self.traces {
+            // The SDK's thread sends the last batch through this runtime: wait
+            // for it off the runtime's workers.
+            let sent = tokio::task::spawn_blocking(move || traces.shutdown(TRACES_DRAIN)).await?;
+            if let Err(e) = sent {
+                tracing::warn!("the last traces were not sent: {e}");
+            }
+        }
+        Ok(())
+    }
+
     /// Load every service, start watching the folder and recovering, and
     /// build the routes; nothing listens yet. Tests drive `router` in process.
     pub async fn load(settings: &Settings, telemetry: Arc<telemetry::Telemetry>) -> Result<App> {
@@ -197,15 +212,7 @@ pub async fn serve(mut settings: Settings) -> Result<()> {
         settings.shutdown_timeout,
     )
     .await;
-    app.store.close().await.context("cannot flush the store")?;
-    if let Some(traces) = app.traces {
-        // The SDK's thread sends the last batch through this runtime: wait
-        // for it off the runtime's workers.
-        let sent = tokio::task::spawn_blocking(move || traces.shutdown(TRACES_DRAIN)).await?;
-        if let Err(e) = sent {
-            tracing::warn!("the last traces were not sent: {e}");
-        }
-    }
+    app.close().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,9 @@
-//! Starting a real `switchyard` process over a scratch services/data folder,
-//! and talking HTTP to it.
+//! Starting a real host over a scratch services/data folder, and talking
+//! HTTP to it: a `switchyard` process ([`Site::start`]) where the test is
+//! about the process (signals, crashes, restarts, its log, its metrics, its
+//! memory), else the same host in the test's own process
+//! ([`Site::start_in_process`]): `App::load` and the gateway's server on a
+//! runtime of its own, behind a real socket.
 
 #![allow(dead_code)] // the benchmarks use a subset
 
@@ -17,6 +21,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
+use switchyard_gateway::telemetry::Telemetry;
 use tokio::task::JoinHandle;
 
 /// The file of a shop service or test fixture, built from source by the
@@ -33,7 +38,9 @@ pub fn compiled_cache() -> PathBuf {
 }
 
 /// Settings to load the services in `services` in process (`App::load`),
-/// with data in `data`: a small pool, no socket of its own.
+/// with data in `data`: `switchyard serve`'s defaults, but for the shared
+/// compiled cache and a shutdown that waits for requests in flight 1 s,
+/// not 10 (a test that ends stops its host).
 pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Settings {
     switchyard::Settings {
         services_dir: services,
@@ -41,15 +48,15 @@ pub fn in_process_settings(services: PathBuf, data: PathBuf) -> switchyard::Sett
         compiled_cache: Some(compiled_cache()),
         listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1 << 20,
-        request_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
         admin_token: None,
         shutdown_timeout: Duration::from_secs(1),
-        pool_instances: 16,
+        pool_instances: switchyard_runtime::POOLED_INSTANCES,
         perf_map: false,
         connections: switchyard_gateway::server::ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            max_connections: 16,
+            max_connections: 10_000,
         },
         store: None,
         otlp_endpoint: None,
@@ -183,10 +190,31 @@ impl Site {
             }
         };
         Host {
-            child,
+            running: Running::Process(child),
             base,
             client: Client::new(),
             token: None,
+        }
+    }
+
+    /// The host in this process, on a free port, as `switchyard serve`
+    /// with default settings would run it (but for a smaller instance pool,
+    /// see [`in_process_settings`]).
+    pub fn start_in_process(&self) -> Host {
+        self.start_in_process_with(|_| {})
+    }
+
+    /// The same, with the settings `adjust` makes.
+    pub fn start_in_process_with(&self, adjust: impl FnOnce(&mut switchyard::Settings)) -> Host {
+        let mut settings = in_process_settings(self.services(), self.data());
+        adjust(&mut settings);
+        let token = settings.admin_token.clone();
+        let (host, base) = InProcess::start(settings);
+        Host {
+            running: Running::InProcess(host),
+            base,
+            client: Client::new(),
+            token,
         }
     }
 
@@ -240,9 +268,10 @@ pub async fn eventually<T>(mut check: impl AsyncFnMut() -> Option<T>) -> Option<
     }
 }
 
-/// A running host. Killed (SIGKILL, no graceful shutdown) when dropped.
+/// A running host. When dropped, a process is killed (SIGKILL, no graceful
+/// shutdown); a host in process stops serving and closes its store.
 pub struct Host {
-    child: Child,
+    running: Running,
     pub base: String,
     client: Client,
     /// The admin token it was started with, for the helpers that read.
@@ -482,18 +511,20 @@ impl Host {
     }
 
     /// Wait (up to 20 s) until `n` instances of `service` `version` are on
-    /// a call: the moment a test's slow request is surely in flight.
+    /// a call (as `GET /admin/stats` counts them): the moment a test's slow
+    /// request is surely in flight.
     pub async fn wait_busy(&self, service: &str, version: &str, n: usize) {
-        let series = format!(
-            r#"switchyard_instances{{service="{service}",version="{version}",state="busy"}}"#
-        );
-        for _ in 0..2000 {
-            if self.metric(&series).await >= n as f64 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let busy = eventually(async || {
+            let stats = self.read("/admin/stats").await.body;
+            let services = stats["services"].as_array()?;
+            let service = services.iter().find(|s| s["name"] == service)?;
+            let versions = service["versions"].as_array()?;
+            let version = versions.iter().find(|v| v["version"] == version)?;
+            (version["instances"]["busy"].as_u64()? >= n as u64).then_some(())
+        });
+        if busy.await.is_none() {
+            panic!("{service} {version} never had {n} instances busy");
         }
-        panic!("{service} {version} never had {n} instances busy");
     }
 
     /// `host:port` the host listens on, for raw TCP clients.
@@ -512,7 +543,15 @@ impl Host {
 
     /// The host's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child().id()
+    }
+
+    /// The host's process: for what only a host of its own has.
+    fn child(&self) -> &Child {
+        match &self.running {
+            Running::Process(child) => child,
+            Running::InProcess(_) => panic!("this host runs in the test's process"),
+        }
     }
 
     /// The HTTP client, for requests the helpers do not cover.
@@ -522,7 +561,7 @@ impl Host {
 
     /// The host's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
@@ -530,7 +569,7 @@ impl Host {
     /// Send SIGTERM, as a service manager stopping the host would.
     pub fn terminate(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -538,8 +577,11 @@ impl Host {
 
     /// Wait (up to 30 s) for the host to exit; its exit status.
     pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let Running::Process(child) = &mut self.running else {
+            panic!("this host runs in the test's process");
+        };
         for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -550,22 +592,103 @@ impl Host {
     /// Send SIGKILL, as a crash would, while clients may still hold the host.
     pub fn crash(&self) {
         let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
+            .args(["-KILL", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
     }
 
     /// Stop the host abruptly, as a crash would.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill(self) {
+        self.child();
+        drop(self);
     }
 }
 
-impl Drop for Host {
+/// Where a test's host runs.
+enum Running {
+    Process(Child),
+    InProcess(InProcess),
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Running::Process(child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A host in the test's process: `App::load` and the gateway's server on a
+/// thread and a runtime of their own, so that a test blocking its own
+/// threads (a raw socket's read, say) never holds the host up.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Start serving as `settings` say (their `listen` port is chosen
+    /// here); the host and the base URL it answers on.
+    fn start(mut settings: switchyard::Settings) -> (InProcess, String) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (started, listening) = mpsc::channel::<Result<String, String>>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .unwrap();
+                settings.listen = listener.local_addr().unwrap();
+                let telemetry = Arc::new(Telemetry::detached().unwrap());
+                let app = match switchyard::App::load(&settings, telemetry).await {
+                    Ok(app) => app,
+                    Err(e) => {
+                        let _ = started.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(format!("http://{}", settings.listen)));
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                switchyard_gateway::server::serve(
+                    listener,
+                    app.router.clone(),
+                    settings.connections,
+                    stopped,
+                    settings.shutdown_timeout,
+                )
+                .await;
+                app.close().await.expect("the store closes");
+            });
+        });
+        match listening.recv() {
+            Ok(Ok(base)) => {
+                let host = InProcess {
+                    stop: Some(stop),
+                    thread: Some(thread),
+                };
+                (host, base)
+            }
+            Ok(Err(e)) => panic!("the host did not start: {e}"),
+            Err(_) => panic!("the host did not start: {:?}", thread.join()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
