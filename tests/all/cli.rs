@@ -38,7 +38,7 @@ fn stderr(output: &Output) -> String {
 async fn an_operator_lists_deploys_splits_rolls_back_and_reads_history_from_the_cli() {
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     let url = host.base.clone();
     let run = |args: &'static [&'static str]| switchyard(&url, TOKEN, args);
 

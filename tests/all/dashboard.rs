@@ -37,7 +37,7 @@ async fn stats_show_each_services_rate_success_latency_instances_and_failover() 
         "faulty",
         "[instances]\nmax = 3\n[failover]\nthreshold = 2\n",
     );
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     host.wait_active("faulty", "1.1.0").await;
 
     let anonymous = host.send(Method::GET, "/admin/stats", None).await;
@@ -122,7 +122,7 @@ async fn stats_show_each_services_rate_success_latency_instances_and_failover() 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_shop_live_under_load_and_acts_on_clicks() {
     let site = Site::shop();
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let v2 = std::fs::read(component("goods_v2")).unwrap();
     site.drop_in("goods", "1.1.0", &v2);
     host.wait_active("goods", "1.1.0").await;
@@ -260,7 +260,7 @@ async fn the_dashboard_asks_for_the_admin_token_and_shows_a_wrong_one_refused() 
     const TOKEN: &str = "page-secret";
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
 
     let page = host
         .client()

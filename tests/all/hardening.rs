@@ -241,7 +241,7 @@ async fn a_version_that_cannot_start_never_takes_traffic() {
     // A Rust guest's initial memory (its stack alone) is over 1 MiB.
     site.install("tiny", "1.0.0", &component("goods"));
     site.settings("tiny", "[limits]\nmemory_mib = 1\n");
-    let host = site.start();
+    let host = site.start_in_process();
 
     let reason = rejection(&host, "tiny", "1.0.0").await;
     assert!(reason.contains("cannot start an instance"), "{reason}");
@@ -272,7 +272,7 @@ async fn instances_that_cannot_start_while_serving_count_as_failures_and_fail_ov
         "[instances]\nmin = 1\nmax = 8\n[failover]\nthreshold = 3\n",
     );
     // Room for three instances in all: the fourth call at once cannot start one.
-    let host = std::sync::Arc::new(site.start_with(&["--pool-instances", "3"]));
+    let host = std::sync::Arc::new(site.start_in_process_with(|s| s.pool_instances = 3));
     assert_eq!(host.active("faulty").await, "1.1.0");
 
     let calls = host.get_at_once(8, "/faulty/slow?ms=1500");
@@ -307,7 +307,7 @@ async fn guests_cannot_send_bad_statuses_header_floods_or_hop_by_hop_headers() {
     let site = Site::new();
     site.install("faulty", "1.0.0", &component("faulty"));
     site.settings("faulty", "[failover]\nenabled = false\n");
-    let host = site.start();
+    let host = site.start_in_process();
 
     for code in [99, 600, 999] {
         let reply = host.get(&format!("/faulty/status?code={code}")).await;
@@ -349,7 +349,7 @@ async fn a_response_past_the_call_data_limit_is_a_clear_502() {
         "faulty",
         "[limits]\nmemory_mib = 256\n[failover]\nenabled = false\n",
     );
-    let host = site.start();
+    let host = site.start_in_process();
     let big = host.get("/faulty/big?mib=130").await;
     assert_eq!(big.status, StatusCode::BAD_GATEWAY, "{big:?}");
     assert!(big.error().contains("128 MiB"), "{big:?}");
@@ -459,7 +459,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
     site.install("goods", "1.1.0", &component("goods"));
-    let host = site.start_with(&["--admin-token", "s3cret"]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some("s3cret".into()));
     let activate = format!("{}/admin/services/goods/activate", host.base);
     let reply = host
         .client()
@@ -481,7 +481,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 pub(crate) async fn a_service_importing_what_it_exports_is_refused_for_that_reason() {
     let site = Site::new();
     site.install("selfish", "1.0.0", &component("self_import"));
-    let host = site.start();
+    let host = site.start_in_process();
     let reason = rejection(&host, "selfish", "1.0.0").await;
     assert!(reason.contains("which it exports itself"), "{reason}");
     // The same refusal, as data for tools.
@@ -537,7 +537,7 @@ async fn a_trap_halfway_through_an_order_leaves_no_stock_held() {
         "goods",
         "activation = \"manual\"\n[failover]\nenabled = false\n",
     );
-    let host = std::sync::Arc::new(site.start());
+    let host = std::sync::Arc::new(site.start_in_process());
     let user = host.add_user().await.str("id");
     let pen = host.add_goods("pen", 150, 1000).await.str("id");
     // Half of all catalog calls reach a goods that panics: an order's first
@@ -684,7 +684,7 @@ async fn other_services_and_the_host_answer_while_guests_compute() {
         "hog",
         "[limits]\ndeadline_ms = 3000\n[instances]\nmax = 8\n[failover]\nenabled = false\n",
     );
-    let host = std::sync::Arc::new(site.start());
+    let host = std::sync::Arc::new(site.start_in_process());
     let pen = host.add_goods("pen", 150, 10).await.str("id");
     // Four guests computing flat out: two per core.
     let hogs = host.get_at_once(4, "/hog/loop");
@@ -710,7 +710,7 @@ async fn values_and_quotas_are_bounded_with_a_clear_error() {
     site.install("roomy", "1.0.0", &component("faulty"));
     site.settings("faulty", "[storage]\nmax_keys = 3\n");
     site.settings("roomy", "[storage]\nmax_value_bytes = 4194304\n");
-    let host = site.start();
+    let host = site.start_in_process();
 
     let big = host.get("/faulty/put?bytes=2000000").await;
     assert_eq!(big.status.as_u16(), 507, "{big:?}");
@@ -746,7 +746,7 @@ async fn one_services_large_writes_do_not_stall_anothers_reads() {
         "hoarder",
         "[storage]\nmax_value_bytes = 67108864\n[limits]\nmemory_mib = 256\n[instances]\nmax = 4\n",
     );
-    let host = std::sync::Arc::new(site.start());
+    let host = std::sync::Arc::new(site.start_in_process());
     let pen = host.add_goods("pen", 150, 10).await.str("id");
     let writes: Vec<_> = (0..3)
         .map(|i| {
@@ -780,7 +780,7 @@ async fn one_services_large_writes_do_not_stall_anothers_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
     let site = Site::shop();
-    let host = site.start_with(&["--admin-token", "s3cret"]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some("s3cret".into()));
     let mut stream = connect(&host);
     let body = vec![b'x'; 200_000];
     let head = format!(

@@ -23,7 +23,7 @@ fn till_and_tax() -> Site {
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn an_interface_only_service_is_imported_swapped_and_refuses_http_with_a_reason() {
     let site = till_and_tax();
-    let host = site.start();
+    let host = site.start_in_process();
 
     let levy = host.get("/till/1000/eu").await;
     assert_eq!(levy.status, StatusCode::OK, "{levy:?}");
@@ -80,7 +80,7 @@ pub(crate) async fn an_interface_only_service_is_imported_swapped_and_refuses_ht
 async fn exported_functions_answer_json_over_rpc() {
     let site = Site::shop();
     site.install("tax", "1.0.0", &component("tax"));
-    let host = site.start();
+    let host = site.start_in_process();
     let pen = host.add_goods("pen", 150, 10).await.str("id");
 
     // Records and options.
@@ -135,7 +135,7 @@ async fn exported_functions_answer_json_over_rpc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_refuses_what_it_cannot_call_with_a_reason() {
     let site = Site::shop();
-    let host = site.start();
+    let host = site.start_in_process();
     let pen = host.add_goods("pen", 150, 10).await.str("id");
 
     let cases: [(&str, &[u8], StatusCode, &[&str]); 10] = [
@@ -273,7 +273,7 @@ pub(crate) async fn a_handler2_service_reads_its_lent_request_part_by_part() {
     // version exporting `handler2`: a service may change kinds.
     let site = Site::new();
     site.install("hello", "1.0.0", &component("faulty"));
-    let host = site.start();
+    let host = site.start_in_process();
     assert_eq!(kind_of(&host, "hello", "1.0.0").await, "handler");
     site.drop_in(
         "hello",

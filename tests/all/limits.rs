@@ -27,7 +27,7 @@ pub(crate) async fn limits_stop_loops_hoarders_and_overflows_and_the_host_stays_
         "faulty",
         "[limits]\ndeadline_ms = 300\nmemory_mib = 16\n[failover]\nenabled = false\n",
     );
-    let host = site.start();
+    let host = site.start_in_process();
 
     let started = Instant::now();
     let looped = host.get("/faulty/loop").await;
@@ -115,7 +115,7 @@ async fn a_full_pool_answers_503_with_retry_after_instead_of_queueing_forever() 
         "faulty",
         "[instances]\nmin = 1\nmax = 1\nqueue_timeout_ms = 200\n",
     );
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let slow = {
         let host = host.clone();
         tokio::spawn(async move { host.get("/faulty/slow?ms=1500").await.status })
@@ -152,7 +152,7 @@ async fn pooled_instances_are_reused_and_per_request_ones_are_not() {
     let site = Site::new();
     faulty(&site, "pooled", "[instances]\nmin = 1\nmax = 1\n");
     faulty(&site, "fresh", "isolation = \"per-request\"\n");
-    let host = site.start();
+    let host = site.start_in_process();
     let mut pooled = Vec::new();
     let mut fresh = Vec::new();
     for _ in 0..5 {
@@ -188,7 +188,7 @@ async fn each_strategy_spreads_calls_as_it_promises() {
     // request it lends.
     site.install("hash2", "1.0.0", &component("hello2"));
     site.settings("hash2", hashed);
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
 
     // Round-robin: strictly in turn.
     let mut turns = Vec::new();
@@ -275,7 +275,7 @@ pub(crate) async fn a_cycle_of_service_calls_ends_at_the_depth_limit() {
     site.install("ping", "1.0.0", &component("cycle"));
     site.install("pong", "1.0.0", &component("pong"));
     site.settings("ping", "[limits]\ncall_depth = 6\n");
-    let host = site.start();
+    let host = site.start_in_process();
     let reply = host.get("/ping/").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     assert!(reply.error().contains("call depth limit"), "{reply:?}");
@@ -295,7 +295,7 @@ async fn a_failing_version_fails_over_to_the_previous_good_one_unless_turned_off
     }
     site.settings("guarded", "[failover]\nthreshold = 4\nwindow_ms = 60000\n");
     site.settings("unguarded", "[failover]\nenabled = false\n");
-    let host = site.start();
+    let host = site.start_in_process();
     rollback_then_upgrade(&host, "guarded").await;
     rollback_then_upgrade(&host, "unguarded").await;
 
@@ -351,7 +351,7 @@ async fn a_failing_version_fails_over_to_the_previous_good_one_unless_turned_off
 async fn a_failing_read_is_retried_only_when_it_wrote_nothing() {
     let site = Site::new();
     faulty(&site, "faulty", "[failover]\nenabled = false\n");
-    let host = site.start();
+    let host = site.start_in_process();
     let failed = host.get("/faulty/bump-then-panic").await;
     assert_eq!(
         failed.status,
@@ -399,7 +399,7 @@ async fn a_failing_version_with_nowhere_to_go_serves_on_marked_failing() {
     let site = Site::new();
     site.install("alone", "1.0.0", &component("faulty"));
     site.settings("alone", "[failover]\nthreshold = 4\nwindow_ms = 60000\n");
-    let host = site.start();
+    let host = site.start_in_process();
     for _ in 0..2 {
         // Each GET traps twice (the retry traps too): 4 failures in all.
         host.get("/alone/panic").await;
@@ -440,7 +440,7 @@ async fn rollback_then_upgrade(host: &Host, service: &str) {
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn orders_keep_being_accepted_after_a_panicking_goods_fails_over() {
     let site = Site::shop();
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let user = host.add_user().await.str("id");
     let pen = host.add_goods("pen", 150, 1000).await.str("id");
     site.drop_in(
@@ -580,7 +580,7 @@ async fn an_instance_whose_memory_only_grows_is_replaced_before_its_limit() {
         "faulty",
         "[instances]\nmin = 1\nmax = 1\n[limits]\nmemory_mib = 8\n",
     );
-    let host = site.start();
+    let host = site.start_in_process();
     // Each call leaks 1 MiB: without recycling, the eighth or so would meet
     // the limit.
     for call in 0..24 {

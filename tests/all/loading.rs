@@ -103,7 +103,7 @@ async fn a_consumer_without_its_provider_is_refused_with_the_reason() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));
     site.install("orders", "1.0.0", &component("orders"));
-    let host = site.start();
+    let host = site.start_in_process();
 
     let listing = host.get("/admin/services").await.body;
     let why = reason(service(&listing, "orders"), "1.0.0");
@@ -123,7 +123,7 @@ async fn a_consumer_without_its_provider_is_refused_with_the_reason() {
 async fn admin_lists_services_versions_interfaces_and_instances() {
     let site = Site::shop();
     site.install("goods", "0.9.0", &component("goods"));
-    let host = site.start();
+    let host = site.start_in_process();
     let listing = host.get("/admin/services").await;
     assert_eq!(listing.status, StatusCode::OK);
     let names: Vec<&str> = listing.body["services"]
@@ -168,7 +168,7 @@ pub(crate) async fn plain_exports_a_toolchain_leaves_are_no_service_interface() 
     for name in ["alpha", "beta"] {
         site.install(name, "1.0.0", &component("toolchain_export"));
     }
-    let host = site.start();
+    let host = site.start_in_process();
     for name in ["alpha", "beta"] {
         assert_eq!(
             host.active(name).await,

@@ -1,7 +1,10 @@
-//! Every end-to-end test, in one binary: each starts a real `switchyard`
-//! process on a scratch services and data folder, with real components built
-//! from source, and talks HTTP to it; `in_process` drives the same routes
-//! without a process or a socket. One module per area; `support` holds what
+//! Every end-to-end test, in one binary: each starts a real host on a
+//! scratch services and data folder, with real components built from source,
+//! and talks HTTP to it. The host runs in the test's own process (the same
+//! `App` and server, on a runtime of its own) unless the test is about the
+//! process: signals, crashes, restarts, its log, its metrics, its memory,
+//! its command line; then it is a `switchyard` process. `in_process` drives
+//! the routes without a socket. One module per area; `support` holds what
 //! they share.
 
 mod support;

@@ -182,7 +182,7 @@ fn conforms(
 #[tokio::test(flavor = "multi_thread")]
 async fn every_admin_route_is_described_and_answers_as_described() {
     let site = Site::shop();
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     let described = host
         .send_as(TOKEN, Method::GET, "/admin/openapi.json", None)
         .await;

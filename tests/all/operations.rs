@@ -218,7 +218,7 @@ async fn readiness_follows_whether_every_service_has_an_active_version() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));
     site.write("goods", "1.0.0", b"broken");
-    let host = site.start();
+    let host = site.start_in_process();
 
     let health = host.get("/healthz").await;
     assert_eq!(
@@ -250,7 +250,7 @@ async fn deleting_a_service_folder_removes_the_service_without_a_restart() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));
     site.write("ratings", "1.0.0", b"broken");
-    let host = site.start();
+    let host = site.start_in_process();
     assert_eq!(
         host.get("/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -306,7 +306,7 @@ async fn an_operator_removes_a_version_or_a_service_through_the_admin_api() {
     site.install("users", "1.0.0", &component("users"));
     site.install("goods", "1.0.0", &component("goods"));
     site.install("goods", "1.1.0", &component("goods_v2"));
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     assert_eq!(host.active("goods").await, "1.1.0");
 
     let anonymous = host
@@ -362,7 +362,7 @@ async fn the_front_door_says_where_to_go_and_lists_nothing_to_the_public() {
     const TOKEN: &str = "door-secret";
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
 
     let root = host.get("/").await;
     assert_eq!(root.status, StatusCode::NOT_FOUND, "{root:?}");
@@ -395,7 +395,7 @@ async fn the_front_door_says_where_to_go_and_lists_nothing_to_the_public() {
 async fn a_page_of_another_site_cannot_act_through_an_operators_browser() {
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
-    let host = site.start();
+    let host = site.start_in_process();
     site.drop_in(
         "goods",
         "1.1.0",

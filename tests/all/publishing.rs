@@ -31,7 +31,7 @@ async fn stock(host: &Host, goods: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_clients_reach_only_what_the_shop_publishes() {
     let site = Site::shop();
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     let pen = host.add_goods("pen", 150, 10).await.str("id");
     let ana = host.add_user().await.str("id");
 
@@ -132,7 +132,7 @@ async fn anonymous_clients_reach_only_what_the_shop_publishes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_host_itself_answers_anonymous_clients_only_whether_it_is_up() {
     let site = Site::shop();
-    let host = site.start_with(&["--admin-token", TOKEN]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some(TOKEN.into()));
     // What serves, its versions, functions, history and numbers are the
     // operators'.
     for path in [
@@ -175,7 +175,7 @@ async fn a_version_that_drops_a_published_function_is_refused() {
     let site = Site::new();
     site.install("goods", "1.0.0", &component("goods"));
     site.install_settings("goods");
-    let host = site.start();
+    let host = site.start_in_process();
     // goods_broken lost `list`, which goods' service.toml publishes.
     site.drop_in(
         "goods",
@@ -198,7 +198,7 @@ async fn a_version_that_drops_a_published_function_is_refused() {
     // A name that matches nothing refuses the service's versions at start.
     site.settings("goods", "[rpc]\npublic = [\"catalog.delete\"]\n");
     drop(host);
-    let host = site.start();
+    let host = site.start_in_process();
     let entry = host.wait_state("goods", "1.0.0", "rejected").await;
     assert!(
         entry["reason"]

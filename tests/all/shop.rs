@@ -26,7 +26,7 @@ async fn order(host: &Host, user_id: &str, items: Value) -> crate::support::Repl
 #[tokio::test(flavor = "multi_thread")]
 pub(crate) async fn shop_flow_walks_every_order_transition() {
     let site = Site::shop();
-    let host = site.start();
+    let host = site.start_in_process();
 
     let user = host.add_user().await;
     assert_eq!(user.status, StatusCode::CREATED);
@@ -196,7 +196,7 @@ pub(crate) async fn shop_flow_walks_every_order_transition() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_json_4xx_naming_the_problem() {
     let site = Site::shop();
-    let host = site.start();
+    let host = site.start_in_process();
     let user = create_user(&host).await;
     let pen = create_goods(&host, "pen", 150, 3).await;
     let ink = create_goods(&host, "ink", 700, 1).await;
@@ -479,7 +479,7 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_orders_never_oversell() {
     let site = Site::shop();
-    let host = std::sync::Arc::new(site.start());
+    let host = std::sync::Arc::new(site.start_in_process());
     let user = create_user(&host).await;
     let pen = create_goods(&host, "pen", 150, 10).await;
 

@@ -8,7 +8,7 @@ use serde_json::json;
 pub(crate) async fn a_service_cannot_read_or_overwrite_another_services_keys() {
     let site = Site::shop();
     site.install("probe", "1.0.0", &component("kv_probe"));
-    let host = site.start();
+    let host = site.start_in_process();
 
     let goods = host.add_goods("pen", 150, 10).await;
     let id = goods.str("id");

@@ -46,7 +46,7 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_by_file_drop_and_rollback_under_load_drop_no_request() {
     let site = Site::shop();
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let pen = create_goods(&host, 10).await;
     let (v1, v2) = (bytes("goods"), bytes("goods_v2"));
 
@@ -249,7 +249,7 @@ pub(crate) async fn bad_components_are_refused_with_a_reason_while_the_old_versi
 async fn a_consumer_whose_imports_nobody_provides_is_refused_at_drop() {
     let site = Site::new();
     site.install("users", "1.0.0", &component("users"));
-    let host = site.start();
+    let host = site.start_in_process();
     site.drop_in("orders", "1.0.0", &bytes("orders"));
     let entry = host.wait_state("orders", "1.0.0", "rejected").await;
     let reason = entry["reason"].as_str().unwrap();
@@ -270,7 +270,7 @@ async fn a_consumer_whose_imports_nobody_provides_is_refused_at_drop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_keep_flowing_across_a_goods_upgrade_and_rollback_without_overselling() {
     let site = Site::shop();
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let user = host.add_user().await.str("id");
     const STOCK: u64 = 1000;
     let pen = create_goods(&host, STOCK as u32).await;
@@ -377,7 +377,7 @@ async fn a_rollback_survives_a_restart_and_nothing_is_recompiled() {
 pub(crate) async fn a_traffic_split_sends_each_version_its_share() {
     let site = Site::shop();
     site.install("goods", "1.1.0", &component("goods_v2"));
-    let host = Arc::new(site.start());
+    let host = Arc::new(site.start_in_process());
     let pen = create_goods(&host, 10).await;
 
     let split = host
@@ -442,7 +442,7 @@ pub(crate) async fn a_traffic_split_sends_each_version_its_share() {
     }
     // The split survives a restart.
     drop(tasks_done(host));
-    let host = site.start();
+    let host = site.start_in_process();
     assert_eq!(
         host.service("goods").await["traffic"],
         json!({"1.0.0": 90, "1.1.0": 10})
@@ -457,7 +457,7 @@ fn tasks_done(host: Arc<Host>) -> Host {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_changes_are_refused_without_the_token() {
     let site = Site::shop();
-    let host = site.start_with(&["--admin-token", "s3cret"]);
+    let host = site.start_in_process_with(|s| s.admin_token = Some("s3cret".into()));
     let goods = bytes("goods_v2");
     let changes = [
         (Method::POST, "/admin/services/goods/rollback", None),
@@ -516,7 +516,7 @@ async fn admin_changes_are_refused_without_the_token() {
 async fn manual_mode_keeps_new_versions_on_standby_until_activated() {
     let site = Site::shop();
     site.settings("goods", "activation = \"manual\"\n");
-    let host = site.start();
+    let host = site.start_in_process();
     let pen = create_goods(&host, 10).await;
 
     let upload = host
@@ -604,7 +604,7 @@ async fn manual_mode_keeps_new_versions_on_standby_until_activated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_copy_is_read_once_complete_and_removing_a_version_falls_back() {
     let site = Site::shop();
-    let host = site.start();
+    let host = site.start_in_process();
     let goods = bytes("goods_v2");
     let path = site.services().join("goods/1.5.0.wasm");
     {
