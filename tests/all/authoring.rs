@@ -19,11 +19,10 @@ async fn switchyard(args: Vec<String>) -> Output {
             .args(&args)
             // The toolchains `make tools` installed, at the same pins.
             .env("SWITCHYARD_TOOLCHAINS", root.join("target/tools"))
-            // A Rust service's build kept between test runs.
-            .env(
-                "CARGO_TARGET_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("authoring"),
-            )
+            // A Rust service builds where the guests were built
+            // (tests/artifacts), so that wit-bindgen and its macros are
+            // compiled once per run, not again for it.
+            .env("CARGO_TARGET_DIR", root.join("target/wasm"))
             .output()
             .unwrap()
     })
