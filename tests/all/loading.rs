@@ -1,7 +1,9 @@
 //! Loading services from the services folder: what is served, what is refused
 //! and why, and what the admin API reports.
 
-use crate::support::{Site, component, eventually};
+use std::process::Command;
+
+use crate::support::{Host, Site, component, eventually};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -373,4 +375,49 @@ async fn an_edited_service_toml_applies_while_serving_and_a_bad_edit_is_refused(
         }
     }
     assert!(answered > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_that_share_a_compiled_cache_compile_each_component_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let sites = [Site::shop(), Site::shop()];
+    // Started together, as a service manager starts several hosts.
+    let hosts: Vec<Host> = std::thread::scope(|scope| {
+        let starting: Vec<_> = sites
+            .iter()
+            .map(|site| {
+                scope.spawn(|| {
+                    let mut serve = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+                    serve
+                        .arg("serve")
+                        .arg("--services")
+                        .arg(site.services())
+                        .arg("--data")
+                        .arg(site.data())
+                        .arg("--compiled-cache")
+                        .arg(cache.path())
+                        .args(["--listen", "127.0.0.1:0"]);
+                    site.start_command(serve)
+                })
+            })
+            .collect();
+        starting.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for service in ["goods", "users", "orders"] {
+        let mut compiled = 0;
+        for host in &hosts {
+            let view = host.service(service).await;
+            if view["versions"][0]["from_cache"] == false {
+                compiled += 1;
+            }
+        }
+        assert_eq!(
+            compiled, 1,
+            "{service} compiled by one host, loaded by the other"
+        );
+    }
+    assert!(std::fs::read_dir(cache.path()).unwrap().all(|e| {
+        let name = e.unwrap().file_name();
+        !name.to_string_lossy().ends_with(".partial")
+    }));
 }

@@ -2,9 +2,16 @@
 //! host's data directory, keyed by the file's SHA-256 and the engine's
 //! compatibility hash, and loaded instead of compiling again. It only ever
 //! loads what an engine like this one wrote.
+//!
+//! Several hosts may share one cache (`--compiled-cache`): each entry is
+//! compiled under a lock of its own (`<entry>.lock`, held while compiling
+//! and writing), so hosts loading the same component at once compile it
+//! once, and an entry is only ever read complete, never while written.
 
+use std::fs::{File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -26,9 +33,16 @@ impl Runtime {
             .precompile_compatibility_hash()
             .hash(&mut engine_hash);
         let entry = cache_dir.join(format!("{digest}-{:016x}.cwasm", engine_hash.finish()));
+        // Without the lock (a read-only cache, say), this host compiles on
+        // its own: slower, never wrong.
+        let _compiling = lock_entry(&entry).inspect_err(
+            |e| tracing::debug!(entry = %entry.display(), "cannot lock a cache entry: {e}"),
+        );
         if entry.exists() {
             // SAFETY: the entry was written by `Component::serialize` below, into
-            // the host's own data directory, by an engine with this same hash.
+            // the host's own data directory, by an engine with this same hash,
+            // and put in place complete (written aside, then renamed, under
+            // the entry's lock): nothing writes to it while it is mapped.
             #[allow(unsafe_code)]
             let cached = unsafe { Component::deserialize_file(&self.engine, &entry) };
             match cached {
@@ -67,15 +81,39 @@ pub struct Compiled {
     pub compile_time: Duration,
 }
 
+/// Wait for, and hold until dropped, the lock on `entry`: one host or
+/// thread at a time looks it up and, if missing, compiles and writes it.
+fn lock_entry(entry: &Path) -> std::io::Result<File> {
+    if let Some(dir) = entry.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(entry.with_extension("lock"))?;
+    lock.lock()?;
+    Ok(lock)
+}
+
 fn write_cache_entry(component: &Component, entry: &Path) -> Result<()> {
     let dir = entry
         .parent()
         .context("a cache entry lives in a directory")?;
     std::fs::create_dir_all(dir)?;
-    let partial = entry.with_extension("partial");
-    std::fs::write(&partial, component.serialize()?)?;
-    std::fs::rename(&partial, entry)?;
-    Ok(())
+    // A name of its own, in case another writer got no lock either.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let partial = entry.with_extension(format!(
+        "{}-{}.partial",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&partial, component.serialize()?)
+        .and_then(|()| std::fs::rename(&partial, entry));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    Ok(written?)
 }
 
 /// The SHA-256 of a component file, lower-case hex: its identity.
