@@ -11,7 +11,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::hardening::{QUICK_RECOVERY, stock_accounts_for_orders};
-use crate::support::{Host, Site, component};
+use crate::support::{Host, Site, component, eventually};
 
 /// `n` hosts serving the shop, each from a folder of its own, on `url`.
 fn cluster(n: usize, url: &str) -> Vec<(Site, Arc<Host>)> {
@@ -103,23 +103,14 @@ async fn settled(nodes: &[(Site, Arc<Host>)]) {
     }
 }
 
-/// Wait until `node`'s view of `service` satisfies `check`; how long it took.
-async fn observed(
-    node: &Host,
-    service: &str,
-    check: impl Fn(&serde_json::Value) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    loop {
+/// Wait until `node`'s view of `service` satisfies `check`.
+async fn observed(node: &Host, service: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let seen = eventually(async || {
         let view = node.service(service).await;
-        if check(&view) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "not observed within 5 s: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        check(&view).then_some(())
+    });
+    if seen.await.is_none() {
+        panic!("never observed: {}", node.service(service).await);
     }
 }
 
@@ -256,28 +247,30 @@ async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
     assert_eq!(reply.header("x-switchyard-version"), "1.1.0");
 
     // Every node, as any node lists them: alive, serving goods 1.1.0.
-    let started = Instant::now();
-    loop {
+    let agreed = eventually(async || {
         let nodes = c.get("/admin/nodes").await.body["nodes"].clone();
-        let nodes = nodes.as_array().unwrap();
-        let agreeing = nodes
+        let listed = nodes.as_array()?;
+        let agreeing = listed
             .iter()
             .filter(|n| {
                 n["alive"] == true && n["services"]["goods"]["serving"] == json!({"1.1.0": 100})
             })
             .count();
-        if nodes.len() == 3 && agreeing == 3 {
-            assert_eq!(nodes.iter().filter(|n| n["this_node"] == true).count(), 1);
-            assert!(
-                nodes
-                    .iter()
-                    .all(|n| n["services"]["goods"]["loaded_all"] == true)
-            );
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{nodes:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (listed.len() == 3 && agreeing == 3).then_some(nodes)
+    });
+    let Some(nodes) = agreed.await else {
+        panic!(
+            "the nodes never agreed: {}",
+            c.get("/admin/nodes").await.body
+        );
+    };
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.iter().filter(|n| n["this_node"] == true).count(), 1);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["services"]["goods"]["loaded_all"] == true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -443,15 +436,16 @@ async fn a_store_outage_is_a_503_for_what_needs_it_and_the_node_catches_up_after
 
     proxy.restore();
     observed(&a, "goods", |v| v["active_version"] == "1.0.0").await;
-    let started = Instant::now();
-    loop {
+    let read = eventually(async || {
         let read = a.get(&format!("/goods/{pen}")).await;
-        if read.status == StatusCode::OK {
-            assert_eq!(read.body["stock"], 10);
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{read:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (read.status == StatusCode::OK).then_some(read)
+    });
+    match read.await {
+        Some(read) => assert_eq!(read.body["stock"], 10),
+        None => panic!(
+            "never read back: {:?}",
+            a.get(&format!("/goods/{pen}")).await
+        ),
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use crate::support::{Host, Site, component};
+use crate::support::{Host, Site, component, eventually};
 
 const GIB: u64 = 1 << 30;
 
@@ -262,16 +262,13 @@ pub(crate) async fn a_wasi_http_service_swaps_mid_stream_and_counts_its_failures
         !text.ends_with("0\r\n\r\n"),
         "a cut body must not end cleanly: {text:?}"
     );
-    for _ in 0..100 {
-        if errors(host.service("streamer").await) == 3 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let counted = eventually(async || (errors(host.service("streamer").await) == 3).then_some(()));
+    if counted.await.is_none() {
+        panic!(
+            "the failure after answering was not counted: {}",
+            host.service("streamer").await
+        );
     }
-    panic!(
-        "the failure after answering was not counted: {}",
-        host.service("streamer").await
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,12 +362,7 @@ async fn a_wasi_http_guest_is_served_as_the_reference_host_serves_it() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     drop(leaving);
-    for _ in 0..100 {
-        if errors().await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(async || (errors().await == 3).then_some(())).await;
     assert_eq!(errors().await, 3, "{}", host.service("streamer").await);
     let log = site.log_mentioning("after its client went away");
     assert!(
