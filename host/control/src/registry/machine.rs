@@ -646,6 +646,11 @@ impl<V: Deployable> Deployments<V> {
             .or_else(|| book.highest_loaded())
             .cloned();
         match fallback {
+            // While it follows a record it cannot serve, what this host
+            // serves meanwhile is its own affair, not the cluster's choice.
+            Some(fallback) if book.wanted.is_some() => {
+                book.routing = Arc::new(Routing::single(fallback));
+            }
             Some(fallback) => {
                 book.routing = Arc::new(Routing::single(fallback.clone()));
                 let change = Change::Activated {

@@ -988,3 +988,31 @@ fn a_single_host_that_lost_its_active_version_while_stopped_serves_and_stores_th
     assert_eq!(book.record().active, Some(ver("1.0.0")));
     assert_eq!(book.disagreement, None);
 }
+
+#[test]
+fn a_host_following_the_cluster_falls_back_on_its_own_when_it_loses_a_file() {
+    let there = world(Activation::Auto, &[goods("1.0.0"), goods("1.1.0")]);
+    let mut here = join(
+        &there,
+        vec![found(
+            "goods",
+            Activation::Auto,
+            &[goods("0.9.0"), goods("1.0.0")],
+        )],
+    );
+    assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
+    here.withdraw(5, "goods", &ver("1.0.0"));
+    assert_eq!(active(&here, "goods"), Some(ver("0.9.0")));
+    assert_eq!(
+        changes(&mut here),
+        [Change::Removed {
+            version: ver("1.0.0")
+        }]
+    );
+    let book = here.book("goods").unwrap();
+    assert_eq!(
+        book.record().active,
+        Some(ver("1.1.0")),
+        "still the cluster's"
+    );
+}
