@@ -258,19 +258,46 @@ async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
             .count();
         (listed.len() == 3 && agreeing == 3).then_some(nodes)
     });
-    let Some(nodes) = agreed.await else {
+    let Some(listing) = agreed.await else {
         panic!(
             "the nodes never agreed: {}",
             c.get("/admin/nodes").await.body
         );
     };
-    let nodes = nodes.as_array().unwrap();
-    assert_eq!(nodes.iter().filter(|n| n["this_node"] == true).count(), 1);
+    let listing = listing.as_array().unwrap();
+    assert_eq!(listing.iter().filter(|n| n["this_node"] == true).count(), 1);
     assert!(
-        nodes
+        listing
             .iter()
             .all(|n| n["services"]["goods"]["loaded_all"] == true)
     );
+
+    // A service new to the cluster: the others build on the record the
+    // uploading node stored, with no conflict and no activation of their own.
+    let upload = b
+        .send(
+            Method::POST,
+            "/admin/services/hello2/versions?version=1.0.0",
+            Some(std::fs::read(component("hello2")).unwrap()),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
+    for (site, node) in &nodes {
+        node.wait_state("hello2", "1.0.0", "active").await;
+        let view = node.service("hello2").await;
+        let activations = view["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "activated")
+            .count();
+        assert_eq!(activations, 1, "{view}");
+        assert!(
+            !site.log().contains("another host changed"),
+            "{}",
+            site.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

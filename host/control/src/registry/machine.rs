@@ -536,6 +536,21 @@ impl<V: Deployable> Deployments<V> {
         }
     }
 
+    /// Whether `version` arriving here is news to `service`: never seen,
+    /// or a new build of one this host has. A version the service knows
+    /// but this host lacks is catching up with the others (fetched from
+    /// them): what it does was decided, and recorded, where it arrived
+    /// first, so it activates nothing and adds no history.
+    pub fn is_news(&self, service: &str, version: &Version) -> bool {
+        match self.books.get(service) {
+            Some(book) => book.versions.contains_key(version) || !book.known.contains(version),
+            None => !self
+                .unheld
+                .get(service)
+                .is_some_and(|stored| stored.deployment.known.contains(version)),
+        }
+    }
+
     /// A new or rebuilt version of `service` (a dropped file or an upload).
     /// Returns the state it ended up in, or why it was refused.
     pub fn offer(
@@ -546,12 +561,9 @@ impl<V: Deployable> Deployments<V> {
         version: Version,
         entry: VersionEntry<V>,
     ) -> Result<VersionState, Refusal> {
+        let news = self.is_news(service, &version);
         let book = self.book_or_new(service);
         book.mode = mode;
-        // A version the service knows but this host lacks is catching up
-        // with the others (fetched from them), not news: what it does
-        // was decided where it arrived first.
-        let news = book.versions.contains_key(&version) || !book.known.contains(&version);
         book.known.insert(version.clone());
         let serving_now = book.routing.weight_of(&version).is_some();
         let loaded = match entry {
@@ -581,7 +593,9 @@ impl<V: Deployable> Deployments<V> {
             return Ok(VersionState::Active);
         }
         let serving = book.routing.weight_of(&version).is_some();
-        self.log(service, now, Change::Added { version });
+        if news {
+            self.log(service, now, Change::Added { version });
+        }
         Ok(if serving {
             VersionState::Active
         } else {

@@ -362,8 +362,15 @@ impl Registry {
         version: Version,
         entry: VersionEntry,
     ) -> Result<VersionState, Refusal> {
-        // Known versions must persist even when nothing else changed.
-        self.change(Persist::Also(service), |state, now| {
+        // Known versions must persist even when nothing else changed; a
+        // version catching up with the others is known already.
+        let news = self.state().is_news(service, &version);
+        let persist = if news {
+            Persist::Also(service)
+        } else {
+            Persist::Touched
+        };
+        self.change(persist, |state, now| {
             state.offer(now, service, mode, version, entry)
         })
         .await
