@@ -1,8 +1,6 @@
 //! Loading services from the services folder: what is served, what is refused
 //! and why, and what the admin API reports.
 
-use std::process::Command;
-
 use crate::support::{Host, Site, component, eventually};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
@@ -387,17 +385,8 @@ async fn hosts_that_share_a_compiled_cache_compile_each_component_once() {
             .iter()
             .map(|site| {
                 scope.spawn(|| {
-                    let mut serve = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-                    serve
-                        .arg("serve")
-                        .arg("--services")
-                        .arg(site.services())
-                        .arg("--data")
-                        .arg(site.data())
-                        .arg("--compiled-cache")
-                        .arg(cache.path())
-                        .args(["--listen", "127.0.0.1:0"]);
-                    site.start_command(serve)
+                    let cache = cache.path().to_str().unwrap();
+                    site.start_with(&["--compiled-cache", cache])
                 })
             })
             .collect();

@@ -140,7 +140,8 @@ impl Site {
     }
 
     /// `switchyard serve` over this site's folders on a free port, with
-    /// extra command-line arguments; not started.
+    /// extra command-line arguments (the tests' shared compiled cache
+    /// unless they name one); not started.
     pub fn serve_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         command
@@ -149,10 +150,11 @@ impl Site {
             .arg(self.services())
             .arg("--data")
             .arg(self.data())
-            .arg("--compiled-cache")
-            .arg(compiled_cache())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args);
+            .args(["--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--compiled-cache") {
+            command.arg("--compiled-cache").arg(compiled_cache());
+        }
+        command.args(args);
         command
     }
 
