@@ -70,6 +70,7 @@ bench: setup tools $(WASMTIME)
 
 lint: setup tools
 	$(CARGO) fmt --all -- --check
+	python3 tests/lint/module_cycles.py
 	$(CARGO) clippy --release $(addprefix -p ,$(HOST_CRATES)) --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip2 $(addprefix -p ,$(GUESTS) $(FIXTURES)) -- -D warnings
 
