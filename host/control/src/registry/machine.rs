@@ -709,7 +709,8 @@ impl<V: Deployable> Deployments<V> {
     /// versions gone or rejected since.
     pub fn rollback(&mut self, now: u64, service: &str) -> Result<Version, RegistryError> {
         let book = self.book_mut(service)?;
-        let current = book.routing.primary().map(|p| p.version().clone());
+        // From what the service's record serves, where this host follows it.
+        let current = book.active_version().cloned();
         while let Some(previous) = book.previous.pop() {
             if Some(&previous) == current.as_ref() {
                 continue;

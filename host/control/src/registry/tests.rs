@@ -1012,3 +1012,38 @@ fn a_host_following_the_cluster_falls_back_on_its_own_when_it_loses_a_file() {
         "still the cluster's"
     );
 }
+
+#[test]
+fn a_rollback_on_a_host_following_the_cluster_goes_back_from_what_the_cluster_serves() {
+    let there = world(
+        Activation::Auto,
+        &[goods("1.0.0"), goods("1.1.0"), goods("1.2.0")],
+    );
+    let mut here = join(
+        &there,
+        vec![found(
+            "goods",
+            Activation::Auto,
+            &[goods("1.0.0"), goods("1.1.0")],
+        )],
+    );
+    assert_eq!(
+        active(&here, "goods"),
+        Some(ver("1.1.0")),
+        "the best it has"
+    );
+    assert_eq!(here.rollback(5, "goods").unwrap(), ver("1.1.0"));
+    assert_eq!(
+        changes(&mut here),
+        [Change::Activated {
+            version: ver("1.1.0"),
+            cause: Cause::Rollback {
+                from: Some(ver("1.2.0"))
+            }
+        }]
+    );
+    assert_eq!(
+        here.book("goods").unwrap().record().active,
+        Some(ver("1.1.0"))
+    );
+}
