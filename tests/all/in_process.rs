@@ -1,8 +1,8 @@
-//! The admin API and the gateway's own answers, in process: the host's
-//! routes built by `App::load` and driven with `oneshot`, with no socket and
-//! no process (axum's testing example). Promises about the process itself
-//! (signals, restarts, crashes, file drops, connections) stay in the other
-//! modules.
+//! The admin API and the gateway's own answers on the router itself: the
+//! host's routes built by `App::load` and driven with `oneshot`, with no
+//! socket (axum's testing example). The other modules talk to a host over
+//! a socket, in this process (`Site::start_in_process`) or as a process of
+//! its own where the test is about the process.
 
 use std::net::SocketAddr;
 use std::path::Path;
