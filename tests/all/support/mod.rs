@@ -669,6 +669,9 @@ impl InProcess {
                 .await;
                 app.close().await.expect("the store closes");
             });
+            // A guest still computing (a test that failed mid-call) is
+            // not waited for past its own deadline.
+            runtime.shutdown_timeout(Duration::from_secs(1));
         });
         match listening.recv() {
             Ok(Ok(base)) => {
