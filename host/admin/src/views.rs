@@ -107,7 +107,7 @@ fn view(name: &str, book: &Book<LoadedVersion>) -> ServiceView {
             })
             .collect(),
         generation: book.generation,
-        disagreement: book.disagreement.clone(),
+        disagreement: book.disagreement(),
     }
 }
 

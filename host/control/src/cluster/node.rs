@@ -113,7 +113,7 @@ pub fn report(registry: &Registry) -> BTreeMap<String, ServiceReport> {
                 generation: book.generation,
                 loaded_all: rejected.is_empty(),
                 rejected,
-                disagreement: book.disagreement.clone(),
+                disagreement: book.disagreement(),
             };
             (name.to_string(), report)
         })

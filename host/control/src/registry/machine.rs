@@ -41,12 +41,11 @@ pub struct Book<V> {
     pub failed: BTreeMap<Version, String>,
     /// The generation of the stored record this state reflects (0: none).
     pub generation: u64,
-    /// Why this host cannot serve as the stored record says, if it cannot.
-    pub disagreement: Option<String>,
     /// The stored record's routing while this host cannot serve it (it
     /// lacks a version the record names): what its own records keep
-    /// saying, and what it routes to as soon as it has those versions.
-    /// A decision made here (an activation, a split, a failover) ends it.
+    /// saying, and what it routes to as soon as it has those versions
+    /// ([`Book::disagreement`] says why it cannot yet). A decision made
+    /// here (an activation, a split, a failover) ends it.
     pub wanted: Option<Wanted>,
 }
 
@@ -87,7 +86,6 @@ impl<V: Deployable> Default for Book<V> {
             refused_files: BTreeMap::new(),
             failed: BTreeMap::new(),
             generation: 0,
-            disagreement: None,
             wanted: None,
         }
     }
@@ -151,16 +149,21 @@ impl<V: Deployable> Book<V> {
             .collect()
     }
 
-    /// Route as `wanted` says if this host has every version it names, and
-    /// return true; else keep routing as it does, remember `wanted` and say
-    /// why ([`Book::disagreement`]).
-    fn follow(&mut self, wanted: Wanted) -> bool {
-        let missing = self.unmet(&wanted);
-        if !missing.is_empty() {
-            self.disagreement = Some(format!(
+    /// Why this host cannot serve as the stored record says, if it cannot.
+    pub fn disagreement(&self) -> Option<String> {
+        let missing = self.unmet(self.wanted.as_ref()?);
+        (!missing.is_empty()).then(|| {
+            format!(
                 "the cluster serves {}; this host serves what it has",
                 missing.join(", ")
-            ));
+            )
+        })
+    }
+
+    /// Route as `wanted` says if this host has every version it names, and
+    /// return true; else keep routing as it does and remember `wanted`.
+    fn follow(&mut self, wanted: Wanted) -> bool {
+        if !self.unmet(&wanted).is_empty() {
             self.wanted = Some(wanted);
             return false;
         }
@@ -174,14 +177,8 @@ impl<V: Deployable> Book<V> {
             1 => Routing::single(entries[0].0.clone()),
             _ => Routing::split(entries),
         });
-        self.settle();
-        true
-    }
-
-    /// Routing is this host's own decision again.
-    fn settle(&mut self) {
         self.wanted = None;
-        self.disagreement = None;
+        true
     }
 
     /// Take `stored`, another host's record, as this book's (see
@@ -344,7 +341,7 @@ impl<V: Deployable> Deployments<V> {
         let book = self.book_or_new(service);
         if event.change.routes() {
             // A decision made here: the records say it from now on.
-            book.settle();
+            book.wanted = None;
         }
         let history = &mut book.history;
         history.push_back(event.entry());

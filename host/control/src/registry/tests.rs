@@ -825,7 +825,7 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
     let book = here.book("goods").unwrap();
     assert_eq!(active(&here, "goods"), Some(ver("1.0.0")));
     assert_eq!(
-        book.disagreement.as_deref(),
+        book.disagreement().as_deref(),
         Some("the cluster serves 2.0.0 (not loaded here); this host serves what it has")
     );
     assert_eq!(book.generation, 7);
@@ -845,7 +845,7 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
     .unwrap_err();
     assert!(here.adopt("goods", stored(&there, "goods", 8)));
     assert_eq!(
-        here.book("goods").unwrap().disagreement.as_deref(),
+        here.book("goods").unwrap().disagreement().as_deref(),
         Some(
             "the cluster serves 2.0.0 (refused here: not a component); this host serves what it has"
         )
@@ -858,7 +858,7 @@ fn a_host_lacking_the_version_the_cluster_serves_keeps_serving_and_says_why() {
     there.fail_over(9, &v2, failing());
     assert!(here.adopt("goods", stored(&there, "goods", 9)));
     let book = here.book("goods").unwrap();
-    assert_eq!(book.disagreement, None);
+    assert_eq!(book.disagreement(), None);
     assert_eq!(book.failed, there.book("goods").unwrap().failed);
 }
 
@@ -894,7 +894,7 @@ fn a_host_that_starts_behind_the_cluster_serves_what_it_has_and_stores_the_clust
         Some(ver("1.1.0")),
         "its records keep the cluster's"
     );
-    assert!(book.disagreement.is_some());
+    assert!(book.disagreement().is_some());
 
     // The missing version arrives (fetched): it serves, as the record says,
     // and nothing happens here that the record does not already say.
@@ -906,10 +906,7 @@ fn a_host_that_starts_behind_the_cluster_serves_what_it_has_and_stores_the_clust
     assert_eq!(changes(&mut here), []);
     let book = here.book("goods").unwrap();
     assert_eq!(active(&here, "goods"), Some(ver("1.1.0")));
-    assert_eq!(
-        (book.disagreement.as_ref(), book.wanted.as_ref()),
-        (None, None)
-    );
+    assert_eq!((book.disagreement(), book.wanted.as_ref()), (None, None));
 }
 
 #[test]
@@ -982,7 +979,7 @@ fn a_single_host_that_lost_its_active_version_while_stopped_serves_and_stores_th
     let book = after.book("goods").unwrap();
     assert_eq!(active(&after, "goods"), Some(ver("1.0.0")));
     assert_eq!(book.record().active, Some(ver("1.0.0")));
-    assert_eq!(book.disagreement, None);
+    assert_eq!(book.disagreement(), None);
 }
 
 #[test]
