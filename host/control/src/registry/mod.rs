@@ -48,6 +48,10 @@ pub use model::{
 enum Persist<'a> {
     Touched,
     Also(&'a str),
+    /// The service's, if the version is news to it as the change begins
+    /// (see [`machine::Deployments::is_news`]): then the record must say
+    /// the service knows it, even when nothing else changed.
+    IfNews(&'a str, &'a Version),
     /// Every service's (at start-up).
     All,
 }
@@ -223,13 +227,19 @@ impl Registry {
         let _in_order = self.persisting.lock().await;
         let (outcome, records) = {
             let mut state = self.state();
+            let also = match persist {
+                Persist::Also(service) => Some(service),
+                Persist::IfNews(service, version) => {
+                    state.is_news(service, version).then_some(service)
+                }
+                Persist::Touched | Persist::All => None,
+            };
             let outcome = transition(&mut state, now_ms());
             let events = state.take_events();
             self.publish(&state);
             let mut names: BTreeSet<&str> = match persist {
                 Persist::All => state.books().map(|(name, _)| name.as_str()).collect(),
-                Persist::Touched => BTreeSet::new(),
-                Persist::Also(service) => BTreeSet::from([service]),
+                _ => also.into_iter().collect(),
             };
             names.extend(events.iter().map(|e| e.service.as_str()));
             let records: Vec<(String, model::Deployment, u64)> = names
@@ -362,15 +372,8 @@ impl Registry {
         version: Version,
         entry: VersionEntry,
     ) -> Result<VersionState, Refusal> {
-        // Known versions must persist even when nothing else changed; a
-        // version catching up with the others is known already.
-        let news = self.state().is_news(service, &version);
-        let persist = if news {
-            Persist::Also(service)
-        } else {
-            Persist::Touched
-        };
-        self.change(persist, |state, now| {
+        let offered = version.clone();
+        self.change(Persist::IfNews(service, &offered), |state, now| {
             state.offer(now, service, mode, version, entry)
         })
         .await
