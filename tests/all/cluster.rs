@@ -284,14 +284,8 @@ async fn a_version_uploaded_to_one_node_is_served_by_the_others() {
     assert_eq!(upload.status, StatusCode::CREATED, "{upload:?}");
     for (site, node) in &nodes {
         node.wait_state("hello2", "1.0.0", "active").await;
-        let view = node.service("hello2").await;
-        let activations = view["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == "activated")
-            .count();
-        assert_eq!(activations, 1, "{view}");
+        let activated = activations(node, "hello2").await;
+        assert_eq!(activated.len(), 1, "{activated:?}");
         assert!(
             !site.log().contains("another host changed"),
             "{}",

@@ -200,8 +200,7 @@ impl Site {
     }
 
     /// The host in this process, on a free port, as `switchyard serve`
-    /// with default settings would run it (but for a smaller instance pool,
-    /// see [`in_process_settings`]).
+    /// with default settings would run it (see [`in_process_settings`]).
     pub fn start_in_process(&self) -> Host {
         self.start_in_process_with(|_| {})
     }
